@@ -1,0 +1,21 @@
+"""Queue trigger: the single writer that pushes queued changes to Assets."""
+import logging
+import os
+
+import azure.functions as func
+
+from shared.runtime import on_queue_message
+from shared.settings import load_settings
+from shared.store import QueuedMessage
+
+bp = func.Blueprint()
+
+
+@bp.function_name("submit_worker")
+@bp.queue_trigger(arg_name="msg", queue_name="%SYNC_QUEUE_NAME%", connection="AzureWebJobsStorage")
+def submit_worker(msg: func.QueueMessage) -> None:
+    """Raising leaves the message to be redelivered; after maxDequeueCount it goes to the poison queue."""
+    message = QueuedMessage(id=msg.id, body=msg.get_json(), dequeue_count=msg.dequeue_count or 1, receipt=None)
+    result = on_queue_message(load_settings(os.environ), message)
+    logging.info("pushed %d records from %d messages in %d execution(s)%s", result.records, result.messages,
+                 result.executions, " (deferred)" if result.deferred else "")

@@ -1,0 +1,175 @@
+"""``make bench``: a full sync of a 100,000-user sandbox tenant, measured.
+
+The emulators run in their own process (``entra-assets sandbox``) so that the sync's peak memory and CPU time
+are ours alone. The sync runs in a child process too: its peak RSS is read from ``getrusage(RUSAGE_CHILDREN)``
+after it exits. Reported: wall time, peak RSS, users/s of wall time and of our own CPU time, Graph requests
+against the tenant's page count, Assets requests and records, a second (unchanged) run, and msgraph-sdk's
+typed-model parsing of a sample of the same pages for comparison. Targets are checked here, not in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+TARGET_USERS_PER_CPU_SECOND = 10_000
+TARGET_PEAK_RSS_MB = 300
+GRAPH_REQUEST_SLACK = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"the sandbox did not come up at {url}")
+
+
+def child(env: dict[str, str]) -> dict:
+    """One ``sync --full`` in this process, with counted clients; returns the figures as a dict."""
+    from shared.runtime import assets_client, graph_client, sync_full
+    from shared.settings import load_settings
+
+    settings = load_settings(env)
+    graph, assets = graph_client(settings), assets_client(settings)
+    cpu, wall = time.process_time(), time.monotonic()
+    report = sync_full(settings, graph=graph, assets=assets)
+    return {"wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu, "users": report.full.users,
+            "graph_requests": graph.transport.requests, "graph_pages": report.full.graph_pages,
+            "assets_requests": assets.transport.requests, "records_pushed": report.records_pushed,
+            "chunks": sum(p.chunks for p in report.pushes), "executions": report.executions,
+            "fetch_format_s": report.full.seconds.get("fetch_and_format", 0.0),
+            "assets_wait_s": sum(p.seconds.get("wait", 0.0) for p in report.pushes)}
+
+
+def _run_child(env: dict[str, str]) -> tuple[dict, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-m", "sandbox.bench", "--child"], env={**os.environ, **env},
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"sync failed:\n{proc.stderr[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the maximum over all waited-for children (kilobytes on Linux).
+    return json.loads(proc.stdout.strip().splitlines()[-1]), max(peak_kb, before) / 1024
+
+
+def typed_model_sample(graph_url: str, token: str, pages: int = 3) -> dict:
+    """Parse a few real delta pages with msgraph-sdk's typed models and with orjson; per-user costs."""
+    import orjson
+    from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+    from msgraph.generated.users.delta.delta_get_response import DeltaGetResponse
+
+    from shared.mapping import USER_SELECT
+
+    headers = {"Authorization": f"Bearer {token}"}
+    url, bodies = f"{graph_url}/users/delta?$select={','.join(USER_SELECT)}", []
+    with httpx.Client(headers=headers, timeout=60) as client:
+        for _ in range(pages):
+            response = client.get(url)
+            bodies.append(response.content)
+            url = response.json().get("@odata.nextLink")
+    users = sum(len(orjson.loads(b)["value"]) for b in bodies)
+    JsonParseNodeFactory().get_root_parse_node("application/json", bodies[0])  # imports out of the timing
+    started = time.perf_counter()
+    for body in bodies:
+        JsonParseNodeFactory().get_root_parse_node("application/json", body).get_object_value(DeltaGetResponse)
+    typed = time.perf_counter() - started
+    started = time.perf_counter()
+    for body in bodies:
+        orjson.loads(body)
+    raw = time.perf_counter() - started
+    return {"users": users, "typed_ms_per_user": 1000 * typed / users, "raw_ms_per_user": 1000 * raw / users}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(dict(os.environ))))
+        return 0
+    from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
+    from sandbox.graph_emulator import DEFAULT_PAGE_SIZE
+
+    graph_port, assets_port = _free_port(), _free_port()
+    print(f"generating a {args.users:,}-user tenant and starting the sandbox in its own process …", flush=True)
+    sandbox = subprocess.Popen([sys.executable, "-m", "shared.cli", "sandbox", "--users", str(args.users),
+                                "--seed", str(args.seed), "--graph-port", str(graph_port),
+                                "--assets-port", str(assets_port)], stdout=subprocess.DEVNULL)
+    try:
+        graph_url, assets_url = f"http://127.0.0.1:{graph_port}/v1.0", f"http://127.0.0.1:{assets_port}"
+        _wait_for(f"{graph_url}/organization")
+        with tempfile.TemporaryDirectory(prefix="entra-assets-bench-") as home:
+            env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": assets_url,
+                   "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN, "ENTRA_ASSETS_HOME": home}
+            subprocess.run([sys.executable, "-m", "shared.cli", "setup"], env={**os.environ, **env}, check=True,
+                           stdout=subprocess.DEVNULL)
+            first, peak_mb = _run_child(env)
+            second, _ = _run_child(env)
+        sample = typed_model_sample(graph_url, GRAPH_TOKEN)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    return _report(args.users, first, second, peak_mb, sample, math.ceil(args.users / DEFAULT_PAGE_SIZE))
+
+
+def _report(users: int, first: dict, second: dict, peak_mb: float, sample: dict, tenant_pages: int) -> int:
+    per_cpu = first["users"] / first["cpu_s"]
+    checks = {
+        f"own processing >= {TARGET_USERS_PER_CPU_SECOND:,} users/s": per_cpu >= TARGET_USERS_PER_CPU_SECOND,
+        f"peak RSS <= {TARGET_PEAK_RSS_MB} MB": peak_mb <= TARGET_PEAK_RSS_MB,
+        f"Graph requests <= tenant pages + {GRAPH_REQUEST_SLACK}":
+            first["graph_requests"] <= tenant_pages + GRAPH_REQUEST_SLACK,
+        "unchanged tenant starts no execution": second["executions"] == 0,
+        "every user read": first["users"] == users,
+    }
+    rows = [
+        ("users", f"{first['users']:,}"),
+        ("sync --full wall time", f"{first['wall_s']:.1f} s ({first['users'] / first['wall_s']:,.0f} users/s)"),
+        ("  of which Graph read + mapping", f"{first['fetch_format_s']:.1f} s"),
+        ("  of which waiting for Assets", f"{first['assets_wait_s']:.1f} s"),
+        ("our CPU time", f"{first['cpu_s']:.1f} s ({per_cpu:,.0f} users/s of own processing)"),
+        ("peak RSS of the sync process", f"{peak_mb:.0f} MB"),
+        ("Graph requests", f"{first['graph_requests']} (tenant pages: {tenant_pages})"),
+        ("Assets requests", f"{first['assets_requests']} ({first['chunks']} chunks, "
+                            f"{first['executions']} execution)"),
+        ("Assets records pushed", f"{first['records_pushed']:,}"),
+        ("second run (unchanged)", f"{second['wall_s']:.1f} s, {second['executions']} executions, "
+                                   f"{second['assets_requests']} Assets requests, {second['graph_requests']} Graph"),
+        ("msgraph-sdk typed models", f"{sample['typed_ms_per_user']:.2f} ms/user on {sample['users']} users "
+                                     f"= {sample['typed_ms_per_user'] * users / 1000:,.0f} s for the tenant"),
+        ("raw JSON (orjson)", f"{sample['raw_ms_per_user']:.4f} ms/user "
+                              f"({sample['typed_ms_per_user'] / max(sample['raw_ms_per_user'], 1e-9):,.0f}x faster)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print()
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Client of the JSM Assets Imports REST API (External import), driven only by the links Assets hands out.
+
+Flow (reference/assets-imports-api.md §1.5, §3, §4): ``GET {ASSETS_API_URL}/jsm/assets/v1/imports/info`` with
+the import token gives the ``getStatus``/``start``/``mapping`` links; ``start`` gives the links of one
+execution. Links are opaque - Atlassian asks clients not to build or store them - so nothing here constructs
+a URL except the ``imports/info`` entry point.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from shared.errors import AssetsTokenError, ExecutionFailed, ImportSourceError, RemoteError
+from shared.transport import Failure, GaveUp, Transport, classify
+
+log = logging.getLogger(__name__)
+
+CONFIG_STATUSES = ("IDLE", "RUNNING", "DISABLED", "MISSING_MAPPING")
+_START_HINTS = {
+    "DISABLED": "enable the import in Assets (Schema configuration > Import)",
+    "MISSING_MAPPING": "the import has no mapping yet: run `entra-assets setup`",
+    "INVALID_IMPORT_MODULE_KEY": "the token belongs to an import that is not an External import",
+}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The links of one running execution (returned by ``start``)."""
+
+    submit_results: str
+    status: str
+    cancel: str
+    progress: str | None = None
+
+
+class AssetsClient:
+    """Talks to one import source. Raises ``AssetsTokenError`` (NO_TOKEN / INVALID_TOKEN), ``ImportSourceError``,
+    ``ExecutionFailed`` and ``RemoteError``; transient failures are retried by ``transport``."""
+
+    def __init__(self, transport: Transport, api_url: str, token: str | None, sleep: Callable = time.sleep):
+        self.transport = transport
+        self.api_url = api_url.rstrip("/")
+        self._token = token
+        self._links: dict[str, str] | None = None
+        self._sleep = sleep
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, body=None, params=None) -> httpx.Response:
+        if not self._token:
+            raise AssetsTokenError("ASSETS_IMPORT_TOKEN is not set: create an External import in the Assets schema "
+                                   "and generate its token", status="NO_TOKEN")
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        content = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = orjson.dumps(body)
+        try:
+            response = self.transport.send(method, url, content=content, headers=headers, params=params)
+        except GaveUp as exc:
+            raise RemoteError(f"Assets kept failing (HTTP {exc.status}) after retries: {exc}") from None
+        if classify(response.status_code) in (Failure.CREDENTIALS, Failure.PERMISSION):
+            raise AssetsTokenError(f"Assets rejected the import token ({response.status_code}): it is wrong, or a "
+                                   "newer token was generated for the import - update ASSETS_IMPORT_TOKEN")
+        return response
+
+    def _json(self, method: str, url: str, body=None, expect=(200,), params=None) -> dict:
+        response = self._request(method, url, body, params)
+        if response.status_code not in expect:
+            raise RemoteError(f"Assets answered {response.status_code} to {method} {_path(url)}: "
+                              f"{response.text[:300]}")
+        return orjson.loads(response.content) if response.content else {}
+
+    # -- import source ----------------------------------------------------------------------------------
+
+    def links(self) -> dict[str, str]:
+        """The ``getStatus``/``start``/``mapping`` links of the import source (fetched once)."""
+        if self._links is None:
+            body = self._json("GET", f"{self.api_url}/jsm/assets/v1/imports/info")
+            links = body.get("links") or {}
+            missing = {"getStatus", "start", "mapping"} - set(links)
+            if missing:
+                raise RemoteError(f"imports/info did not return the links {sorted(missing)}")
+            self._links = links
+        return self._links
+
+    def source_key(self) -> str:
+        """A stable, non-secret name of the import source (for the writer lease and state keys)."""
+        return hashlib.sha256(self.links()["start"].encode()).hexdigest()[:16]
+
+    def config_status(self) -> str:
+        """IDLE, RUNNING, DISABLED or MISSING_MAPPING."""
+        status = self._json("GET", self.links()["getStatus"]).get("status")
+        if status not in CONFIG_STATUSES:
+            raise RemoteError(f"configstatus returned an unknown status {status!r}")
+        return status
+
+    def ensure_ready(self) -> str:
+        """The config status, raising ``ImportSourceError`` when the source cannot take an import."""
+        status = self.config_status()
+        if status in ("DISABLED", "MISSING_MAPPING"):
+            raise ImportSourceError(f"the Assets import source is {status}: {_START_HINTS[status]}", status=status)
+        return status
+
+    def schema_and_mapping(self) -> dict:
+        """The live schema-and-mapping document (``…/schema-and-mapping`` is not among the info links, so
+        it is derived from the mapping link - the one place this client extends a link; UNCONFIRMED)."""
+        return self._json("GET", self.links()["mapping"].rsplit("/mapping", 1)[0] + "/schema-and-mapping")
+
+    def submit_document(self, document: dict) -> str:
+        """Send the schema-and-mapping document: PUT the first time (MISSING_MAPPING), PATCH afterwards.
+
+        Whether a second PUT is refused with 409 is UNCONFIRMED (reference §3.4), so PUT is used only when
+        Assets says there is no mapping. Returns "created" or "updated". Raises ``RemoteError`` with Assets'
+        validation errors on 400.
+        """
+        first = self.config_status() == "MISSING_MAPPING"
+        method = "PUT" if first else "PATCH"
+        response = self._request(method, self.links()["mapping"], document)
+        if response.status_code == 303:  # async processing: follow the progress link (reference §3.6)
+            self._wait_mapping(response.headers["Location"])
+        elif response.status_code not in (200, 204):
+            raise RemoteError(f"Assets refused the schema-and-mapping document ({response.status_code}): "
+                              f"{_validation_errors(response)}")
+        return "created" if first else "updated"
+
+    def _wait_mapping(self, url: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = self._json("GET", url)
+            if body.get("progressStatus") == "FINISHED":
+                if body.get("result") != "OK":
+                    raise RemoteError(f"Assets could not apply the mapping: {body.get('resultMessage')}")
+                return
+            self._sleep(1)
+        raise RemoteError("Assets did not finish applying the mapping in time")
+
+    # -- executions -------------------------------------------------------------------------------------
+
+    def start(self, wait_seconds: float = 600, poll: float = 5) -> Execution:
+        """Start an execution. 409 IN_PROGRESS (another execution runs) is waited out up to ``wait_seconds``;
+        the other 409 reasons raise ``ImportSourceError`` naming what the admin must do."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            response = self._request("POST", self.links()["start"])
+            if response.status_code == 200:
+                links = orjson.loads(response.content).get("links") or {}
+                try:
+                    return Execution(links["submitResults"], links["getExecutionStatus"], links["cancel"],
+                                     links.get("submitProgress"))
+                except KeyError as exc:
+                    raise RemoteError(f"start did not return the link {exc}") from None
+            reason = _error_code(response)
+            if response.status_code == 409 and reason == "IN_PROGRESS" and time.monotonic() < deadline:
+                log.info("another execution is running on the import source; waiting %ss", poll)
+                self._sleep(poll)
+                continue
+            if response.status_code == 409:
+                hint = _START_HINTS.get(reason, "another execution is still running" if reason == "IN_PROGRESS"
+                                        else "see the import source in Assets")
+                raise ImportSourceError(f"Assets cannot start an import ({reason}): {hint}", status=reason or "ERROR")
+            raise RemoteError(f"Assets answered {response.status_code} to start: {response.text[:300]}")
+
+    def submit(self, execution: Execution, data: dict, chunk_id: str, completed: bool) -> None:
+        """Send one chunk of records. ``completed`` is set on the last chunk only: it means "sending finished"
+        and starts processing (reference §4.3)."""
+        self._json("POST", execution.submit_results,
+                   {"data": data, "clientGeneratedId": chunk_id, "completed": completed}, expect=(200, 201, 204))
+
+    def execution_status(self, execution: Execution) -> dict:
+        """``{"status": INGESTING|PROCESSING|DONE|CANCELLED, "progressResult": {...}}``."""
+        return self._json("GET", execution.status)
+
+    def wait(self, execution: Execution, timeout: float = 3600, poll: float = 0.2, max_poll: float = 5,
+             tick: Callable[[], None] = lambda: None) -> dict:
+        """Poll until DONE or CANCELLED; ``tick`` runs between polls (lease renewal). Raises ``ExecutionFailed``
+        on CANCELLED or timeout. The poll interval grows from ``poll`` to ``max_poll``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.execution_status(execution)
+            status = body.get("status")
+            if status == "DONE":
+                return body
+            if status == "CANCELLED":
+                raise ExecutionFailed("the Assets execution was cancelled (in Assets, or by another client)")
+            if time.monotonic() > deadline:
+                raise ExecutionFailed(f"the Assets execution did not finish within {timeout:.0f} s")
+            tick()
+            self._sleep(poll)
+            poll = min(max_poll, poll * 1.5)
+
+    def cancel(self, execution: Execution) -> None:
+        """Cancel an execution (best effort: errors are logged, not raised - we are already failing)."""
+        try:
+            self._request("DELETE", execution.cancel)
+        except Exception as exc:  # noqa: BLE001 - cancelling is the cleanup of another failure
+            log.warning("could not cancel the Assets execution: %s", exc)
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        return str(orjson.loads(response.content).get("errorCode") or "")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+
+
+def _validation_errors(response: httpx.Response) -> str:
+    """Assets' ``dataValidationErrors`` as one readable line."""
+    try:
+        errors = orjson.loads(response.content).get("dataValidationErrors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message', '')}".strip() for e in errors) or response.text[:300]
+    except (orjson.JSONDecodeError, AttributeError):
+        return response.text[:300]

@@ -1,0 +1,186 @@
+"""The ``entra-assets`` command line (SPEC §3): check, setup, sync --full, status, demo, sandbox.
+
+Every command reads the same settings as the Functions app (environment variables). Errors an admin can act
+on print one line and exit non-zero; nothing here prints secrets.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared.errors import EntraAssetsError, SettingsError
+from shared.settings import Settings, load_settings
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    return load_settings(os.environ)
+
+
+def _fail(error: EntraAssetsError) -> None:
+    if isinstance(error, SettingsError):
+        console.print("[red]invalid settings:[/red]")
+        for problem in error.problems:
+            console.print(f"  - {problem}")
+    else:
+        status = f" [{error.status}]" if error.status else ""
+        console.print(f"[red]error{status}:[/red] {error}")
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+def main(verbose: bool) -> None:
+    """Keep Jira Service Management Assets in step with Microsoft Entra ID."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def _progress():
+    """A live progress line (stage, objects, elapsed) on stderr when it is a terminal; quiet otherwise."""
+    if not console.is_terminal:
+        yield lambda stage, n: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[n]:,}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("Starting", n=0)
+        yield lambda stage, n: bar.update(task, description=stage, n=n)
+
+
+@main.command()
+def check() -> None:
+    """Verify settings, Graph credentials and permissions, and the import token; print the importer status."""
+    from shared.status import check_all
+
+    try:
+        report = check_all(_settings())
+    except EntraAssetsError as error:
+        _fail(error)
+    for line in report.lines:
+        out.print(line)
+    out.print(f"importer status: [bold]{report.status}[/bold]")
+    sys.exit(0 if report.ready else 1)
+
+
+@main.command()
+def setup() -> None:
+    """Submit or update the schema-and-mapping document of the import source."""
+    from shared.setup import run_setup
+
+    try:
+        outcome = run_setup(_settings())
+    except EntraAssetsError as error:
+        _fail(error)
+    out.print(f"schema and mapping {outcome.action}: {outcome.object_types} object types, "
+              f"{outcome.attributes} attributes")
+    for note in outcome.notes:
+        out.print(f"[yellow]action for the Assets admin:[/yellow] {note}")
+
+
+@main.command()
+@click.option("--full", is_flag=True, help="Read the whole directory and push what changed (required for now).")
+def sync(full: bool) -> None:
+    """Run the timer path, then the worker in-process until the queue is drained and Assets is done."""
+    from shared.runtime import sync_full
+    from shared.status import record_run
+
+    if not full:
+        raise click.UsageError("only `sync --full` is available in this version (incremental sync comes "
+                               "with change notifications)")
+    try:
+        settings = _settings()
+        with _progress() as progress:
+            report = sync_full(settings, progress)
+    except EntraAssetsError as error:
+        _fail(error)
+    record_run(settings, report)
+    _print_sync(report)
+    sys.exit(1 if any(p.errors for p in report.pushes) else 0)
+
+
+def _print_sync(report) -> None:
+    full = report.full
+    table = Table(title="sync --full", show_header=False)
+    table.add_row("users read", f"{full.users:,}")
+    table.add_row("records changed", ", ".join(f"{k} {v:,}" for k, v in sorted(full.changed.items())) or "none")
+    table.add_row("records unchanged", f"{sum(full.unchanged.values()):,}")
+    table.add_row("Assets executions", str(report.executions))
+    table.add_row("records pushed", f"{report.records_pushed:,}")
+    table.add_row("time", f"{report.seconds:.1f} s")
+    out.print(table)
+    for line in full.warnings.lines():
+        out.print(f"[yellow]warning:[/yellow] {line}")
+    for push in report.pushes:
+        for error in push.errors:
+            out.print(f"[red]Assets reported:[/red] {error}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented in the README).")
+def status(as_json: bool) -> None:
+    """Importer status, the last run and the queue."""
+    from shared.status import collect_status
+
+    try:
+        data = collect_status(_settings())
+    except EntraAssetsError as error:
+        _fail(error)
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    out.print(f"importer status: [bold]{data['importer_status']}[/bold]")
+    if data.get("message"):
+        out.print(f"  {data['message']}")
+    last = data.get("last_run")
+    if last:
+        out.print(f"last run: {last['kind']} at {last['started']} - {last['stage']}, {last['records_pushed']:,} "
+                  f"records pushed in {last['executions']} execution(s), {last['seconds']:.1f} s")
+    out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
+
+
+@main.command()
+@click.option("--users", default=2000, show_default=True, help="Size of the synthetic tenant.")
+@click.option("--seed", default=1, show_default=True)
+def demo(users: int, seed: int) -> None:
+    """Run the real pipeline against the sandbox (emulated Graph and Assets on loopback)."""
+    from sandbox.demo import run_demo
+
+    sys.exit(run_demo(users=users, seed=seed, console=out))
+
+
+@main.command()
+@click.option("--users", default=2000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--graph-port", default=8765, show_default=True)
+@click.option("--assets-port", default=8766, show_default=True)
+def sandbox(users: int, seed: int, graph_port: int, assets_port: int) -> None:
+    """Run the emulators in the foreground and print the settings that point the app at them."""
+    from sandbox.emulators import start_sandbox
+
+    box = start_sandbox(users=users, seed=seed, graph_port=graph_port, assets_port=assets_port)
+    out.print("Sandbox running. Point entra-assets at it with:\n")
+    for name, value in box.settings().items():
+        out.print(f"export {name}={value}")
+    out.print("\nPress Ctrl+C to stop.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        box.stop()
+
+
+if __name__ == "__main__":
+    main()

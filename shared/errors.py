@@ -1,0 +1,63 @@
+"""The errors an admin can act on, each with the importer status it maps to (SPEC §3).
+
+Every message is one line that names the setting, the object or the permission to fix, and never contains a
+secret or personal data. The CLI prints ``str(error)`` and exits with ``exit_code``.
+"""
+from __future__ import annotations
+
+
+class EntraAssetsError(Exception):
+    """Base class: ``status`` is the importer status shown by ``check``/``status`` (or None)."""
+
+    status: str | None = None
+    exit_code: int = 1
+
+
+class SettingsError(EntraAssetsError):
+    """One or more settings are missing or invalid; ``problems`` lists each one."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings: " + "; ".join(problems))
+
+
+class GraphCredentialsError(EntraAssetsError):
+    """Microsoft Graph answered 401 (or no token could be obtained)."""
+
+    status = "INVALID_CREDENTIALS"
+
+
+class GraphPermissionError(EntraAssetsError):
+    """Microsoft Graph answered 403: the app registration lacks an application permission."""
+
+    status = "MISSING_PERMISSIONS"
+
+
+class DeltaExpired(EntraAssetsError):
+    """A stored delta link is no longer valid (410, or 400 syncStateNotFound): start a fresh round."""
+
+
+class AssetsTokenError(EntraAssetsError):
+    """The import token is missing (NO_TOKEN) or rejected (INVALID_TOKEN)."""
+
+    def __init__(self, message: str, status: str = "INVALID_TOKEN"):
+        super().__init__(message)
+        self.status = status
+
+
+class ImportSourceError(EntraAssetsError):
+    """The import source cannot run: DISABLED, MISSING_MAPPING or another 409 reason from `start`."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
+class ExecutionFailed(EntraAssetsError):
+    """An Assets execution ended CANCELLED, reported errors, or did not finish in time."""
+
+
+class RemoteError(EntraAssetsError):
+    """An API answered something this client does not expect (after retries, if they applied)."""

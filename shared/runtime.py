@@ -1,0 +1,122 @@
+"""Wiring: builds the clients and stores from ``Settings`` and runs the timer and worker paths.
+
+This is the only module that knows which implementation goes with which setting; the Functions handlers and
+the CLI call the operations at the bottom and stay thin.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from shared.assets import AssetsClient
+from shared.graph import GraphClient, TokenProvider
+from shared.reconcile import FullRunResult, Progress, full_sync_due, run_full
+from shared.settings import Settings
+from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
+from shared.transport import Transport
+from shared.worker import PushResult, push_queued
+
+log = logging.getLogger(__name__)
+USER_AGENT = "entra-assets/0.1 (+https://github.com/entra-assets)"
+
+
+@dataclass
+class Backend:
+    """Where state, queued changes and claim-check payloads live."""
+
+    state: StateStore
+    queue: ChangeQueue
+    payloads: PayloadStore
+
+
+def open_backend(settings: Settings) -> Backend:
+    """Azure Storage when ``AzureWebJobsStorage`` (or its identity form) is set, else the embedded store."""
+    if settings.uses_azure_storage:
+        from shared.store_azure import AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
+
+        credential = None
+        if not settings.storage_connection_string:
+            from azure.identity import DefaultAzureCredential
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        container, queue, poison = azure_clients(
+            settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
+            account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name)
+        return Backend(AzureStateStore(container), AzureQueue(queue, poison), AzurePayloadStore(container))
+    from shared.store_local import LocalPayloadStore, LocalQueue, LocalStateStore
+
+    return Backend(LocalStateStore(settings.home), LocalQueue(settings.home, settings.queue_name),
+                   LocalPayloadStore(settings.home))
+
+
+def _http() -> httpx.Client:
+    return httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), headers={"User-Agent": USER_AGENT})
+
+
+def graph_client(settings: Settings) -> GraphClient:
+    """A Graph reader with the configured credential."""
+    return GraphClient(Transport(_http()), settings.graph_base_url, TokenProvider(settings))
+
+
+def assets_client(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> AssetsClient:
+    """An Assets Imports client for the configured import token."""
+    token = settings.assets_import_token.reveal() if settings.assets_import_token else None
+    return AssetsClient(Transport(_http()), settings.assets_api_url, token, sleep=sleep)
+
+
+def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | None:
+    """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``), else nothing."""
+    backend = open_backend(settings)
+    now = time.time() if now is None else now
+    if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
+        log.info("full reconciliation not due yet")
+        return None
+    return run_full(graph_client(settings), backend.state, backend.queue, backend.payloads)
+
+
+def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
+    """The worker path for one delivered message: drain, coalesce, push, acknowledge."""
+    backend = open_backend(settings)
+    return push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), trigger=message)
+
+
+@dataclass
+class SyncReport:
+    """A CLI ``sync --full``: the producer's result and every worker pass until the queue was empty."""
+
+    full: FullRunResult
+    pushes: list[PushResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def executions(self) -> int:
+        return sum(p.executions for p in self.pushes)
+
+    @property
+    def records_pushed(self) -> int:
+        return sum(p.records for p in self.pushes)
+
+
+def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, *, backend: Backend | None = None,
+              graph: GraphClient | None = None, assets: AssetsClient | None = None) -> SyncReport:
+    """``entra-assets sync --full``: the timer path (forced), then the worker in-process until the queue
+    holds nothing more. Raises whatever stopped it; queued work then stays queued for the next run.
+    ``backend``, ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark
+    pass their own to count requests)."""
+    started = time.monotonic()
+    backend = backend or open_backend(settings)
+    assets = assets or assets_client(settings)
+    assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
+    progress("Starting", 0)
+    graph = graph or graph_client(settings)
+    report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress))
+    while True:
+        pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress)
+        report.pushes.append(pushed)
+        if pushed.messages == 0:
+            break
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,172 @@
+"""The default object schema (SPEC §4), declared once, and the schema-and-mapping document built from it.
+
+Everything Assets needs to know - object types, attributes, external ids, identities, references and how
+records are read (selectors and locators) - comes from the ``OBJECT_TYPES`` table below, so the document
+``setup`` sends and the records the worker pushes cannot drift apart.
+
+Document format 2023_10_19: https://developer.atlassian.com/cloud/assets/imports-rest-api-guide/schema-and-mapping/
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION_URL = "https://api.atlassian.com/jsm/assets/imports/external/schema/versions/2023_10_19"
+STATUSES = (("Active", "active", "The account exists and is enabled"),
+            ("Disabled", "inactive", "The account exists but is disabled"),
+            ("Deleted", "inactive", "Gone from Entra ID or out of scope; kept for ticket history"))
+# Assets' limit for a text attribute value. UNCONFIRMED for external imports: 255 is the limit Assets applies
+# to text attributes in the UI and object API; longer values are trimmed with a warning instead of failing.
+TEXT_LIMIT = 255
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute: its Assets name and type, and the record key (locator) it is read from."""
+
+    name: str
+    locator: str
+    type: str = "text"
+    label: bool = False
+    identity: bool = False          # externalIdPart: objects are matched across runs by these values
+    ref: str | None = None          # key of the referenced object type
+    ref_attr: str | None = None     # attribute of the referenced type matched by objectMappingIQL
+    many: bool = False
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable short name for the external id: lower case, no spaces."""
+        return self.name.lower().replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class ObjectType:
+    """One object type: name, record selector and attributes (label first)."""
+
+    key: str
+    name: str
+    selector: str
+    description: str
+    attributes: tuple[Attr, ...]
+
+    def attr(self, name: str) -> Attr:
+        """The attribute called ``name``; raises KeyError."""
+        for attribute in self.attributes:
+            if attribute.name == name:
+                return attribute
+        raise KeyError(name)
+
+
+def _ref(name: str, locator: str, target: str, match: str, **kw) -> Attr:
+    return Attr(name, locator, "referenced_object", ref=target, ref_attr=match, **kw)
+
+
+USER = ObjectType("user", "User", "users", "People in Entra ID (members and guests)", (
+    Attr("Name", "name", label=True, description="displayName (falls back to the UPN)"),
+    Attr("Entra Object ID", "id", identity=True, description="Entra object id; never changes"),
+    Attr("User Principal Name", "upn"),
+    Attr("Email", "email", "email"),
+    Attr("Given Name", "givenName"),
+    Attr("Surname", "surname"),
+    Attr("Job Title", "jobTitle"),
+    Attr("Employee ID", "employeeId"),
+    Attr("Employee Type", "employeeType"),
+    Attr("Company", "company"),
+    _ref("Department", "department", "department", "Name"),
+    _ref("Office Location", "officeLocation", "office", "Name"),
+    _ref("Manager", "managerId", "user", "Entra Object ID"),
+    Attr("Mobile Phone", "mobilePhone"),
+    Attr("Business Phone", "businessPhone"),
+    Attr("User Type", "userType"),
+    Attr("Account Enabled", "accountEnabled", "boolean"),
+    Attr("Status", "status", "status"),
+))
+DEPARTMENT = ObjectType("department", "Department", "departments", "Departments named on users", (
+    Attr("Name", "name", label=True, identity=True),
+    Attr("Company", "company"),
+))
+OFFICE = ObjectType("office", "Office Location", "officeLocations", "Office locations named on users", (
+    Attr("Name", "name", label=True, identity=True),
+    _ref("Address", "addressKey", "address", "Address Key"),
+))
+ADDRESS = ObjectType("address", "Address", "addresses", "Street addresses of users", (
+    Attr("Name", "name", label=True),
+    Attr("Street", "street"),
+    Attr("Postal Code", "postalCode"),
+    Attr("State", "state"),
+    _ref("City", "cityKey", "city", "City Key"),
+    Attr("Address Key", "key", identity=True, description="normalised street|postal code|city key"),
+))
+CITY = ObjectType("city", "City", "cities", "Cities of users", (
+    Attr("Name", "name", label=True),
+    Attr("State", "state"),
+    _ref("Country", "country", "country", "Name"),
+    Attr("City Key", "key", identity=True, description="normalised city|state|country"),
+))
+COUNTRY = ObjectType("country", "Country", "countries", "Countries of users", (
+    Attr("Name", "name", label=True, identity=True),
+    Attr("Code", "code", description="ISO 3166-1 alpha-2 when recognised"),
+))
+# Order matters for readability only: Assets resolves references after all objects of an execution exist.
+OBJECT_TYPES: tuple[ObjectType, ...] = (USER, DEPARTMENT, OFFICE, ADDRESS, CITY, COUNTRY)
+BY_KEY = {t.key: t for t in OBJECT_TYPES}
+
+
+def type_external_id(prefix: str, object_type: ObjectType) -> str:
+    """Stable external id of an object type, e.g. ``ENTRA/user`` (prefix keeps installations apart)."""
+    return f"{prefix}/{object_type.key}"
+
+
+def attr_external_id(prefix: str, object_type: ObjectType, attr: Attr) -> str:
+    """Stable external id of an attribute, e.g. ``ENTRA/user/entra-object-id``."""
+    return f"{prefix}/{object_type.key}/{attr.key}"
+
+
+def build_document(prefix: str, types: tuple[ObjectType, ...] = OBJECT_TYPES) -> dict:
+    """The full schema-and-mapping document (2023_10_19) for ``types``. Pure; same input, same output."""
+    object_types, mappings = [], []
+    for t in types:
+        object_types.append({
+            "externalId": type_external_id(prefix, t), "name": t.name, "description": t.description,
+            "attributes": [_schema_attr(prefix, t, a) for a in t.attributes]})
+        mappings.append({
+            "objectTypeExternalId": type_external_id(prefix, t), "objectTypeName": t.name,
+            "selector": t.selector, "description": f"{t.name} records from entra-assets",
+            "attributesMapping": [_mapping_attr(prefix, t, a) for a in t.attributes]})
+    return {
+        "$schema": SCHEMA_VERSION_URL,
+        "schema": {
+            "objectSchema": {"name": "Entra ID", "description": "Synchronised from Microsoft Entra ID by entra-assets",
+                             "objectTypes": object_types},
+            "statusSchema": {"statuses": [{"name": n, "category": c, "description": d} for n, c, d in STATUSES]},
+        },
+        "mapping": {"objectTypeMappings": mappings},
+    }
+
+
+def _schema_attr(prefix: str, t: ObjectType, a: Attr) -> dict:
+    out: dict = {"externalId": attr_external_id(prefix, t, a), "name": a.name,
+                 "description": a.description or a.name, "type": a.type}
+    if a.label:
+        out["label"] = True
+    if a.identity:
+        out["unique"] = True
+    if a.type == "status":
+        out["typeValues"] = [name for name, _, _ in STATUSES]
+    if a.ref:
+        out["referenceObjectTypeExternalId"] = type_external_id(prefix, BY_KEY[a.ref])
+        out["referenceObjectTypeName"] = BY_KEY[a.ref].name
+        out["maximumCardinality"] = -1 if a.many else 1
+    return out
+
+
+def _mapping_attr(prefix: str, t: ObjectType, a: Attr) -> dict:
+    out: dict = {"attributeExternalId": attr_external_id(prefix, t, a), "attributeName": a.name,
+                 "attributeLocators": [a.locator]}
+    if a.identity:
+        out["externalIdPart"] = True
+    if a.ref:
+        # objectMappingIQL is evaluated on the referenced type; ${locator} is replaced by the quoted value.
+        # AQL "=" compares case-insensitively, so "sales" on a user finds the Department named "Sales".
+        out["objectMappingIQL"] = f'"{a.ref_attr}" = ${{{a.locator}}}'
+    return out

@@ -1,0 +1,160 @@
+"""Settings (SPEC §2): one frozen value built once from the environment.
+
+``load_settings`` reads every variable, checks all of them and raises one ``SettingsError`` that lists every
+problem at once, naming each setting. Secrets are held in ``Secret`` so that they never show up in a repr, a
+log line, an error or ``status`` output.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from shared.errors import SettingsError
+
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_ASSETS_API_URL = "https://api.atlassian.com"
+# https://learn.microsoft.com/rest/api/storageservices/naming-queues-and-metadata
+_QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_SCHEMA_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class Secret(str):
+    """A string that hides itself in ``repr``/``format`` output; use ``.reveal()`` where it is needed."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def reveal(self) -> str:
+        """The real value, for the one place that sends it (an Authorization header, a credential)."""
+        return str.__str__(self)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of SPEC §2 that this version uses, parsed and checked."""
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    client_certificate_path: Path | None = None
+    client_certificate_password: Secret | None = None
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    graph_access_token: Secret | None = None
+    assets_import_token: Secret | None = None
+    assets_api_url: str = DEFAULT_ASSETS_API_URL
+    storage_connection_string: Secret | None = None
+    storage_account_name: str | None = None
+    home: Path = field(default_factory=lambda: Path(".entra-assets"))
+    queue_name: str = "entra-assets-changes"
+    timer_schedule: str = "0 */15 * * * *"
+    full_sync_interval_hours: float = 24.0
+    schema_key: str = "ENTRA"
+
+    @property
+    def uses_azure_storage(self) -> bool:
+        """True when a storage account is configured (the Functions app); else the embedded local store."""
+        return bool(self.storage_connection_string or self.storage_account_name)
+
+    @property
+    def graph_auth(self) -> str:
+        """Which Graph credential is in use: token, secret, certificate or managed-identity."""
+        if self.graph_access_token:
+            return "token"
+        if self.client_secret:
+            return "secret"
+        if self.client_certificate_path:
+            return "certificate"
+        return "managed-identity"
+
+    def describe(self) -> dict[str, str]:
+        """Every setting for display, secrets masked (for ``check``/``status``)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "" if value is None else ("***" if isinstance(value, Secret) else str(value))
+        return out
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build ``Settings`` from ``env`` (normally ``os.environ``).
+
+    Raises ``SettingsError`` listing every problem found (not only the first). Empty values count as unset.
+    """
+    get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+    problems: list[str] = []
+    values: dict = {}
+
+    values["tenant_id"], values["client_id"] = get("AZURE_TENANT_ID"), get("AZURE_CLIENT_ID")
+    secret, cert = get("AZURE_CLIENT_SECRET"), get("AZURE_CLIENT_CERTIFICATE_PATH")
+    if secret and cert:
+        problems.append("AZURE_CLIENT_SECRET and AZURE_CLIENT_CERTIFICATE_PATH are both set: keep only one")
+    if (secret or cert) and not (values["tenant_id"] and values["client_id"]):
+        problems.append("AZURE_TENANT_ID and AZURE_CLIENT_ID are required with a client secret or certificate")
+    if cert and not Path(cert).is_file():
+        problems.append(f"AZURE_CLIENT_CERTIFICATE_PATH: no file at {cert}")
+    values["client_secret"] = Secret(secret) if secret else None
+    values["client_certificate_path"] = Path(cert) if cert else None
+    password = get("AZURE_CLIENT_CERTIFICATE_PASSWORD")
+    values["client_certificate_password"] = Secret(password) if password else None
+
+    values["graph_base_url"] = _url(get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL, "GRAPH_BASE_URL", problems)
+    values["assets_api_url"] = _url(get("ASSETS_API_URL") or DEFAULT_ASSETS_API_URL, "ASSETS_API_URL", problems)
+    for name, key in (("GRAPH_ACCESS_TOKEN", "graph_access_token"), ("ASSETS_IMPORT_TOKEN", "assets_import_token"),
+                      ("AzureWebJobsStorage", "storage_connection_string")):
+        raw = get(name)
+        values[key] = Secret(raw) if raw else None
+    values["storage_account_name"] = get("AzureWebJobsStorage__accountName")
+    values["home"] = Path(get("ENTRA_ASSETS_HOME") or ".entra-assets")
+
+    queue = get("SYNC_QUEUE_NAME") or "entra-assets-changes"
+    if not _QUEUE_NAME.match(queue):
+        problems.append(f"SYNC_QUEUE_NAME '{queue}' is not a valid queue name "
+                        "(3-63 lowercase letters, digits and single hyphens)")
+    values["queue_name"] = queue
+    schedule = get("TIMER_SYNC_SCHEDULE") or "0 */15 * * * *"
+    if len(schedule.split()) != 6:
+        problems.append(f"TIMER_SYNC_SCHEDULE '{schedule}' must be a 6-field NCRONTAB "
+                        "expression ({second} {minute} {hour} {day} {month} {day-of-week})")
+    values["timer_schedule"] = schedule
+    values["full_sync_interval_hours"] = _positive(get("FULL_SYNC_INTERVAL_HOURS"), 24.0,
+                                                   "FULL_SYNC_INTERVAL_HOURS", problems)
+    key = get("ASSETS_SCHEMA_KEY") or "ENTRA"
+    if not _SCHEMA_KEY.match(key):
+        problems.append(f"ASSETS_SCHEMA_KEY '{key}' must be 2-10 upper-case letters or digits, starting with a letter")
+    values["schema_key"] = key
+
+    if problems:
+        raise SettingsError(problems)
+    return Settings(**values)
+
+
+def _url(value: str, name: str, problems: list[str]) -> str:
+    """Check an API base URL: https, or http only on loopback (emulators). Returns it without trailing '/'."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"{name} '{value}' is not an http(s) URL")
+    elif parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        problems.append(f"{name} must use https (plain http is only allowed on loopback, for emulators)")
+    return value.rstrip("/")
+
+
+def _positive(raw: str | None, default: float, name: str, problems: list[str]) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        problems.append(f"{name} '{raw}' must be a positive number")
+    return value

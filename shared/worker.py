@@ -1,0 +1,198 @@
+"""The single writer: drains the queue, coalesces, pushes one Assets execution, then acknowledges.
+
+Invariants (DESIGN.md): one writer per import source (a lease that expires if its holder dies); many changes
+per execution (everything waiting is drained and coalesced: the newest record per object wins); nothing is
+acknowledged - no message deleted, no hash or checkpoint moved - before Assets reports the execution DONE.
+A crash anywhere means the messages reappear and the same records are pushed again, which is harmless.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from shared.assets import AssetsClient, Execution
+from shared.schema import BY_KEY
+from shared.store import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
+
+log = logging.getLogger(__name__)
+
+CHUNK_RECORDS = 500         # public clients use 10-500 per chunk; Assets documents no maximum (reference §4.3)
+CHUNK_BYTES = 2_000_000     # and no byte limit: stay well under any proxy limit
+MAX_MESSAGES = 256          # per execution; the rest waits for the next one
+VISIBILITY_SECONDS = 1800   # drained messages stay invisible while their execution runs
+DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes back after this
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class PushResult:
+    """What one worker pass did."""
+
+    messages: int = 0
+    records: int = 0
+    by_type: Counter = field(default_factory=Counter)
+    chunks: int = 0
+    executions: int = 0
+    deferred: bool = False
+    result_counts: Counter = field(default_factory=Counter)   # created/updated/identical from Assets
+    errors: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
+                trigger: QueuedMessage | None = None, lease_ttl: float = 60,
+                progress: Progress = lambda stage, n: None) -> PushResult:
+    """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
+
+    Returns a ``PushResult``; ``deferred`` is True when another writer holds the lease (the trigger message
+    is then re-queued with a delay, so it does not burn a delivery attempt). Raises on failure, leaving every
+    message to be redelivered.
+    """
+    if trigger is not None and not _valid(trigger):
+        raise ValueError(f"queue message {trigger.id} is not a records message")  # retried, then poisoned
+    lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
+    try:
+        lease.__enter__()
+    except LeaseBusy:
+        if trigger is None:
+            raise
+        queue.send(trigger.body, delay=DEFER_SECONDS)
+        log.info("another worker holds the import source; message deferred by %ss", DEFER_SECONDS)
+        return PushResult(deferred=True)
+    try:
+        return _push(queue, payloads, state, assets, trigger, lease.renew, progress)
+    finally:
+        lease.__exit__(None, None, None)
+
+
+def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMessage]:
+    messages = [trigger] if trigger else []
+    while len(messages) < MAX_MESSAGES:
+        batch = queue.receive(max_messages=min(32, MAX_MESSAGES - len(messages)),
+                              visibility_timeout=VISIBILITY_SECONDS)
+        if not batch:
+            break
+        messages.extend(batch)
+    valid = [m for m in messages if _valid(m)]
+    valid.sort(key=lambda m: float(m.body.get("created", 0)))  # the queue is not strictly FIFO
+    return valid
+
+
+def _valid(message: QueuedMessage) -> bool:
+    body = message.body
+    ok = isinstance(body, dict) and body.get("kind") == "records" and isinstance(body.get("payload"), str)
+    if not ok:
+        # Left in the queue: after maxDequeueCount deliveries it lands in the poison queue for inspection.
+        log.error("queue message %s is not a records message; left for the poison queue", message.id)
+    return ok
+
+
+def _lines(payloads: PayloadStore, message: QueuedMessage) -> Iterator[dict]:
+    try:
+        for line in payloads.read(message.body["payload"]):
+            yield orjson.loads(line)
+    except (FileNotFoundError, LookupError) as exc:
+        # Deleted after an earlier, successful push whose acknowledgement did not reach the queue.
+        log.warning("payload of message %s is gone (%s); treating it as already pushed", message.id,
+                    type(exc).__name__)
+
+
+def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
+          progress: Progress) -> PushResult:
+    started = time.monotonic()
+    result = PushResult()
+    messages = _drain(queue, trigger)
+    result.messages = len(messages)
+    winners: dict[tuple[str, str], tuple[int, int]] = {}
+    checkpoints: dict[str, str | None] = {}
+    for mi, message in enumerate(messages):       # pass 1: the newest record per object wins
+        for li, obj in enumerate(_lines(payloads, message)):
+            if "checkpoints" in obj:
+                checkpoints.update(obj["checkpoints"])
+            else:
+                winners[obj["t"], obj["id"]] = (mi, li)
+    hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    if winners:
+        assets.ensure_ready()
+        progress("Submitting data", 0)
+        execution = assets.start()
+        result.executions = 1
+        try:
+            sending = time.monotonic()
+            _send(assets, execution, _winning(payloads, messages, winners), result, hashes, renew, progress)
+            waiting = time.monotonic()
+            result.seconds["submit"] = waiting - sending
+            progress("Waiting for Assets", result.records)
+            body = assets.wait(execution, tick=renew)
+            result.seconds["wait"] = time.monotonic() - waiting
+        except BaseException:
+            assets.cancel(execution)
+            raise
+        _read_outcome(body, result, hashes)
+    state.commit(hashes, checkpoints)
+    for message in messages:
+        if message is not trigger:  # the Functions host completes the trigger message itself
+            queue.delete(message)
+    for name in {m.body["payload"] for m in messages}:
+        payloads.delete(name)
+    result.seconds["push"] = time.monotonic() - started
+    progress("Done", result.records)
+    return result
+
+
+def _winning(payloads, messages, winners) -> Iterator[dict]:
+    for mi, message in enumerate(messages):       # pass 2: stream only the winners
+        for li, obj in enumerate(_lines(payloads, message)):
+            if "checkpoints" not in obj and winners.get((obj["t"], obj["id"])) == (mi, li):
+                yield obj
+
+
+def _send(assets: AssetsClient, execution: Execution, records: Iterator[dict], result: PushResult,
+          hashes: dict, renew: Callable[[], None], progress: Progress) -> None:
+    """Send records in bounded chunks; one full chunk is held back so that the last one carries
+    ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3)."""
+    held: dict | None = None
+    current: dict[str, list] = {}
+    count = size = 0
+    for obj in records:
+        line_size = len(orjson.dumps(obj["d"]))
+        if count >= CHUNK_RECORDS or size + line_size > CHUNK_BYTES:
+            if held is not None:
+                _submit(assets, execution, held, result, completed=False)
+                renew()
+                progress("Submitting data", result.records)
+            held, current, count, size = current, {}, 0, 0
+        current.setdefault(BY_KEY[obj["t"]].selector, []).append(obj["d"])
+        hashes[obj["t"]][obj["id"]] = obj["h"]
+        result.by_type[obj["t"]] += 1
+        result.records += 1
+        count, size = count + 1, size + line_size
+    if held is not None:
+        _submit(assets, execution, held, result, completed=False)
+    _submit(assets, execution, current, result, completed=True)
+
+
+def _submit(assets: AssetsClient, execution: Execution, data: dict, result: PushResult, completed: bool) -> None:
+    result.chunks += 1
+    assets.submit(execution, data, f"chunk-{result.chunks:05d}", completed)
+
+
+def _read_outcome(body: dict, result: PushResult, hashes: dict) -> None:
+    """Counts from the execution result. Types that report errors keep their old hashes, so the next full
+    run pushes their records again instead of believing Assets has them."""
+    progress_result = body.get("progressResult") or {}
+    by_name = {t.name: t.key for t in BY_KEY.values()}
+    for entry in (progress_result.get("objectTypeResultMap") or {}).values():
+        for counter in ("objectsCreated", "objectsUpdated", "objectsIdentical"):
+            result.result_counts[counter] += int(entry.get(counter) or 0)
+        if entry.get("errorMessages"):
+            result.errors.append(f"{entry.get('objectTypeName')}: {entry['errorMessages']}")
+            hashes.pop(by_name.get(entry.get("objectTypeName"), ""), None)
+    if progress_result.get("errorMessages"):
+        result.errors.append(str(progress_result["errorMessages"]))
