@@ -14,14 +14,15 @@ from contextlib import contextmanager
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shared.errors import EntraAssetsError, SettingsError
 from shared.settings import Settings, load_settings
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -32,10 +33,10 @@ def _fail(error: EntraAssetsError) -> None:
     if isinstance(error, SettingsError):
         console.print("[red]invalid settings:[/red]")
         for problem in error.problems:
-            console.print(f"  - {problem}")
+            console.print(f"  - {escape(problem)}")
     else:
-        status = f" [{error.status}]" if error.status else ""
-        console.print(f"[red]error{status}:[/red] {error}")
+        status = escape(f" [{error.status}]") if error.status else ""
+        console.print(f"[red]error{status}:[/red] {escape(str(error))}")
     sys.exit(error.exit_code)
 
 
@@ -70,7 +71,7 @@ def check() -> None:
     except EntraAssetsError as error:
         _fail(error)
     for line in report.lines:
-        out.print(line)
+        out.print(escape(line))
     out.print(f"importer status: [bold]{report.status}[/bold]")
     sys.exit(0 if report.ready else 1)
 
@@ -87,7 +88,7 @@ def setup() -> None:
     out.print(f"schema and mapping {outcome.action}: {outcome.object_types} object types, "
               f"{outcome.attributes} attributes")
     for note in outcome.notes:
-        out.print(f"[yellow]action for the Assets admin:[/yellow] {note}")
+        out.print(f"[yellow]action for the Assets admin:[/yellow] {escape(note)}")
 
 
 @main.command()
@@ -122,10 +123,10 @@ def _print_sync(report) -> None:
     table.add_row("time", f"{report.seconds:.1f} s")
     out.print(table)
     for line in full.warnings.lines():
-        out.print(f"[yellow]warning:[/yellow] {line}")
+        out.print(f"[yellow]warning:[/yellow] {escape(line)}")
     for push in report.pushes:
         for error in push.errors:
-            out.print(f"[red]Assets reported:[/red] {error}")
+            out.print(f"[red]Assets reported:[/red] {escape(error)}")
 
 
 @main.command()
@@ -143,7 +144,7 @@ def status(as_json: bool) -> None:
         return
     out.print(f"importer status: [bold]{data['importer_status']}[/bold]")
     if data.get("message"):
-        out.print(f"  {data['message']}")
+        out.print(f"  {escape(data['message'])}")
     last = data.get("last_run")
     if last:
         out.print(f"last run: {last['kind']} at {last['started']} - {last['stage']}, {last['records_pushed']:,} "

@@ -1,0 +1,66 @@
+"""The command line: exit codes and one-line answers, against the emulators over real HTTP."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sandbox.emulators import Sandbox
+from shared.cli import main
+
+
+@pytest.fixture
+def run(tenant, graph_emulator, assets_emulator, tmp_path, monkeypatch):
+    box = Sandbox(tenant, graph_emulator, assets_emulator)
+    for name, value in {**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*args, **env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return CliRunner().invoke(main, list(args))
+    invoke.box = box
+    return invoke
+
+
+def test_setup_sync_status(run):
+    assert run("setup").exit_code == 0
+    result = run("sync", "--full")
+    assert result.exit_code == 0, result.output
+    assert "records pushed" in result.output and f"{len(run.box.tenant.users):,}" in result.output
+    status = run("status", "--json")
+    data = json.loads(status.output)
+    assert data["importer_status"] == "IDLE"
+    assert data["last_run"]["records_pushed"] > len(run.box.tenant.users)
+    assert data["last_run"]["executions"] == 1 and data["queue"]["messages"] == 0
+
+
+def test_check_reports_ready_and_each_failure(run):
+    assert run("check").exit_code == 1  # MISSING_MAPPING until setup
+    run("setup")
+    ok = run("check")
+    assert ok.exit_code == 0 and "importer status: IDLE" in ok.output
+    bad = run("check", ASSETS_IMPORT_TOKEN="nope")
+    assert bad.exit_code == 1 and "INVALID_TOKEN" in bad.output
+    denied = run("check", ASSETS_IMPORT_TOKEN="sandbox-import-token", GRAPH_ACCESS_TOKEN="sandbox-graph-no-perms")
+    assert denied.exit_code == 1 and "MISSING_PERMISSIONS" in denied.output and "User.Read.All" in denied.output
+
+
+def test_bad_input_is_one_clear_line_and_nonzero(run):
+    run("setup")
+    result = run("sync", "--full", ASSETS_IMPORT_TOKEN="nope")
+    assert result.exit_code == 1
+    assert "INVALID_TOKEN" in result.output and "nope" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_invalid_settings_are_all_listed(run):
+    result = run("sync", "--full", SYNC_QUEUE_NAME="Bad_Queue", FULL_SYNC_INTERVAL_HOURS="zero")
+    assert result.exit_code == 2
+    assert "SYNC_QUEUE_NAME" in result.output and "FULL_SYNC_INTERVAL_HOURS" in result.output
+
+
+def test_sync_without_full_is_a_usage_error(run):
+    result = run("sync")
+    assert result.exit_code == 2 and "--full" in result.output

@@ -1,0 +1,95 @@
+"""The Functions app: bindings as the host reads them, and the handlers run against Azurite and the emulators."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from azure.functions.queue import QueueMessage as FuncQueueMessage
+from azure.functions.timer import TimerRequest
+
+from function_app import app
+from sandbox.demo import verify
+from sandbox.emulators import Sandbox
+from shared.runtime import open_backend
+from shared.settings import load_settings
+from shared.setup import run_setup
+
+
+@pytest.fixture(scope="module")
+def functions():
+    # app.get_functions() validates names once per FunctionApp: call it once per module.
+    return {f.get_function_name(): f for f in app.get_functions()}
+
+
+def test_bindings_as_the_host_reads_them(functions):
+    assert set(functions) == {"timer_sync", "submit_worker"}
+    timer = json.loads(functions["timer_sync"].get_function_json())["bindings"][0]
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%TIMER_SYNC_SCHEDULE%"
+    assert timer["runOnStartup"] is False
+    queue = json.loads(functions["submit_worker"].get_function_json())["bindings"][0]
+    assert queue["type"] == "queueTrigger" and queue["queueName"] == "%SYNC_QUEUE_NAME%"
+    assert queue["connection"] == "AzureWebJobsStorage"
+
+
+def test_host_json_queue_settings():
+    host = json.load(open("host.json"))
+    queues = host["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == 5 and queues["messageEncoding"] == "base64"
+    assert queues["batchSize"] == 1 and queues["newBatchThreshold"] == 0  # one writer per instance
+
+
+@pytest.fixture
+def azure_env(tenant, graph_emulator, assets_emulator, azurite, monkeypatch):
+    box = Sandbox(tenant, graph_emulator, assets_emulator)
+    env = {**box.settings(), "AzureWebJobsStorage": azurite.connection_string,
+           "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}", "FULL_SYNC_INTERVAL_HOURS": "24"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run_setup(load_settings(env))
+    return box, load_settings(env)
+
+
+def _deliver(functions, backend):
+    """Do what the Functions host does: take a message, run the handler, complete the message."""
+    [message] = backend.queue.receive(max_messages=1, visibility_timeout=60)
+    handler = functions["submit_worker"].get_user_function()
+    handler(FuncQueueMessage(id=message.id, body=json.dumps(message.body).encode(),
+                             dequeue_count=message.dequeue_count, pop_receipt="x"))
+    backend.queue.delete(message)
+
+
+def test_timer_then_worker_over_azurite(functions, azure_env):
+    box, settings = azure_env
+    backend = open_backend(settings)
+    timer = functions["timer_sync"].get_user_function()
+    timer(TimerRequest(past_due=False))
+    assert backend.queue.depth().messages == 1
+    _deliver(functions, backend)
+    facts = verify(box)
+    assert facts["users in Assets"] == facts["users in tenant"]
+    assert facts["managers resolved"] == facts["managers in tenant"]
+    assert len(backend.state.hashes("user")) == len(box.tenant.users)
+    assert backend.queue.depth().messages == 0
+    # Not due again within FULL_SYNC_INTERVAL_HOURS: the next tick reads nothing from Graph.
+    box.graph.reset_log()
+    timer(TimerRequest(past_due=True))
+    assert box.graph.requests == [] and backend.queue.depth().messages == 0
+
+
+def test_unchanged_tenant_queues_nothing(functions, azure_env, monkeypatch):
+    box, settings = azure_env
+    backend = open_backend(settings)
+    timer = functions["timer_sync"].get_user_function()
+    timer(TimerRequest(past_due=False))
+    _deliver(functions, backend)
+    executions = len(box.assets.executions)
+    monkeypatch.setenv("FULL_SYNC_INTERVAL_HOURS", "0.000001")
+    timer(TimerRequest(past_due=False))
+    assert backend.queue.depth().messages == 0 and len(box.assets.executions) == executions
+
+
+def test_malformed_trigger_message_raises_for_redelivery(functions, azure_env):
+    handler = functions["submit_worker"].get_user_function()
+    with pytest.raises(ValueError, match="not a records message"):
+        handler(FuncQueueMessage(id="m1", body=b'{"kind": "other"}', dequeue_count=1, pop_receipt="x"))
