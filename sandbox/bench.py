@@ -151,15 +151,16 @@ def _report(users: int, first: dict, second: dict, peak_mb: float, sample: dict,
         ("our CPU time", f"{first['cpu_s']:.1f} s ({per_cpu:,.0f} users/s of own processing)"),
         ("peak RSS of the sync process", f"{peak_mb:.0f} MB"),
         ("Graph requests", f"{first['graph_requests']} (tenant pages: {tenant_pages})"),
-        ("Assets requests", f"{first['assets_requests']} ({first['chunks']} chunks, "
-                            f"{first['executions']} execution)"),
+        ("Assets requests", (f"{first['assets_requests']} ({first['chunks']} chunks, "
+                             f"{first['executions']} execution)")),
         ("Assets records pushed", f"{first['records_pushed']:,}"),
-        ("second run (unchanged)", f"{second['wall_s']:.1f} s, {second['executions']} executions, "
-                                   f"{second['assets_requests']} Assets requests, {second['graph_requests']} Graph"),
-        ("msgraph-sdk typed models", f"{sample['typed_ms_per_user']:.2f} ms/user on {sample['users']} users "
-                                     f"= {sample['typed_ms_per_user'] * users / 1000:,.0f} s for the tenant"),
-        ("raw JSON (orjson)", f"{sample['raw_ms_per_user']:.4f} ms/user "
-                              f"({sample['typed_ms_per_user'] / max(sample['raw_ms_per_user'], 1e-9):,.0f}x faster)"),
+        ("second run (unchanged)", (f"{second['wall_s']:.1f} s, {second['executions']} executions, "
+                                    f"{second['assets_requests']} Assets requests, "
+                                    f"{second['graph_requests']} Graph requests")),
+        ("msgraph-sdk typed models", (f"{sample['typed_ms_per_user']:.2f} ms/user on {sample['users']} users "
+                                      f"= {sample['typed_ms_per_user'] * users / 1000:,.0f} s for the tenant")),
+        ("raw JSON (orjson)", (f"{sample['raw_ms_per_user']:.4f} ms/user "
+                               f"({sample['typed_ms_per_user'] / max(sample['raw_ms_per_user'], 1e-9):,.0f}x faster)")),
     ]
     width = max(len(k) for k, _ in rows)
     print()

@@ -14,7 +14,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 class _QuietHandler(WSGIRequestHandler):
     """Werkzeug logs every request to stderr; the emulators keep their own request log instead."""
 
-    def log_request(self, *args, **kwargs) -> None:  # noqa: D102
+    def log_request(self, *args, **kwargs) -> None:
         pass
 
 

@@ -56,7 +56,7 @@ class TokenProvider:
             if self._token is None or time.time() > self._expires - 300:
                 try:
                     token = self._get_credential().get_token(self.scope)
-                except Exception as exc:  # azure-identity raises several types; all mean "no token"
+                except Exception as exc:  # noqa: BLE001 - azure-identity raises several types; all mean "no token"
                     raise GraphCredentialsError(
                         f"could not get a Microsoft Graph token with the {s.graph_auth} credential "
                         f"({type(exc).__name__}): check AZURE_TENANT_ID, AZURE_CLIENT_ID and the credential"

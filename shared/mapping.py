@@ -102,7 +102,7 @@ def manager_of(user: dict) -> str | None:
 def map_user(user: dict, warnings: Warnings) -> Record:
     """One Graph user (delta JSON) as a User record. Never raises on odd values; fixes are counted."""
     uid = user["id"]
-    c = lambda key, attr: clean(user.get(key), warnings, uid, attr)  # noqa: E731
+    c = lambda key, attr: clean(user.get(key), warnings, uid, attr)
     name = c("displayName", "Name") or clean(user.get("userPrincipalName")) or clean(user.get("mail")) or uid
     if not user.get("displayName"):
         warnings.add("no display name (used the UPN)", uid)

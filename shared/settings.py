@@ -7,9 +7,9 @@ log line, an error or ``status`` output.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from shared.errors import SettingsError
@@ -90,7 +90,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     Raises ``SettingsError`` listing every problem found (not only the first). Empty values count as unset.
     """
-    get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+    get = lambda name: (env.get(name) or "").strip() or None
     problems: list[str] = []
     values: dict = {}
 

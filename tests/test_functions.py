@@ -33,7 +33,8 @@ def test_bindings_as_the_host_reads_them(functions):
 
 
 def test_host_json_queue_settings():
-    host = json.load(open("host.json"))
+    with open("host.json") as f:
+        host = json.load(f)
     queues = host["extensions"]["queues"]
     assert queues["maxDequeueCount"] == 5 and queues["messageEncoding"] == "base64"
     assert queues["batchSize"] == 1 and queues["newBatchThreshold"] == 0  # one writer per instance

@@ -4,8 +4,10 @@ import pytest
 
 from shared.transport import Failure, GaveUp, RetryPolicy, Transport, classify, retry_after_seconds
 
+FOUR_TRIES = RetryPolicy(attempts=4, total_seconds=60)
 
-def _transport(statuses, policy=RetryPolicy(attempts=4, total_seconds=60), headers=None):
+
+def _transport(statuses, policy=FOUR_TRIES, headers=None):
     calls, sleeps = [], []
 
     def handler(request):

@@ -9,6 +9,7 @@ from shared.settings import load_settings
 from shared.store import QueuedMessage
 
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 
 @bp.function_name("submit_worker")
@@ -17,5 +18,5 @@ def submit_worker(msg: func.QueueMessage) -> None:
     """Raising leaves the message to be redelivered; after maxDequeueCount it goes to the poison queue."""
     message = QueuedMessage(id=msg.id, body=msg.get_json(), dequeue_count=msg.dequeue_count or 1, receipt=None)
     result = on_queue_message(load_settings(os.environ), message)
-    logging.info("pushed %d records from %d messages in %d execution(s)%s", result.records, result.messages,
-                 result.executions, " (deferred)" if result.deferred else "")
+    log.info("pushed %d records from %d messages in %d execution(s)%s", result.records, result.messages,
+             result.executions, " (deferred)" if result.deferred else "")

@@ -8,6 +8,7 @@ from shared.runtime import timer_tick
 from shared.settings import load_settings
 
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 
 @bp.function_name("timer_sync")
@@ -15,7 +16,7 @@ bp = func.Blueprint()
 def timer_sync(timer: func.TimerRequest) -> None:
     """Settings errors and Graph errors raise: the run shows as failed in the Functions monitor."""
     if timer.past_due:
-        logging.warning("timer_sync is running late")
+        log.warning("timer_sync is running late")
     result = timer_tick(load_settings(os.environ))
     if result is not None:
-        logging.info("full run %s queued %d records", result.run_id, result.queued)
+        log.info("full run %s queued %d records", result.run_id, result.queued)

@@ -1,0 +1,50 @@
+"""The schema-and-mapping document built from the declarative table."""
+from shared.schema import OBJECT_TYPES, USER, build_document
+from shared.setup import document_problems
+
+SPEC_USER = ["Name", "User Principal Name", "Email", "Given Name", "Surname", "Job Title", "Employee ID",
+             "Employee Type", "Company", "Department", "Office Location", "Manager", "Mobile Phone",
+             "Business Phone", "User Type", "Account Enabled", "Status", "Entra Object ID"]
+
+
+def test_document_is_valid_against_atlassians_json_schema():
+    assert document_problems(build_document("ENTRA")) == []
+
+
+def test_validation_reports_where_a_document_breaks():
+    document = build_document("ENTRA")
+    del document["schema"]["objectSchema"]["objectTypes"][0]["attributes"][0]["type"]
+    problems = document_problems(document)
+    assert problems and "'type' is a required property" in problems[0]
+
+
+def test_spec_names_and_stable_prefixed_external_ids():
+    document = build_document("ACME")
+    types = document["schema"]["objectSchema"]["objectTypes"]
+    assert [t["name"] for t in types] == ["User", "Department", "Office Location", "Address", "City", "Country"]
+    assert sorted(a["name"] for a in types[0]["attributes"]) == sorted(SPEC_USER)
+    ids = [t["externalId"] for t in types] + [a["externalId"] for t in types for a in t["attributes"]]
+    assert len(ids) == len(set(ids)) and all(i.startswith("ACME/") for i in ids)
+    assert build_document("ACME") == document  # stable: same input, same document
+
+
+def test_every_mapping_has_an_identity_and_references_resolve_by_aql():
+    document = build_document("ENTRA")
+    type_ids = {t["externalId"] for t in document["schema"]["objectSchema"]["objectTypes"]}
+    for mapping in document["mapping"]["objectTypeMappings"]:
+        attrs = mapping["attributesMapping"]
+        assert any(a.get("externalIdPart") for a in attrs), mapping["objectTypeName"]
+        for a in attrs:
+            if "objectMappingIQL" in a:
+                assert a["objectMappingIQL"].endswith("${" + a["attributeLocators"][0] + "}")
+    for t in document["schema"]["objectSchema"]["objectTypes"]:
+        for a in t["attributes"]:
+            if a["type"] == "referenced_object":
+                assert a["referenceObjectTypeExternalId"] in type_ids
+    manager = next(a for a in document["mapping"]["objectTypeMappings"][0]["attributesMapping"]
+                   if a["attributeName"] == "Manager")
+    assert manager["objectMappingIQL"] == '"Entra Object ID" = ${managerId}'
+    status = next(a for a in document["schema"]["objectSchema"]["objectTypes"][0]["attributes"]
+                  if a["name"] == "Status")
+    assert status["type"] == "status" and status["typeValues"] == ["Active", "Disabled", "Deleted"]
+    assert len(OBJECT_TYPES) == 6 and USER.attr("Manager").ref == "user"
