@@ -5,6 +5,7 @@ import json
 import uuid
 
 import pytest
+from azure.storage.blob import ContainerClient
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
 
@@ -47,6 +48,10 @@ def azure_env(tenant, graph_emulator, assets_emulator, azurite, monkeypatch):
            "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}", "FULL_SYNC_INTERVAL_HOURS": "24"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # Each test starts from an empty state container (Azurite lives for the whole session).
+    container = ContainerClient.from_connection_string(azurite.connection_string, "entra-assets")
+    if container.exists():
+        container.delete_blobs(*container.list_blob_names())
     run_setup(load_settings(env))
     return box, load_settings(env)
 

@@ -160,6 +160,7 @@ def test_checkpoints_move_only_after_done(box, settings, monkeypatch):
         return real_submit(*args, **kwargs)
     monkeypatch.setattr(assets, "submit", failing_submit)
     monkeypatch.setattr(worker, "VISIBILITY_SECONDS", 1)
+    monkeypatch.setattr(worker, "CHUNK_RECORDS", 100)  # several chunks, so the second one can fail
     with pytest.raises(RuntimeError):
         worker.push_queued(backend.queue, backend.payloads, backend.state, assets)
     assert box.assets.executions[-1].status == "CANCELLED"

@@ -1,0 +1,139 @@
+"""The storage interfaces the producer (``reconcile``) and the single writer (``worker``) depend on.
+
+Two implementations: ``store_local`` (SQLite + files under ``ENTRA_ASSETS_HOME``, for the CLI without a
+storage account) and ``store_azure`` (Blob for state and payloads, Queue for changes, for the Functions app).
+``tests/test_store.py`` runs one contract suite against both.
+
+Delivery is at-least-once everywhere: a message may be received again after its visibility timeout, a payload
+may be read after a crash, a commit may be repeated. Every operation here is therefore safe to repeat; the ones
+that are not idempotent by nature (``send``) say so.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+# A Storage queue message holds at most 64 KiB of text; base64 (host.json ``messageEncoding: base64``) turns
+# 3 bytes into 4, so 48 KiB of raw JSON is the most one message can carry. Bigger batches go to a payload
+# (claim check). https://learn.microsoft.com/rest/api/storageservices/put-message
+QUEUE_MESSAGE_LIMIT = 64 * 1024
+RAW_MESSAGE_LIMIT = QUEUE_MESSAGE_LIMIT // 4 * 3
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount: the host poisons after this many
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One received message. ``receipt`` is the backend handle ``delete`` needs (a pop receipt); it is None
+    for a message the Functions host delivered, which the host completes itself."""
+
+    id: str
+    body: dict
+    dequeue_count: int
+    receipt: object | None
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Approximate message counts of the queue and of its ``<queue>-poison`` queue."""
+
+    messages: int
+    poison: int
+
+
+class LeaseBusy(Exception):
+    """Another holder has the lease."""
+
+
+class Lease(Protocol):
+    """An exclusive, expiring lease. ``__enter__`` acquires it or raises ``LeaseBusy``; ``renew`` extends it by
+    its ttl (raises ``LeaseBusy`` if another holder took it meanwhile); ``__exit__`` releases it and never
+    raises (a lease that already expired or was taken over is only logged). If the holder dies, the lease
+    expires by itself after its ttl (Azure: the ttl clamped into 15-60 s)."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+    def renew(self) -> None: ...
+
+
+class StateStore(Protocol):
+    """What was last pushed (a content hash per record) and named checkpoints (delta link, chosen names...)."""
+
+    def hashes(self, type_key: str) -> dict[str, str]:
+        """Record id -> content hash of what was last pushed, for one object type ({} when none)."""
+        ...
+
+    def checkpoint(self, name: str) -> str | None:
+        """The checkpoint's value, or None when it was never set or was deleted."""
+        ...
+
+    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None]) -> None:
+        """Merge ``hashes`` into the stored ones per type (add or overwrite; ids not given are kept) and set each
+        checkpoint (a None value deletes it). Idempotent. Hashes are written before checkpoints, so a crash in
+        between only makes the next run redo work; each type's hashes are replaced atomically, but the commit
+        as a whole is atomic only in the local store."""
+        ...
+
+    def lease(self, name: str, ttl: float) -> Lease:
+        """A lease named ``name`` (may contain "/", e.g. ``writer/<source>``) that expires ``ttl`` seconds after
+        it was acquired or last renewed. Not acquired until entered."""
+        ...
+
+
+class ChangeQueue(Protocol):
+    """The queue of change messages between the producer and the single writer. Not FIFO; at-least-once."""
+
+    def send(self, body: dict, delay: float = 0) -> None:
+        """Enqueue ``body`` as JSON, invisible for ``delay`` seconds. Not idempotent (each call adds a message).
+        Raises ValueError when the JSON exceeds ``RAW_MESSAGE_LIMIT`` (the 64 KiB queue limit after base64):
+        put the data in a ``PayloadStore`` and send its name instead."""
+        ...
+
+    def receive(self, max_messages: int, visibility_timeout: float) -> list[QueuedMessage]:
+        """Up to ``max_messages`` visible messages (possibly fewer, [] when none). Each becomes invisible for
+        ``visibility_timeout`` seconds (Azure rounds up to whole seconds, at least 1) and its dequeue_count
+        grows by one; unless deleted, it is received again after that."""
+        ...
+
+    def delete(self, message: QueuedMessage) -> None:
+        """Acknowledge ``message``. Idempotent: an already deleted message, or one whose receipt went stale
+        because another receiver took it meanwhile, is logged and ignored."""
+        ...
+
+    def depth(self) -> QueueDepth:
+        """Approximate counts (visible and invisible) of this queue and of ``<queue>-poison``."""
+        ...
+
+
+class PayloadStore(Protocol):
+    """Claim-check payloads: named, gzip-compressed files of newline-separated JSON documents."""
+
+    def write(self, name: str, lines: Iterable[bytes]) -> None:
+        """Store ``lines`` (each one JSON document without a newline) under ``name``, streaming: memory stays
+        bounded whatever the number of lines. Readers never see a half-written payload; writing an existing
+        name replaces it."""
+        ...
+
+    def read(self, name: str) -> Iterator[bytes]:
+        """Yield the lines back in order, streaming. Raises FileNotFoundError (local) or LookupError (Azure)
+        when the payload does not exist."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove the payload. Idempotent: a missing payload is not an error."""
+        ...
+
+
+def encode_message(body: dict) -> str:
+    """``body`` as compact JSON text; ValueError when it would not fit one queue message (see ``send``)."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    size = len(text.encode())
+    if size > RAW_MESSAGE_LIMIT:
+        raise ValueError(f"queue message of {size} bytes exceeds the {RAW_MESSAGE_LIMIT}-byte limit "
+                         f"({QUEUE_MESSAGE_LIMIT // 1024} KiB after base64); send a payload name instead")
+    return text

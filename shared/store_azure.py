@@ -1,0 +1,321 @@
+"""The Azure Storage store of the Functions app: a Storage queue for changes, Blob for state and payloads.
+
+Why Blob and not Table for state: the hashes of a whole object type are read once per full run and written
+once per Assets execution. One gzip'd JSON blob per object type (``state/hashes/<type>.json.gz``) is one
+request each way, where Table storage would need ~1,000 batch transactions of 100 entities for 100,000 users.
+Checkpoints are small blobs (``state/checkpoints/<name>``). The writer lease is a native blob lease on
+``leases/<name>`` (an empty blob created on first use), which Azure expires by itself when its holder dies:
+exactly the "one writer under a lease that expires" invariant of DESIGN.md. Hash merges are read-modify-write
+guarded by the blob's ETag, retried on 412, so two committers never lose each other's hashes.
+
+Everything lives in one container (``entra-assets``) of the ``AzureWebJobsStorage`` account. Queue messages
+are base64 text because host.json sets ``messageEncoding: base64`` (the queue trigger reads what we send).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import random
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.store import LeaseBusy, QueueDepth, QueuedMessage, encode_message
+
+log = logging.getLogger(__name__)
+
+CONTAINER = "entra-assets"
+BLOCK_BYTES = 4 * 1024 * 1024      # compressed bytes per staged block / per download chunk
+INFLATE_BYTES = 1024 * 1024        # decompressed bytes produced per step while reading
+MERGE_ATTEMPTS = 20
+# Blob leases last 15-60 s (or forever); https://learn.microsoft.com/rest/api/storageservices/lease-blob
+LEASE_MIN, LEASE_MAX = 15, 60
+
+
+def azure_clients(connection_string: str | None, *, account_name: str | None = None, credential: Any = None,
+                  queue_name: str, container_name: str = CONTAINER
+                  ) -> tuple[ContainerClient, QueueClient, QueueClient]:
+    """The container, the change queue and its ``<queue>-poison`` queue, from a connection string or else from
+    ``account_name`` + ``credential`` (managed identity). Creates the container and the queue when missing
+    (idempotent); the poison queue is left to the Functions host, which creates it on the first poison."""
+    blob_options = {"max_single_get_size": BLOCK_BYTES, "max_chunk_get_size": BLOCK_BYTES}  # bounded downloads
+    queue_options = {"message_encode_policy": TextBase64EncodePolicy(),
+                     "message_decode_policy": _LenientBase64DecodePolicy()}
+    if connection_string:
+        container = ContainerClient.from_connection_string(connection_string, container_name, **blob_options)
+        queue, poison = (QueueClient.from_connection_string(connection_string, name, **queue_options)
+                         for name in (queue_name, f"{queue_name}-poison"))
+    else:
+        if not account_name:
+            raise ValueError("a storage connection string or an account name is required")
+        container = ContainerClient(f"https://{account_name}.blob.core.windows.net", container_name,
+                                    credential=credential, **blob_options)
+        queue, poison = (QueueClient(f"https://{account_name}.queue.core.windows.net", name,
+                                     credential=credential, **queue_options)
+                         for name in (queue_name, f"{queue_name}-poison"))
+    for create in (container.create_container, queue.create_queue):
+        try:
+            create()
+        except ResourceExistsError:
+            pass
+    return container, queue, poison
+
+
+class _LenientBase64DecodePolicy(TextBase64DecodePolicy):
+    """Base64 like the Functions host, but a message that is not base64 comes back as its raw text (it then
+    fails JSON parsing and becomes ``{"_raw": ...}``) instead of failing the whole receive."""
+
+    def decode(self, content: str, response: Any) -> str:
+        # Not super().decode: its DecodeError cannot even be constructed with this response (AttributeError
+        # in azure-core 1.41), which would fail the whole receive.
+        try:
+            return base64.b64decode(content.encode(), validate=True).decode()
+        except (ValueError, TypeError):
+            return content
+
+
+class AzureLease:
+    """A native blob lease on ``leases/<name>``; see ``shared.store.Lease``. The ttl is clamped into the 15-60 s
+    Azure allows."""
+
+    def __init__(self, container: ContainerClient, name: str, ttl: float):
+        self.name = name
+        self.duration = int(min(LEASE_MAX, max(LEASE_MIN, math.ceil(ttl))))
+        self._blob = container.get_blob_client(f"leases/{name}")
+        self._id = str(uuid.uuid4())  # our own id: the SDK forgets it on release, and a lost lease must stay lost
+        self._client = BlobLeaseClient(self._blob, lease_id=self._id)
+
+    def __enter__(self) -> Self:
+        """Acquire; raises ``LeaseBusy`` on 409 LeaseAlreadyPresent."""
+        try:
+            self._acquire()
+        except ResourceNotFoundError:
+            try:
+                self._blob.upload_blob(b"", overwrite=False)  # first use: the blob the lease sits on
+            except (ResourceExistsError, ResourceModifiedError):
+                pass  # another process created it at the same time
+            self._acquire()
+        return self
+
+    def _acquire(self) -> None:
+        try:
+            self._client.acquire(lease_duration=self.duration)
+        except HttpResponseError as err:
+            if err.status_code == 409:
+                raise LeaseBusy(f"lease {self.name!r} is held by another writer") from err
+            raise
+
+    def renew(self) -> None:
+        """Extend by the lease duration. Raises ``LeaseBusy`` when the lease was lost to another holder."""
+        self._client.id = self._id
+        try:
+            self._client.renew()
+        except HttpResponseError as err:
+            if err.status_code == 409:
+                raise LeaseBusy(f"lease {self.name!r} was lost to another holder") from err
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Release; never raises (a lease that is gone expires or has expired on its own)."""
+        self._client.id = self._id
+        try:
+            self._client.release()
+        except AzureError as err:
+            log.warning("could not release lease %s (%s); it expires by itself", self.name,
+                        getattr(err, "error_code", None) or type(err).__name__)
+
+
+class AzureStateStore:
+    """``shared.store.StateStore`` as blobs; a commit merges each type atomically (ETag), not all together."""
+
+    def __init__(self, container: ContainerClient):
+        self._container = container
+
+    def _hash_blob(self, type_key: str):
+        return self._container.get_blob_client(f"state/hashes/{type_key}.json.gz")
+
+    def _checkpoint_blob(self, name: str):
+        return self._container.get_blob_client(f"state/checkpoints/{name}")
+
+    def _load(self, type_key: str) -> tuple[dict[str, str], str | None]:
+        """The stored hashes of one type and the ETag they were read at (None when there is no blob)."""
+        try:
+            download = self._hash_blob(type_key).download_blob()
+        except ResourceNotFoundError:
+            return {}, None
+        return json.loads(zlib.decompress(download.readall(), wbits=31)), download.properties.etag
+
+    def hashes(self, type_key: str) -> dict[str, str]:
+        return self._load(type_key)[0]
+
+    def checkpoint(self, name: str) -> str | None:
+        try:
+            return self._checkpoint_blob(name).download_blob().readall().decode()
+        except ResourceNotFoundError:
+            return None
+
+    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None]) -> None:
+        for type_key, by_id in hashes.items():
+            if by_id:
+                self._merge(type_key, by_id)
+        for name, value in checkpoints.items():
+            blob = self._checkpoint_blob(name)
+            if value is not None:
+                blob.upload_blob(value.encode(), overwrite=True)
+                continue
+            try:
+                blob.delete_blob()
+            except ResourceNotFoundError:
+                pass
+
+    def _merge(self, type_key: str, by_id: dict[str, str]) -> None:
+        """Read-modify-write under the ETag; on 412 (or 409 when two create the blob) another committer won
+        the race: read again and merge again. https://learn.microsoft.com/azure/storage/blobs/concurrency-manage"""
+        for attempt in range(MERGE_ATTEMPTS):
+            stored, etag = self._load(type_key)
+            stored.update(by_id)
+            data = zlib.compress(json.dumps(stored, separators=(",", ":")).encode(), 6, wbits=31)
+            condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+                         else {"match_condition": MatchConditions.IfMissing})
+            try:
+                self._hash_blob(type_key).upload_blob(data, overwrite=True, **condition)
+                return
+            except (ResourceModifiedError, ResourceExistsError):
+                log.info("hashes of %s changed while merging; retrying (%d)", type_key, attempt + 1)
+                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+        raise RuntimeError(f"could not merge the hashes of {type_key} after {MERGE_ATTEMPTS} attempts")
+
+    def lease(self, name: str, ttl: float) -> AzureLease:
+        return AzureLease(self._container, name, ttl)
+
+
+class AzureQueue:
+    """``shared.store.ChangeQueue`` on a Storage queue (base64 text, like the Functions host expects)."""
+
+    def __init__(self, queue: QueueClient, poison: QueueClient):
+        self._queue, self._poison = queue, poison
+
+    def send(self, body: dict, delay: float = 0) -> None:
+        text = encode_message(body)
+        self._queue.send_message(text, visibility_timeout=math.ceil(delay) if delay > 0 else None)
+
+    def receive(self, max_messages: int, visibility_timeout: float) -> list[QueuedMessage]:
+        """The visibility timeout is rounded up to whole seconds (at least 1): the service takes integers."""
+        timeout = max(1, math.ceil(visibility_timeout))
+        pages = self._queue.receive_messages(messages_per_page=min(32, max_messages), max_messages=max_messages,
+                                             visibility_timeout=timeout)
+        return [QueuedMessage(id=m.id, body=_decode(m.content), dequeue_count=m.dequeue_count or 1,
+                              receipt=m.pop_receipt) for m in pages]
+
+    def delete(self, message: QueuedMessage) -> None:
+        """Delete by id and pop receipt; a host-delivered message (receipt None) is the host's to complete."""
+        if message.receipt is None:
+            log.debug("message %s was delivered by the host, which completes it", message.id)
+            return
+        try:
+            self._queue.delete_message(message.id, pop_receipt=message.receipt)
+        except ResourceNotFoundError:
+            log.info("message %s was already deleted", message.id)
+        except HttpResponseError as err:
+            # 400 PopReceiptMismatch: another receiver took the message after our visibility timeout.
+            # https://learn.microsoft.com/rest/api/storageservices/delete-message2
+            if err.error_code != "PopReceiptMismatch":
+                raise
+            log.warning("message %s was received again by someone else; not deleted", message.id)
+
+    def depth(self) -> QueueDepth:
+        messages = self._queue.get_queue_properties().approximate_message_count or 0
+        try:
+            poison = self._poison.get_queue_properties().approximate_message_count or 0
+        except ResourceNotFoundError:
+            poison = 0  # the host creates it on the first poison message
+        return QueueDepth(messages=messages, poison=poison)
+
+
+def _decode(text: str | None) -> dict:
+    try:
+        body = json.loads(text or "")
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {"_raw": (text or "")[:200]}
+
+
+class PayloadNotFound(LookupError):
+    """The payload blob does not exist (deleted after an earlier, successful push)."""
+
+
+class AzurePayloadStore:
+    """``shared.store.PayloadStore`` as gzip blobs ``payloads/<name>``, streamed both ways. A payload appears
+    atomically when its block list is committed."""
+
+    def __init__(self, container: ContainerClient):
+        self._container = container
+
+    def _blob(self, name: str):
+        return self._container.get_blob_client(f"payloads/{name}")
+
+    def write(self, name: str, lines: Iterable[bytes]) -> None:
+        blob = self._blob(name)
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # wbits 31: gzip framing
+        prefix = uuid.uuid4().hex                             # block ids of one blob must have equal length
+        blocks: list[str] = []
+        buffer = bytearray()
+        for line in lines:
+            buffer += compressor.compress(line + b"\n")
+            if len(buffer) >= BLOCK_BYTES:
+                blocks.append(f"{prefix}-{len(blocks):06d}")
+                blob.stage_block(blocks[-1], bytes(buffer))
+                buffer.clear()
+        buffer += compressor.flush()
+        settings = ContentSettings(content_type="application/x-ndjson+gzip")
+        if not blocks:  # small payload: one request
+            blob.upload_blob(bytes(buffer), overwrite=True, content_settings=settings)
+            return
+        blocks.append(f"{prefix}-{len(blocks):06d}")
+        blob.stage_block(blocks[-1], bytes(buffer))
+        blob.commit_block_list(blocks, content_settings=settings)
+
+    def read(self, name: str) -> Iterator[bytes]:
+        """Raises ``PayloadNotFound`` (a LookupError) when the payload does not exist (on the first ``next``)."""
+        try:
+            download = self._blob(name).download_blob()
+        except ResourceNotFoundError as err:
+            raise PayloadNotFound(f"payload {name!r} does not exist") from err
+        inflater = zlib.decompressobj(wbits=31)
+        rest = b""
+        for chunk in download.chunks():
+            data = chunk
+            while data:  # bounded steps: 4 MiB of gzip'd JSON can inflate to tens of MB
+                out = inflater.decompress(data, INFLATE_BYTES)
+                data = inflater.unconsumed_tail
+                lines = (rest + out).split(b"\n")
+                rest = lines.pop()
+                yield from lines
+        lines = (rest + inflater.flush()).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+        if rest:
+            yield rest
+
+    def delete(self, name: str) -> None:
+        try:
+            self._blob(name).delete_blob()
+        except ResourceNotFoundError:
+            pass
