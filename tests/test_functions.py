@@ -5,9 +5,9 @@ import json
 import uuid
 
 import pytest
-from azure.storage.blob import ContainerClient
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
+from azure.storage.blob import ContainerClient
 
 from function_app import app
 from sandbox.demo import verify
