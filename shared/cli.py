@@ -22,7 +22,8 @@ from shared.errors import EntraAssetsError, SettingsError
 from shared.settings import Settings, load_settings
 
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# Piped output (CI logs, `| tee`) gets 120 columns instead of rich's 80, so the demo's tables stay readable.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
 
 def _settings() -> Settings:
