@@ -1,8 +1,10 @@
 """``entra-assets demo``: the real pipeline against the sandbox, ending with a readable summary.
 
-Steps: start the emulators, ``check``, ``setup``, a first full sync (everything is new), a second full sync of
-the unchanged tenant (no execution at all), then a few changes in the tenant - a new hire, a manager change, a
-department respelt, an account disabled - and a third full sync that pushes only those.
+Steps: start the emulators, ``check``, ``setup``, a first full sync (users, groups, devices, applications and
+the derived objects - everything is new), a second full sync of the unchanged tenant (no execution at all),
+then changes in the tenant - a new hire, a manager change, a department respelt, an account disabled, a user
+and a device deleted, a member leaving a group - and a third full sync that pushes only those, the departures
+as ``Status = Deleted``. The summary compares what is in Assets with the tenant, counted from both sides.
 """
 from __future__ import annotations
 
@@ -14,32 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.emulators import Sandbox, start_sandbox
+from sandbox.verify import statuses, verify_directory, verify_users
 from shared.runtime import SyncReport, sync_full
-from shared.schema import USER
 from shared.settings import load_settings
 from shared.setup import run_setup
 from shared.status import check_all
-
-
-def verify(box: Sandbox) -> dict[str, int]:
-    """Compare the emulated Assets store with the tenant: users present, managers and departments resolved."""
-    users = {o.attributes["Entra Object ID"][0]: o for o in box.assets.objects(USER.name)}
-    by_key = {o.key: o for o in users.values()}
-    managers_ok = departments_ok = offices_ok = 0
-    for uid, user in box.tenant.users.items():
-        obj = users.get(uid)
-        if obj is None:
-            continue
-        manager = box.tenant.managers.get(uid)
-        refs = obj.attributes.get("Manager") or []
-        if manager and refs and by_key[refs[0]].attributes["Entra Object ID"][0] == manager:
-            managers_ok += 1
-        departments_ok += bool(user.get("department") and obj.attributes.get("Department"))
-        offices_ok += bool(user.get("officeLocation") and obj.attributes.get("Office Location"))
-    return {"users in tenant": len(box.tenant.users), "users in Assets": len(users),
-            "managers in tenant": sum(1 for u in box.tenant.users if box.tenant.managers.get(u)),
-            "managers resolved": managers_ok,
-            "departments resolved": departments_ok, "office locations resolved": offices_ok}
 
 
 def _change_tenant(box: Sandbox) -> list[str]:
@@ -55,14 +36,22 @@ def _change_tenant(box: Sandbox) -> list[str]:
     tenant.update_user(leaver, accountEnabled=False)
     renamed = next(u for u in ids[20:] if tenant.users[u].get("department"))
     tenant.update_user(renamed, department=tenant.users[renamed]["department"].upper())
+    departed = next(u for u in ids[30:] if u not in (hire, mover, leaver, renamed) and u not in tenant.managers.values())
+    tenant.delete_user(departed)
+    device = min(tenant.devices)
+    tenant.delete_device(device)
+    group = next(g for g in sorted(tenant.groups) if any(t == "user" for t, _ in tenant.members.get(g, [])))
+    member = next(m for t, m in tenant.members[group] if t == "user")
+    tenant.remove_member(group, member)
     return [f"new hire {hire[:8]}…", f"manager change {mover[:8]}…", f"account disabled {leaver[:8]}…",
-            f"department respelt {renamed[:8]}…"]
+            f"department respelt {renamed[:8]}…", f"user deleted {departed[:8]}…", f"device deleted {device[:8]}…",
+            f"member left group {group[:8]}…"]
 
 
 def _sync_row(table: Table, label: str, report: SyncReport) -> None:
     submit = sum(p.seconds.get("submit", 0) for p in report.pushes)
     wait = sum(p.seconds.get("wait", 0) for p in report.pushes)
-    table.add_row(label, f"{report.full.users:,}", f"{report.full.queued:,}", str(report.executions),
+    table.add_row(label, f"{sum(report.full.read.values()):,}", f"{report.full.queued:,}", str(report.executions),
                   f"{report.records_pushed:,}", f"{report.full.seconds.get('fetch_and_format', 0):.2f}",
                   f"{submit:.2f}", f"{wait:.2f}", f"{report.seconds:.2f}")
 
@@ -82,7 +71,7 @@ def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -
             outcome = run_setup(settings)
             console.print(f"setup: schema and mapping {outcome.action} ({outcome.object_types} object types)")
             table = Table(title="Full syncs", show_lines=False)
-            for col in ("run", "users", "changed", "executions", "pushed", "fetch+format s", "submit s",
+            for col in ("run", "objects read", "changed", "executions", "pushed", "fetch+format s", "submit s",
                         "Assets s", "total s"):
                 table.add_column(col, justify="right" if col != "run" else "left")
             _sync_row(table, "1 first sync", sync_full(settings))
@@ -97,9 +86,10 @@ def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -
 
 
 def _summary(box: Sandbox, console: Console, second: SyncReport, third: SyncReport, seconds: float) -> int:
-    facts = verify(box)
+    facts = verify_users(box.tenant, box.assets) | verify_directory(box.tenant, box.assets)
     derived = Counter({name: len(box.assets.objects(name))
-                       for name in ("Department", "Office Location", "Address", "City", "Country")})
+                       for name in ("Group", "Device", "Application", "Department", "Office Location", "Address",
+                                    "City", "Country")})
     table = Table(title="Assets after the demo", show_header=False)
     for name, value in facts.items():
         table.add_row(name, f"{value:,}")
@@ -108,9 +98,17 @@ def _summary(box: Sandbox, console: Console, second: SyncReport, third: SyncRepo
     table.add_row("Assets executions in all", str(len(box.assets.executions)))
     table.add_row("demo time", f"{seconds:.1f} s")
     console.print(table)
-    ok = (facts["users in Assets"] == facts["users in tenant"]
+    deleted = Counter(f"{name} {status}" for name in ("User", "Device") for status in statuses(box.assets, name).values()
+                      if status == "Deleted")
+    for name, value in sorted(deleted.items()):
+        table.add_row(f"{name} (kept, never deleted)", f"{value:,}")
+    links = [k.removesuffix(" in tenant") for k in facts if k.endswith("links in tenant")]
+    ok = (facts["users in Assets"] == facts["users in tenant"] + 1  # the departed user stays, as Deleted
           and facts["managers resolved"] == facts["managers in tenant"]
+          and all(facts[f"{k} resolved"] == facts[f"{k} in tenant"] for k in links)
+          and deleted == {"User Deleted": 1, "Device Deleted": 1}
           and second.executions == 0 and third.executions == 1)
-    console.print("[green]demo finished: every user is in Assets with managers resolved; the unchanged tenant "
-                  "started no execution[/green]" if ok else "[red]demo finished with differences (see above)[/red]")
+    console.print("[green]demo finished: every object is in Assets with its references resolved, departures are "
+                  "marked Deleted, and the unchanged tenant started no execution[/green]" if ok
+                  else "[red]demo finished with differences (see above)[/red]")
     return 0 if ok else 1

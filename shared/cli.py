@@ -1,4 +1,4 @@
-"""The ``entra-assets`` command line (SPEC §3): check, setup, sync --full, status, demo, sandbox.
+"""The ``entra-assets`` command line (SPEC §3): check, setup, sync --full, preview, status, demo, sandbox.
 
 Every command reads the same settings as the Functions app (environment variables). Errors an admin can act
 on print one line and exit non-zero; nothing here prints secrets.
@@ -94,8 +94,11 @@ def setup() -> None:
 
 @main.command()
 @click.option("--full", is_flag=True, help="Read the whole directory and push what changed (required for now).")
-def sync(full: bool) -> None:
+@click.option("--allow-mass-deactivation", is_flag=True,
+              help="Let this run mark more than MAX_DEACTIVATIONS objects Deleted (once).")
+def sync(full: bool, allow_mass_deactivation: bool) -> None:
     """Run the timer path, then the worker in-process until the queue is drained and Assets is done."""
+    from shared.reconcile import guard_error
     from shared.runtime import sync_full
     from shared.status import record_run
 
@@ -105,29 +108,76 @@ def sync(full: bool) -> None:
     try:
         settings = _settings()
         with _progress() as progress:
-            report = sync_full(settings, progress)
+            report = sync_full(settings, progress, allow_mass_deactivation=allow_mass_deactivation)
     except EntraAssetsError as error:
         _fail(error)
     record_run(settings, report)
     _print_sync(report)
+    if report.full.held_back:
+        _fail(guard_error(report.full, settings.max_deactivations))
     sys.exit(1 if any(p.errors for p in report.pushes) else 0)
+
+
+def _counts(counter) -> str:
+    from shared.schema import BY_KEY
+
+    return ", ".join(f"{BY_KEY[k].name} {v:,}" for k, v in sorted(counter.items()) if v) or "none"
 
 
 def _print_sync(report) -> None:
     full = report.full
     table = Table(title="sync --full", show_header=False)
-    table.add_row("users read", f"{full.users:,}")
-    table.add_row("records changed", ", ".join(f"{k} {v:,}" for k, v in sorted(full.changed.items())) or "none")
+    table.add_row("objects read", _counts(full.read))
+    table.add_row("created", _counts(full.created))
+    table.add_row("updated", _counts(full.updated))
+    table.add_row("marked Deleted", _counts(full.deactivated))
     table.add_row("records unchanged", f"{sum(full.unchanged.values()):,}")
     table.add_row("Assets executions", str(report.executions))
     table.add_row("records pushed", f"{report.records_pushed:,}")
     table.add_row("time", f"{report.seconds:.1f} s")
     out.print(table)
+    for line in full.unmatched.lines():
+        out.print(f"unmatched: {escape(line)}")
     for line in full.warnings.lines():
         out.print(f"[yellow]warning:[/yellow] {escape(line)}")
     for push in report.pushes:
         for error in push.errors:
             out.print(f"[red]Assets reported:[/red] {escape(error)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented in the README).")
+def preview(as_json: bool) -> None:
+    """Dry run of a full reconciliation: what `sync --full` would create, update and mark Deleted."""
+    from shared.runtime import preview as run_preview
+
+    try:
+        with _progress() as progress:
+            report = run_preview(_settings(), progress)
+    except EntraAssetsError as error:
+        _fail(error)
+    data = report.to_json()
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table(title="preview (nothing was written)")
+    for column in ("object type", "create", "update", "mark Deleted", "unchanged"):
+        table.add_column(column, justify="left" if column == "object type" else "right")
+    counts = data["counts"]
+    names = sorted({n for kind in counts.values() for n in kind})
+    for name in names:
+        table.add_row(name, *(f"{counts[k].get(name, 0):,}" for k in ("create", "update", "deactivate", "unchanged")))
+    out.print(table)
+    for update in [u for v in data["updates"].values() for u in v][:10]:
+        changed = ", ".join(update.get("changes", {})) or "-"
+        out.print(f"update {escape(str(update['name']))} ({update['id']}): {escape(changed)}")
+    if data["counts"]["held_back"]:
+        out.print(f"[red]the guard would hold back {sum(data['counts']['held_back'].values()):,} departures "
+                  "(MAX_DEACTIVATIONS)[/red]")
+    for item in data["unmatched"]:
+        out.print(f"unmatched: {escape(item['kind'])}: {item['count']:,}")
+    for item in data["warnings"]:
+        out.print(f"[yellow]warning:[/yellow] {escape(item['kind'])}: {item['count']:,}")
 
 
 @main.command()

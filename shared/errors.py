@@ -60,4 +60,30 @@ class ExecutionFailed(EntraAssetsError):
 
 
 class RemoteError(EntraAssetsError):
-    """An API answered something this client does not expect (after retries, if they applied)."""
+    """An API answered something this client does not expect (after retries, if they applied).
+
+    ``http_status``, ``code`` and ``detail`` carry the API's answer when there was one (Graph sets them)."""
+
+    http_status: int | None = None
+    code: str = ""
+    detail: str = ""
+
+
+class ScopeError(EntraAssetsError):
+    """A scoping setting (USER_FILTER, GROUP_FILTER, SCOPE_GROUP_ID) was refused by Graph or names nothing."""
+
+    exit_code = 2
+
+
+class MassDeactivation(EntraAssetsError):
+    """A full run would mark more objects Deleted than MAX_DEACTIVATIONS allows (the accidental-deletion
+    guard). The other changes were pushed; the deactivations were not."""
+
+    exit_code = 3
+
+
+class IncompatibleSchema(EntraAssetsError):
+    """The schema change asked for (a MAPPING_FILE rename or retype) cannot be made by Assets' add-only
+    mapping PATCH; nothing was sent."""
+
+    exit_code = 2

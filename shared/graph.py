@@ -29,6 +29,9 @@ _AUTHORITIES = {
     "dod-graph.microsoft.us": "login.microsoftonline.us",
     "microsoftgraph.chinacloudapi.cn": "login.chinacloudapi.cn",
 }
+# The least-privileged application permission that reads each resource (reference/graph.md §1.1).
+PERMISSIONS = {"users": "User.Read.All", "groups": "GroupMember.Read.All", "devices": "Device.Read.All",
+               "servicePrincipals": "Application.Read.All"}
 _RESYNC_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
 
 
@@ -105,9 +108,10 @@ class GraphClient:
     transport: Transport
     base_url: str
     token: Callable[[], str]
-    permission_hint: dict[str, str] = field(default_factory=lambda: {"users": "User.Read.All"})
+    permission_hint: dict[str, str] = field(default_factory=lambda: dict(PERMISSIONS))
+    pages_read: int = 0   # pages fetched through ``pages`` (reported by runs and the benchmark)
 
-    def get(self, url: str, params: dict | None = None) -> dict:
+    def get(self, url: str, params: dict | None = None, headers: dict | None = None) -> dict:
         """GET one Graph resource (absolute URL or path below ``base_url``) and return its JSON.
 
         Raises ``GraphCredentialsError`` (401), ``GraphPermissionError`` (403), ``DeltaExpired`` (410 or
@@ -115,7 +119,7 @@ class GraphClient:
         """
         if not url.startswith(("http://", "https://")):
             url = f"{self.base_url}/{url.lstrip('/')}"
-        headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+        headers = {**(headers or {}), "Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
         try:
             response = self.transport.send("GET", url, params=params, headers=headers)
         except GaveUp as exc:
@@ -124,15 +128,16 @@ class GraphClient:
             return orjson.loads(response.content)
         raise self._error(response, url)
 
-    def pages(self, url: str, params: dict | None = None) -> Iterator[dict]:
+    def pages(self, url: str, params: dict | None = None, headers: dict | None = None) -> Iterator[dict]:
         """Yield every page of a collection, following ``@odata.nextLink`` exactly as returned.
 
         The last page (the one without a nextLink) is yielded too: delta rounds read their deltaLink from it.
         Raises ``RemoteError`` if the server hands back a link it already gave (a paging loop).
         """
         seen: set[str] = set()
-        page = self.get(url, params)
+        page = self.get(url, params, headers)
         while True:
+            self.pages_read += 1
             yield page
             next_link = page.get("@odata.nextLink")
             if not next_link:
@@ -140,7 +145,7 @@ class GraphClient:
             if next_link in seen:
                 raise RemoteError("Microsoft Graph returned the same @odata.nextLink twice (paging loop)")
             seen.add(next_link)
-            page = self.get(next_link)
+            page = self.get(next_link, headers=headers)
 
     def delta(self, resource: str, select: list[str], link: str | None = None) -> DeltaRound:
         """Start a delta round on ``resource`` (initial round, or from a stored ``link``).
@@ -158,6 +163,16 @@ class GraphClient:
         round_.objects = objects()
         return round_
 
+    def objects(self, path: str, params: dict | None = None, advanced: bool = False) -> Iterator[dict]:
+        """Every object of a collection (all pages). ``advanced`` sends ``ConsistencyLevel: eventual`` and
+        ``$count=true``, which Graph requires for ``ne``/``not``/``endsWith`` filters and type casts
+        (reference/graph.md §1.4); such queries read an index that may lag recent changes by a little."""
+        headers = None
+        if advanced:
+            params, headers = {**(params or {}), "$count": "true"}, {"ConsistencyLevel": "eventual"}
+        for page in self.pages(path, params, headers):
+            yield from page.get("value", ())
+
     def _error(self, response: httpx.Response, url: str) -> Exception:
         code, message = _graph_error(response)
         kind = classify(response.status_code)
@@ -173,7 +188,9 @@ class GraphClient:
                 f"{needed} to the app registration and give admin consent")
         if response.status_code == 410 or code.lower() in _RESYNC_CODES:
             return DeltaExpired(f"the stored delta link for /{resource} expired ({response.status_code} {code})")
-        return RemoteError(f"Microsoft Graph answered {response.status_code} {code} for /{resource}: {message}")
+        error = RemoteError(f"Microsoft Graph answered {response.status_code} {code} for /{resource}: {message}")
+        error.http_status, error.code, error.detail = response.status_code, code, message
+        return error
 
 
 

@@ -1,22 +1,20 @@
-"""Pure mapping: Graph users to Assets records, and the derived objects folded from their attributes.
+"""Pure mapping: Graph objects (users, groups, devices, service principals) to Assets records.
 
-Nothing here does I/O. ``map_user`` turns one raw Graph user (as the delta endpoint returns it) into a User
-``Record``; ``Derived`` watches the users of a full run and afterwards yields the Department, Office Location,
-Address, City and Country records, with spelling variants folded together (case, spaces, country names and
-codes). Odd input never raises: a missing name falls back to the UPN, over-long text is trimmed to what Assets
-accepts and every such fix is counted in ``Warnings`` (object ids only - no names or e-mails).
+Nothing here does I/O. ``map_user``, ``map_group``, ``map_device`` and ``map_application`` turn one raw Graph
+object into a ``Record`` (the data keyed by the locators of ``shared.schema``, plus a content hash);
+``deactivated`` builds the record that marks a departure. Odd input never raises: a missing name falls back to
+the UPN or the id, over-long text is trimmed to what Assets accepts, and every such fix is counted in
+``Warnings`` (object ids only - no names or e-mails). The derived objects live in ``shared.derived``.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import orjson
-import pycountry
 
 from shared.schema import TEXT_LIMIT
 
@@ -25,13 +23,17 @@ USER_SELECT = ["id", "displayName", "givenName", "surname", "mail", "userPrincip
                "department", "companyName", "employeeId", "employeeType", "officeLocation", "streetAddress",
                "city", "state", "postalCode", "country", "mobilePhone", "businessPhones", "accountEnabled",
                "userType", "manager"]
+# Groups through delta: `members` turns on members@delta (reference/graph.md §2.5); owners are not tracked by
+# delta and come from a list with $expand=owners.
+GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "groupTypes", "securityEnabled",
+                "mailEnabled", "members"]
+DEVICE_SELECT = ["id", "displayName", "deviceId", "operatingSystem", "operatingSystemVersion", "trustType",
+                 "isCompliant", "isManaged", "accountEnabled", "approximateLastSignInDateTime"]
+APPLICATION_SELECT = ["id", "displayName", "appId", "publisherName", "servicePrincipalType", "accountEnabled"]
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# Country spellings pycountry does not know (it knows names, official names and alpha-2/alpha-3 codes).
-_COUNTRY_ALIASES = {"uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "great britain": "GB",
-                    "usa": "US", "u.s.": "US", "u.s.a.": "US", "united states of america": "US",
-                    "deutschland": "DE", "holland": "NL", "south korea": "KR", "russia": "RU"}
+DELETED = "Deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +101,13 @@ def manager_of(user: dict) -> str | None:
     return None
 
 
-def map_user(user: dict, warnings: Warnings) -> Record:
-    """One Graph user (delta JSON) as a User record. Never raises on odd values; fixes are counted."""
+def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None,
+             unmatched: Warnings | None = None) -> Record:
+    """One Graph user (delta JSON) as a User record. Never raises on odd values; fixes are counted.
+
+    With a ``scope`` (the ids of the users in scope), a manager outside it is left empty and counted in
+    ``unmatched``: Assets would otherwise link to a stale object, or to nothing, depending on history.
+    """
     uid = user["id"]
     c = lambda key, attr: clean(user.get(key), warnings, uid, attr)
     name = c("displayName", "Name") or clean(user.get("userPrincipalName")) or clean(user.get("mail")) or uid
@@ -118,7 +125,8 @@ def map_user(user: dict, warnings: Warnings) -> Record:
         "jobTitle": c("jobTitle", "Job Title"), "employeeId": c("employeeId", "Employee ID"),
         "employeeType": c("employeeType", "Employee Type"), "company": c("companyName", "Company"),
         "department": c("department", "Department"), "officeLocation": c("officeLocation", "Office Location"),
-        "managerId": manager_of(user), "mobilePhone": c("mobilePhone", "Mobile Phone"),
+        "managerId": _in_scope(manager_of(user), scope, unmatched, "manager outside the scope", uid),
+        "mobilePhone": c("mobilePhone", "Mobile Phone"),
         "businessPhone": clean(phones[0], warnings, uid, "Business Phone") if phones else None,
         "userType": c("userType", "User Type"), "accountEnabled": bool(enabled) if enabled is not None else None,
         "status": "Disabled" if enabled is False else "Active",
@@ -126,100 +134,88 @@ def map_user(user: dict, warnings: Warnings) -> Record:
     return make_record("user", uid, data)
 
 
-@lru_cache(maxsize=4096)
-def resolve_country(raw: str) -> tuple[str, str]:
-    """(name, ISO alpha-2 code) for a country written any common way; unknown ones keep their text, no code."""
-    text = clean(raw) or ""
-    code = _COUNTRY_ALIASES.get(text.casefold())
-    try:
-        country = pycountry.countries.get(alpha_2=code) if code else pycountry.countries.lookup(text)
-    except LookupError:
-        return text, ""
-    return getattr(country, "common_name", None) or country.name, country.alpha_2
+def _in_scope(ref: str | None, scope: Container[str] | None, unmatched: Warnings | None, kind: str,
+              owner: str) -> str | None:
+    if ref is None or scope is None or ref in scope:
+        return ref
+    if unmatched is not None:
+        unmatched.add(kind, owner)
+    return None
 
 
-def _key(*parts: str | None) -> str:
-    """A readable identity key from folded parts; hashed when it would not fit a text attribute."""
-    key = "|".join(fold(p) for p in parts)
-    return key if len(key) <= TEXT_LIMIT else "sha1:" + hashlib.sha1(key.encode()).hexdigest()
+def user_refs(refs: Iterable[str], scope: Container[str] | None, unmatched: Warnings | None, kind: str,
+              owner: str) -> list[str]:
+    """The user ids of ``refs`` that are in scope (all when ``scope`` is None), sorted for a stable hash."""
+    return sorted({r for r in refs if _in_scope(r, scope, unmatched, kind, owner)})
 
 
-def _most_common(counter: Counter) -> str | None:
-    """The most frequent value; ties go to the alphabetically first, so runs are deterministic."""
-    return min(counter.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counter else None
+def _status(enabled: object) -> str:
+    return "Disabled" if enabled is False else "Active"
 
 
-@dataclass
-class Derived:
-    """Collects the derived objects of a full run from its users, folding spelling variants.
+def _bool(value: object) -> bool | None:
+    return bool(value) if value is not None else None
 
-    ``names`` maps (type key, folding key) to a name chosen in an earlier run: once a department has been
-    pushed as "Sales", a later majority of "SALES" does not rename it (Assets identity is case-sensitive, so a
-    new spelling would create a second object).
+
+def map_group(group: dict, members: list[str], owners: list[str], warnings: Warnings) -> Record:
+    """One Graph group (delta JSON, ``members@delta`` already merged by the caller) as a Group record.
+
+    ``members`` and ``owners`` are the user ids to link (the caller drops non-users and users out of scope).
     """
+    gid = group["id"]
+    c = lambda key, attr: clean(group.get(key), warnings, gid, attr)
+    email = c("mail", "Email")
+    data = {
+        "id": gid, "name": c("displayName", "Name") or clean(group.get("mailNickname")) or gid,
+        "description": c("description", "Description"), "email": email if email and _EMAIL.match(email) else None,
+        "groupTypes": clean(", ".join(group.get("groupTypes") or ())), "securityEnabled": _bool(group.get("securityEnabled")),
+        "mailEnabled": _bool(group.get("mailEnabled")), "members": members, "owners": owners, "status": "Active",
+    }
+    return make_record("group", gid, data)
 
-    names: dict[str, dict[str, str]] = field(default_factory=dict)
-    _variants: dict = field(default_factory=lambda: defaultdict(Counter))
-    _company: dict = field(default_factory=lambda: defaultdict(Counter))
-    _office_address: dict = field(default_factory=lambda: defaultdict(Counter))
-    _addresses: dict = field(default_factory=dict)
-    _cities: dict = field(default_factory=dict)
-    _countries: dict = field(default_factory=dict)
 
-    def observe(self, user: dict, record: Record) -> None:
-        """Count what ``user`` (raw Graph JSON) and its record contribute to the derived objects."""
-        d = record.data
-        if d["department"]:
-            key = fold(d["department"])
-            self._variants["department", key][d["department"]] += 1
-            if d["company"]:
-                self._company[key][d["company"]] += 1
-        address_key = self._observe_address(user)
-        if d["officeLocation"]:
-            key = fold(d["officeLocation"])
-            self._variants["office", key][d["officeLocation"]] += 1
-            if address_key:
-                self._office_address[key][address_key] += 1
+def map_device(device: dict, owners: list[str], warnings: Warnings) -> Record:
+    """One Graph device as a Device record; ``owners`` are the registered owners' user ids in scope."""
+    did = device["id"]
+    c = lambda key, attr: clean(device.get(key), warnings, did, attr)
+    data = {
+        "id": did, "name": c("displayName", "Name") or did, "deviceId": c("deviceId", "Device ID"),
+        "operatingSystem": c("operatingSystem", "Operating System"),
+        "osVersion": c("operatingSystemVersion", "OS Version"), "trustType": c("trustType", "Trust Type"),
+        "compliant": _bool(device.get("isCompliant")), "managed": _bool(device.get("isManaged")),
+        "accountEnabled": _bool(device.get("accountEnabled")),
+        "lastSignIn": clean(device.get("approximateLastSignInDateTime")), "registeredOwners": owners,
+        "status": _status(device.get("accountEnabled")),
+    }
+    return make_record("device", did, data)
 
-    def _observe_address(self, user: dict) -> str | None:
-        country = clean(user.get("country"))
-        country_name, code = resolve_country(country) if country else (None, "")
-        if country_name:
-            self._countries.setdefault(country_name, code)
-        city, state = clean(user.get("city")), clean(user.get("state"))
-        city_key = _key(city, state, code or country_name) if city else None
-        if city_key and city_key not in self._cities:
-            self._cities[city_key] = {"key": city_key, "name": city, "state": state, "country": country_name}
-        street, postal = clean(user.get("streetAddress")), clean(user.get("postalCode"))
-        if not (street or postal):
-            return None
-        address_key = _key(street, postal, city_key or country_name)
-        if address_key not in self._addresses:
-            line = ", ".join(p for p in (street, " ".join(p for p in (postal, city) if p), state, country_name) if p)
-            self._addresses[address_key] = {"key": address_key, "name": clean(line), "street": street,
-                                            "postalCode": postal, "state": state, "cityKey": city_key}
-        return address_key
 
-    def chosen_names(self) -> dict[str, dict[str, str]]:
-        """Names to remember for the next run: earlier choices plus the majority spelling of new keys."""
-        out = {t: dict(v) for t, v in self.names.items()}
-        for (type_key, key), variants in self._variants.items():
-            out.setdefault(type_key, {}).setdefault(key, _most_common(variants))
-        return out
+def map_application(sp: dict, owners: list[str], warnings: Warnings) -> Record:
+    """One Graph service principal (an enterprise application) as an Application record."""
+    sid = sp["id"]
+    c = lambda key, attr: clean(sp.get(key), warnings, sid, attr)
+    data = {
+        "id": sid, "name": c("displayName", "Name") or clean(sp.get("appId")) or sid, "appId": c("appId", "App ID"),
+        "publisher": c("publisherName", "Publisher"),
+        "servicePrincipalType": c("servicePrincipalType", "Service Principal Type"),
+        "accountEnabled": _bool(sp.get("accountEnabled")), "owners": owners,
+        "status": _status(sp.get("accountEnabled")),
+    }
+    return make_record("application", sid, data)
 
-    def records(self) -> Iterator[Record]:
-        """The derived records, once every user has been observed."""
-        names = self.chosen_names()
-        for (type_key, key), _ in sorted(self._variants.items()):
-            name = names[type_key][key]
-            if type_key == "department":
-                yield make_record("department", key, {"name": name, "company": _most_common(self._company[key])})
-            else:
-                yield make_record("office", key, {"name": name,
-                                                  "addressKey": _most_common(self._office_address[key])})
-        for key, data in sorted(self._addresses.items()):
-            yield make_record("address", key, data)
-        for key, data in sorted(self._cities.items()):
-            yield make_record("city", key, data)
-        for name, code in sorted(self._countries.items()):
-            yield make_record("country", fold(name), {"name": name, "code": code or None})
+
+def deactivated(type_key: str, record_id: str, last: dict | None) -> Record:
+    """The record that marks a departed object: its last pushed data with ``Status = Deleted`` (users also
+    ``Account Enabled = false``). Without stored data (pushed by an older version), only what identifies it.
+    The hash carries a ``D`` prefix, so later runs see at a glance that the departure was already pushed."""
+    data = dict(last) if last else {"id": record_id}
+    data["status"] = DELETED
+    if type_key == "user":
+        data["accountEnabled"] = False
+    record = make_record(type_key, record_id, data)
+    return Record(record.type, record.id, record.data, "D" + record.hash)
+
+
+def is_deactivated(stored_hash: str) -> bool:
+    """Whether a stored hash is that of a departure record (see ``deactivated``)."""
+    return stored_hash.startswith("D")

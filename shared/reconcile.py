@@ -1,59 +1,177 @@
-"""Full reconciliation (the producer side of the timer path).
+"""Full reconciliation: read everything in scope, compare with what was last pushed, queue what changed.
 
-A full run reads every user through the initial round of ``/users/delta`` (which also yields the delta link
-for later incremental runs), maps each to a record, compares its content hash with the hash of what was last
-pushed, and streams only the new or changed records into one claim-check payload; a small queue message points
-at it. Memory grows with the derived objects and the stored hashes, not with the users read: records are
-written out as they are produced.
+``plan`` is the core shared by ``sync --full`` (``run_full``) and ``preview``: it reads users (initial round of
+``/users/delta``, which also yields the delta link for incremental runs), groups (``/groups/delta`` with
+``members``; owners from a list with ``$expand=owners``), devices and service principals (lists with their
+owners expanded), maps each object to a record, and yields only the records whose content hash differs from
+the stored one - creates and updates - followed by the departures: objects pushed before that are gone from
+Entra or out of scope, pushed once more with ``Status = Deleted``. More departures than ``MAX_DEACTIVATIONS``
+are held back (the accidental-deletion guard) unless the run allows them.
 
-Checkpoints (the new delta link, the chosen names of derived objects) travel at the end of the payload and are
-committed by the worker only after Assets has finished the execution that carries the records. A run that finds
-nothing changed queues nothing and starts no execution; it commits its checkpoints at once, since no record is
-waiting on them (anything still queued from an earlier run stays queued).
+``run_full`` streams the planned records into one claim-check payload and queues a pointer to it. Checkpoints
+(delta links, chosen names of derived objects) travel at the end of the payload and are committed by the
+worker only after Assets has finished the execution that carries the records. A run that finds nothing to
+push queues nothing, starts no execution and commits its checkpoints at once.
 """
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
 
+from shared.custom_mapping import customize, extract, graph_select, load_customization
+from shared.derived import Derived
+from shared.errors import MassDeactivation, RemoteError, ScopeError
 from shared.graph import GraphClient
-from shared.mapping import USER_SELECT, Derived, Record, Warnings, map_user
-from shared.schema import OBJECT_TYPES
+from shared.mapping import (
+    APPLICATION_SELECT,
+    DEVICE_SELECT,
+    GROUP_SELECT,
+    USER_SELECT,
+    Record,
+    Warnings,
+    deactivated,
+    is_deactivated,
+    make_record,
+    map_application,
+    map_device,
+    map_group,
+    map_user,
+    user_refs,
+)
+from shared.schema import BY_KEY, OBJECT_TYPES, ObjectType
+from shared.settings import SYNCABLE_TYPES, Settings
 from shared.store import ChangeQueue, PayloadStore, StateStore
 
 log = logging.getLogger(__name__)
 
-USERS_DELTA = "delta/users"   # checkpoint: the delta link of the last full round
+USERS_DELTA = "delta/users"   # checkpoint: the delta link of the last full round of users
+GROUPS_DELTA = "delta/groups"  # checkpoint: the same for groups
 NAMES = "names"               # checkpoint: names chosen for derived objects (JSON)
 LAST_FULL = "full/last"       # scheduling: when the last full run was queued (epoch seconds)
 MESSAGE_VERSION = 1
+SAMPLE = 5
 
 Progress = Callable[[str, int], None]  # (stage, objects so far)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What a full run covers: the object types read from Graph, the scope, and the guard."""
+
+    object_types: tuple[str, ...] = SYNCABLE_TYPES
+    user_filter: str | None = None
+    group_filter: str | None = None
+    scope_group_id: str | None = None
+    max_deactivations: int = 500
+    allow_mass_deactivation: bool = False
+    types: tuple[ObjectType, ...] = OBJECT_TYPES   # after the MAPPING_FILE's additions, renames, omissions
+
+    @classmethod
+    def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False) -> RunOptions:
+        """Raises ``MappingFileError`` for an invalid MAPPING_FILE."""
+        return cls(settings.object_types, settings.user_filter, settings.group_filter, settings.scope_group_id,
+                   settings.max_deactivations, allow_mass_deactivation, object_types_for(settings))
+
+    def type_keys(self) -> list[str]:
+        """The record types this run owns: the chosen types, plus the derived ones when users are synced."""
+        keys = [t for t in self.object_types]
+        if "user" in keys:
+            keys += [t.key for t in OBJECT_TYPES if t.derived]
+        return keys
+
+
 @dataclass
 class FullRunResult:
-    """What a full run saw and queued."""
+    """What a full run saw and queued. Counters are keyed by object type key."""
 
     run_id: str
-    users: int = 0
-    removed_seen: int = 0
-    changed: Counter = field(default_factory=Counter)
+    read: Counter = field(default_factory=Counter)
+    created: Counter = field(default_factory=Counter)
+    updated: Counter = field(default_factory=Counter)
+    deactivated: Counter = field(default_factory=Counter)
     unchanged: Counter = field(default_factory=Counter)
+    held_back: Counter = field(default_factory=Counter)      # departures stopped by the guard
+    held_back_sample: list[str] = field(default_factory=list)
     graph_pages: int = 0
     payload: str | None = None
     warnings: Warnings = field(default_factory=Warnings)
+    unmatched: Warnings = field(default_factory=Warnings)    # references left empty, members skipped
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def users(self) -> int:
+        return self.read["user"]
+
+    @property
+    def changed(self) -> Counter:
+        return self.created + self.updated + self.deactivated
 
     @property
     def queued(self) -> int:
         return sum(self.changed.values())
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Ids selected by the scoping settings; None means everything of that kind is in scope."""
+
+    users: frozenset[str] | None = None
+    groups: frozenset[str] | None = None
+
+
+def read_scope(graph: GraphClient, options: RunOptions) -> Scope:
+    """Ask Graph which users and groups the scoping settings select - before anything is read or written.
+
+    Raises ``ScopeError`` naming the setting when Graph refuses a filter or the scope group does not exist.
+    """
+    users = None
+    if options.scope_group_id:
+        gid = options.scope_group_id
+        try:
+            graph.get(f"groups/{gid}", {"$select": "id"})
+        except RemoteError as error:
+            if error.http_status == 404:
+                raise ScopeError(f"SCOPE_GROUP_ID {gid}: no group with this id exists in the tenant") from None
+            raise
+        # Transitive members, cast to users: nested groups are flattened (reference/graph.md §1.6).
+        users = _ids(graph, f"groups/{gid}/transitiveMembers/microsoft.graph.user", None, "SCOPE_GROUP_ID")
+    if options.user_filter:
+        filtered = _ids(graph, "users", options.user_filter, "USER_FILTER")
+        users = filtered if users is None else users & filtered
+    groups = _ids(graph, "groups", options.group_filter, "GROUP_FILTER") if options.group_filter else None
+    return Scope(users, groups)
+
+
+def _ids(graph: GraphClient, path: str, odata_filter: str | None, setting: str) -> frozenset[str]:
+    params = {"$select": "id", "$top": "999"}
+    if odata_filter:
+        params["$filter"] = odata_filter
+    try:
+        return frozenset(o["id"] for o in graph.objects(path, params, advanced=True))
+    except RemoteError as error:
+        if error.http_status == 400:
+            raise ScopeError(f"{setting} was refused by Microsoft Graph ({error.code}): {error.detail} - fix the "
+                             "OData $filter (https://learn.microsoft.com/graph/filter-query-parameter)") from None
+        raise
+
+
+def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
+    """The object types as the MAPPING_FILE shapes them (the defaults without one). Raises MappingFileError."""
+    if not settings.mapping_file:
+        return OBJECT_TYPES
+    return customize(OBJECT_TYPES, load_customization(settings.mapping_file))
+
+
+def shape(record: Record, raw: dict, object_type: ObjectType) -> Record:
+    """``record`` as a customised type wants it: omitted attributes dropped, custom ones read from ``raw``."""
+    data = {a.locator: extract(raw, a) if a.source else record.data.get(a.locator) for a in object_type.attributes}
+    return make_record(record.type, record.id, data)
 
 
 def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
@@ -62,50 +180,189 @@ def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
     return last is None or now - float(last) >= interval_hours * 3600
 
 
+@dataclass
+class Change:
+    """One planned record: ``kind`` is create, update or deactivate."""
+
+    kind: str
+    record: Record
+
+
+class _Planner:
+    """Reads, maps and compares one full run; ``changes()`` yields what must be pushed. Not reusable."""
+
+    def __init__(self, graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope,
+                 result: FullRunResult, progress: Progress):
+        self.graph, self.state, self.options, self.scope = graph, state, options, scope
+        self.result, self.progress = result, progress
+        self.keys = options.type_keys()
+        self.types = {t.key: t for t in options.types}
+        self.custom = {k for k, t in self.types.items() if t != BY_KEY[k]}
+        self.hashes = {key: state.hashes(key) for key in self.keys}
+        self.seen: dict[str, set[str]] = defaultdict(set)
+        self.users_in_scope: set[str] | None = None  # filled once users are read (None: users not synced)
+        self.checkpoints: dict[str, str | None] = {}
+
+    def changes(self) -> Iterator[Change]:
+        readers = {"user": self._users, "group": self._groups, "device": self._devices,
+                   "application": self._applications}
+        for key in self.options.object_types:
+            yield from readers[key]()
+        yield from self._departures()
+
+    def _select(self, key: str, defaults: list[str]) -> list[str]:
+        return defaults + [p for p in graph_select(self.types[key]) if p not in defaults]
+
+    def _compare(self, record: Record, raw: dict | None = None) -> Iterator[Change]:
+        if record.type in self.custom:
+            record = shape(record, raw or {}, self.types[record.type])
+        self.seen[record.type].add(record.id)
+        stored = self.hashes[record.type].get(record.id)
+        if stored == record.hash:
+            self.result.unchanged[record.type] += 1
+            return
+        kind = "create" if stored is None else "update"
+        (self.result.created if kind == "create" else self.result.updated)[record.type] += 1
+        yield Change(kind, record)
+
+    def _users(self) -> Iterator[Change]:
+        result, scope = self.result, self.scope.users
+        self.progress("Fetching users", 0)
+        derived = Derived(names=orjson.loads(self.state.checkpoint(NAMES) or "{}"))
+        round_ = self.graph.delta("users", self._select("user", USER_SELECT))
+        self.users_in_scope = set()
+        for user in round_.objects:
+            if "@removed" in user or (scope is not None and user["id"] not in scope):
+                continue  # gone or out of scope: a departure if it was pushed before
+            record = map_user(user, result.warnings, scope, result.unmatched)
+            derived.observe(user, record)
+            self.users_in_scope.add(record.id)
+            result.read["user"] += 1
+            if result.read["user"] % 5000 == 0:
+                self.progress("Fetching users", result.read["user"])
+            yield from self._compare(record, user)
+        self.progress("Formatting data", result.read["user"])
+        for record in derived.records():
+            yield from self._compare(record)
+        self.checkpoints[USERS_DELTA] = round_.delta_link
+        self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
+
+    def _refs(self, links: list[dict] | None, kind: str, owner: str) -> list[str]:
+        """User ids among ``links`` (directoryObjects), in scope; other object types are counted."""
+        ids = []
+        for link in links or ():
+            if "@removed" in link:
+                continue
+            odata_type = (link.get("@odata.type") or "#microsoft.graph.user").rsplit(".", 1)[-1].lower()
+            if odata_type == "user":
+                ids.append(link["id"])
+            else:
+                self.result.unmatched.add(f"{kind}: {odata_type} (not a user) skipped", owner)
+        return user_refs(ids, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
+
+    def _groups(self) -> Iterator[Change]:
+        self.progress("Fetching groups", 0)
+        round_ = self.graph.delta("groups", self._select("group", GROUP_SELECT))
+        groups: dict[str, dict] = {}
+        members: dict[str, dict[str, dict]] = defaultdict(dict)
+        for group in round_.objects:  # one group may span several pages: merge its members@delta slices
+            gid = group["id"]
+            if "@removed" in group:
+                groups.pop(gid, None)
+                continue
+            groups[gid] = groups.get(gid, {}) | {k: v for k, v in group.items() if k != "members@delta"}
+            for link in group.get("members@delta") or ():
+                if "@removed" in link:
+                    members[gid].pop(link["id"], None)
+                else:
+                    members[gid][link["id"]] = link
+        owners = {o["id"]: o.get("owners") for o in self.graph.objects(
+            "groups", {"$select": "id", "$expand": "owners", "$top": "999"})}
+        scope = self.scope.groups
+        for gid, group in groups.items():
+            if scope is not None and gid not in scope:
+                continue
+            nested = [m for m in members[gid].values() if "group" in (m.get("@odata.type") or "").lower()]
+            for _ in nested:
+                self.result.warnings.add("nested group member (its members are not expanded)", gid)
+            record = map_group(group, self._refs(list(members[gid].values()), "member", gid),
+                               self._refs(owners.get(gid), "owner", gid), self.result.warnings)
+            self.result.read["group"] += 1
+            yield from self._compare(record, group)
+        self.checkpoints[GROUPS_DELTA] = round_.delta_link
+
+    def _devices(self) -> Iterator[Change]:
+        self.progress("Fetching devices", 0)
+        for device in self.graph.objects("devices", {"$select": ",".join(self._select("device", DEVICE_SELECT)),
+                                                     "$expand": "registeredOwners", "$top": "999"}):
+            owners = self._refs(device.get("registeredOwners"), "registered owner", device["id"])
+            self.result.read["device"] += 1
+            yield from self._compare(map_device(device, owners, self.result.warnings), device)
+
+    def _applications(self) -> Iterator[Change]:
+        self.progress("Fetching applications", 0)
+        select = ",".join(self._select("application", APPLICATION_SELECT))
+        for sp in self.graph.objects("servicePrincipals", {"$select": select, "$expand": "owners", "$top": "999"}):
+            owners = self._refs(sp.get("owners"), "owner", sp["id"])
+            self.result.read["application"] += 1
+            yield from self._compare(map_application(sp, owners, self.result.warnings), sp)
+
+    def _departures(self) -> Iterator[Change]:
+        """Objects pushed before, now gone or out of scope and not yet marked Deleted."""
+        gone = {key: sorted(i for i, h in self.hashes[key].items() if i not in self.seen[key]
+                            and not is_deactivated(h)) for key in self.keys}
+        total = sum(map(len, gone.values()))
+        if total > self.options.max_deactivations and not self.options.allow_mass_deactivation:
+            for key, ids in gone.items():
+                if ids:
+                    self.result.held_back[key] = len(ids)
+                    self.result.held_back_sample += [f"{BY_KEY[key].name} {i}" for i in ids[:SAMPLE]]
+            return
+        for key, ids in gone.items():
+            last = self.state.records(key, ids) if ids else {}
+            for record_id in ids:
+                self.result.deactivated[key] += 1
+                yield Change("deactivate", deactivated(key, record_id, last.get(record_id)))
+
+
+def plan(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
+         progress: Progress = lambda stage, n: None) -> tuple[Iterator[Change], dict[str, str | None]]:
+    """The changes of a full run, lazily, and the checkpoints dict that is filled once they are consumed.
+    Reads only; writes nothing."""
+    planner = _Planner(graph, state, options, scope, result, progress)
+    return planner.changes(), planner.checkpoints
+
+
+def new_result(clock: Callable[[], float] = time.time) -> FullRunResult:
+    started = clock()
+    return FullRunResult(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8])
+
+
 def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads: PayloadStore,
-             progress: Progress = lambda stage, n: None, clock: Callable[[], float] = time.time) -> FullRunResult:
-    """Read all users, queue what changed since the last push, and return what happened.
+             progress: Progress = lambda stage, n: None, clock: Callable[[], float] = time.time,
+             options: RunOptions = RunOptions()) -> FullRunResult:
+    """Read everything in scope, queue what changed since the last push, and return what happened.
 
     Idempotent: running it twice before the worker runs queues the same changes twice, which the worker
-    coalesces. Raises the Graph errors of ``GraphClient`` before anything is queued.
+    coalesces. Raises the Graph errors of ``GraphClient`` and ``ScopeError`` before anything is queued.
+    When the guard held departures back, the other changes are queued and the result says so
+    (``held_back``); the caller reports it (``MassDeactivation``).
     """
     started = clock()
-    result = FullRunResult(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8])
-    hashes = {t.key: state.hashes(t.key) for t in OBJECT_TYPES}
-    derived = Derived(names=orjson.loads(state.checkpoint(NAMES) or "{}"))
-    round_ = graph.delta("users", USER_SELECT)
-    checkpoints: dict[str, str | None] = {}
-    progress("Fetching users", 0)
-
-    def compare(record: Record) -> Iterator[bytes]:
-        if hashes[record.type].get(record.id) == record.hash:
-            result.unchanged[record.type] += 1
-        else:
-            result.changed[record.type] += 1
-            yield record.line()
+    result = new_result(clock)
+    pages_before = graph.pages_read
+    scope = read_scope(graph, options)
+    changes, checkpoints = plan(graph, state, options, scope, result, progress)
 
     def lines() -> Iterator[bytes]:
-        for user in round_.objects:
-            if "@removed" in user:  # departures are handled by a later issue; never pushed as active
-                result.removed_seen += 1
-                continue
-            record = map_user(user, result.warnings)
-            derived.observe(user, record)
-            result.users += 1
-            if result.users % 5000 == 0:
-                progress("Fetching users", result.users)
-            yield from compare(record)
+        for change in changes:
+            yield change.record.line()
         result.seconds["fetch_and_format"] = clock() - started
-        progress("Formatting data", result.users)
-        for record in derived.records():
-            yield from compare(record)
-        checkpoints[USERS_DELTA] = round_.delta_link
-        checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
         yield orjson.dumps({"checkpoints": checkpoints})
 
     name = f"full-{result.run_id}.jsonl.gz"
     payloads.write(name, lines())
-    result.graph_pages = round_.pages
+    result.graph_pages = graph.pages_read - pages_before
     if result.queued:
         queue.send({"v": MESSAGE_VERSION, "kind": "records", "payload": name, "records": result.queued,
                     "run": result.run_id, "created": started})
@@ -115,6 +372,16 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
         state.commit({}, checkpoints)
     state.commit({}, {LAST_FULL: repr(started)})
     result.seconds["total"] = clock() - started
-    log.info("full run %s: %d users, %d records queued, %d unchanged", result.run_id, result.users,
-             result.queued, sum(result.unchanged.values()))
+    log.info("full run %s: %s read, %d records queued, %d unchanged, %d departures held back", result.run_id,
+             dict(result.read), result.queued, sum(result.unchanged.values()), sum(result.held_back.values()))
     return result
+
+
+def guard_error(result: FullRunResult, max_deactivations: int) -> MassDeactivation:
+    """The one-line report of a run whose departures the guard held back."""
+    counts = ", ".join(f"{n:,} {BY_KEY[k].name}" for k, n in sorted(result.held_back.items()))
+    total = sum(result.held_back.values())
+    return MassDeactivation(
+        f"{total:,} objects would be marked Deleted ({counts}), more than MAX_DEACTIVATIONS={max_deactivations}; "
+        f"nothing was deactivated (e.g. {', '.join(result.held_back_sample[:SAMPLE])}). If Entra ID really lost "
+        "them, run `entra-assets sync --full --allow-mass-deactivation` once; otherwise check the scope settings")

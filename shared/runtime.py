@@ -14,7 +14,8 @@ import httpx
 
 from shared.assets import AssetsClient
 from shared.graph import GraphClient, TokenProvider
-from shared.reconcile import FullRunResult, Progress, full_sync_due, run_full
+from shared.preview import PreviewReport, run_preview
+from shared.reconcile import FullRunResult, Progress, RunOptions, full_sync_due, guard_error, run_full
 from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
 from shared.transport import Transport
@@ -68,13 +69,20 @@ def assets_client(settings: Settings, sleep: Callable[[float], None] = time.slee
 
 
 def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | None:
-    """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``), else nothing."""
+    """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``), else nothing.
+
+    Raises ``MassDeactivation`` after queuing the other changes when the guard held departures back, so the
+    invocation shows as failed in the Functions monitor (and alerts built on it fire)."""
     backend = open_backend(settings)
     now = time.time() if now is None else now
     if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
         log.info("full reconciliation not due yet")
         return None
-    return run_full(graph_client(settings), backend.state, backend.queue, backend.payloads)
+    result = run_full(graph_client(settings), backend.state, backend.queue, backend.payloads,
+                      options=RunOptions.from_settings(settings))
+    if result.held_back:
+        raise guard_error(result, settings.max_deactivations)
+    return result
 
 
 def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
@@ -101,18 +109,20 @@ class SyncReport:
 
 
 def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, *, backend: Backend | None = None,
-              graph: GraphClient | None = None, assets: AssetsClient | None = None) -> SyncReport:
+              graph: GraphClient | None = None, assets: AssetsClient | None = None,
+              allow_mass_deactivation: bool = False) -> SyncReport:
     """``entra-assets sync --full``: the timer path (forced), then the worker in-process until the queue
     holds nothing more. Raises whatever stopped it; queued work then stays queued for the next run.
     ``backend``, ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark
-    pass their own to count requests)."""
+    pass their own to count requests). Departures held back by the guard show in ``report.full.held_back``."""
     started = time.monotonic()
     backend = backend or open_backend(settings)
     assets = assets or assets_client(settings)
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
     progress("Starting", 0)
     graph = graph or graph_client(settings)
-    report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress))
+    options = RunOptions.from_settings(settings, allow_mass_deactivation)
+    report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options))
     while True:
         pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress)
         report.pushes.append(pushed)
@@ -120,3 +130,9 @@ def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, *,
             break
     report.seconds = time.monotonic() - started
     return report
+
+
+def preview(settings: Settings, progress: Progress = lambda stage, n: None) -> PreviewReport:
+    """``entra-assets preview``: the full run's plan, nothing written."""
+    backend = open_backend(settings)
+    return run_preview(graph_client(settings), backend.state, RunOptions.from_settings(settings), progress)

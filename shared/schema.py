@@ -32,11 +32,14 @@ class Attr:
     ref_attr: str | None = None     # attribute of the referenced type matched by objectMappingIQL
     many: bool = False
     description: str = ""
+    source: str | None = None       # custom attributes (MAPPING_FILE): dot path into the Graph object
+    xid: str | None = None          # external-id key kept through a rename (MAPPING_FILE); else from the name
+    required: bool = False          # cannot be left out by a MAPPING_FILE (label, identity, status)
 
     @property
     def key(self) -> str:
-        """Stable short name for the external id: lower case, no spaces."""
-        return self.name.lower().replace(" ", "-")
+        """Stable short name for the external id: lower case, no spaces (kept when the attribute is renamed)."""
+        return self.xid or self.name.lower().replace(" ", "-")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ObjectType:
     selector: str
     description: str
     attributes: tuple[Attr, ...]
+    derived: bool = False           # folded from user attributes, not read from a Graph resource
 
     def attr(self, name: str) -> Attr:
         """The attribute called ``name``; raises KeyError."""
@@ -61,9 +65,29 @@ def _ref(name: str, locator: str, target: str, match: str, **kw) -> Attr:
     return Attr(name, locator, "referenced_object", ref=target, ref_attr=match, **kw)
 
 
+def _label(locator: str = "name", **kw) -> Attr:
+    return Attr("Name", locator, label=True, required=True, **kw)
+
+
+def _object_id() -> Attr:
+    return Attr("Entra Object ID", "id", identity=True, required=True, description="Entra object id; never changes")
+
+
+def _status() -> Attr:
+    return Attr("Status", "status", "status", required=True,
+                description="Active, Disabled, or Deleted (gone from Entra ID or out of scope)")
+
+
+def _owners(name: str = "Owners", locator: str = "owners") -> Attr:
+    # Many-valued reference: each value of the list is looked up with the AQL on its own (one object per
+    # id). How Assets expands a list value in objectMappingIQL is UNCONFIRMED for cloud external imports
+    # (reference §6.2: the DC placeholder forms); the emulator applies the AQL once per value.
+    return _ref(name, locator, "user", "Entra Object ID", many=True)
+
+
 USER = ObjectType("user", "User", "users", "People in Entra ID (members and guests)", (
-    Attr("Name", "name", label=True, description="displayName (falls back to the UPN)"),
-    Attr("Entra Object ID", "id", identity=True, description="Entra object id; never changes"),
+    _label(description="displayName (falls back to the UPN)"),
+    _object_id(),
     Attr("User Principal Name", "upn"),
     Attr("Email", "email", "email"),
     Attr("Given Name", "givenName"),
@@ -79,36 +103,80 @@ USER = ObjectType("user", "User", "users", "People in Entra ID (members and gues
     Attr("Business Phone", "businessPhone"),
     Attr("User Type", "userType"),
     Attr("Account Enabled", "accountEnabled", "boolean"),
-    Attr("Status", "status", "status"),
+    _status(),
 ))
+GROUP = ObjectType("group", "Group", "groups", "Groups in Entra ID (security, Microsoft 365, distribution)", (
+    _label(),
+    _object_id(),
+    Attr("Description", "description"),
+    Attr("Email", "email", "email"),
+    Attr("Group Types", "groupTypes", description="groupTypes, comma-separated (Unified, DynamicMembership)"),
+    Attr("Security Enabled", "securityEnabled", "boolean"),
+    Attr("Mail Enabled", "mailEnabled", "boolean"),
+    _owners("Members", "members"),
+    _owners(),
+    _status(),
+))
+DEVICE = ObjectType("device", "Device", "devices", "Devices registered or joined in Entra ID", (
+    _label(),
+    _object_id(),
+    Attr("Device ID", "deviceId"),
+    Attr("Operating System", "operatingSystem"),
+    Attr("OS Version", "osVersion"),
+    Attr("Trust Type", "trustType"),
+    Attr("Compliant", "compliant", "boolean"),
+    Attr("Managed", "managed", "boolean"),
+    Attr("Account Enabled", "accountEnabled", "boolean"),
+    Attr("Last Sign-In", "lastSignIn", "date_time"),
+    _owners("Registered Owners", "registeredOwners"),
+    _status(),
+))
+APPLICATION = ObjectType("application", "Application", "applications",
+                         "Enterprise applications (service principals) in Entra ID", (
+    _label(),
+    _object_id(),
+    Attr("App ID", "appId"),
+    Attr("Publisher", "publisher"),
+    Attr("Service Principal Type", "servicePrincipalType"),
+    Attr("Account Enabled", "accountEnabled", "boolean"),
+    _owners(),
+    _status(),
+))
+# Derived types carry a Status too (an addition to SPEC §4): one that no user references any more is pushed
+# once more as Deleted, like a departed user, instead of lingering as if it were still in use.
 DEPARTMENT = ObjectType("department", "Department", "departments", "Departments named on users", (
-    Attr("Name", "name", label=True, identity=True),
+    Attr("Name", "name", label=True, identity=True, required=True),
     Attr("Company", "company"),
-))
+    _status(),
+), derived=True)
 OFFICE = ObjectType("office", "Office Location", "officeLocations", "Office locations named on users", (
-    Attr("Name", "name", label=True, identity=True),
+    Attr("Name", "name", label=True, identity=True, required=True),
     _ref("Address", "addressKey", "address", "Address Key"),
-))
+    _status(),
+), derived=True)
 ADDRESS = ObjectType("address", "Address", "addresses", "Street addresses of users", (
-    Attr("Name", "name", label=True),
+    _label(),
     Attr("Street", "street"),
     Attr("Postal Code", "postalCode"),
     Attr("State", "state"),
     _ref("City", "cityKey", "city", "City Key"),
-    Attr("Address Key", "key", identity=True, description="normalised street|postal code|city key"),
-))
+    Attr("Address Key", "key", identity=True, required=True, description="normalised street|postal code|city key"),
+    _status(),
+), derived=True)
 CITY = ObjectType("city", "City", "cities", "Cities of users", (
-    Attr("Name", "name", label=True),
+    _label(),
     Attr("State", "state"),
     _ref("Country", "country", "country", "Name"),
-    Attr("City Key", "key", identity=True, description="normalised city|state|country"),
-))
+    Attr("City Key", "key", identity=True, required=True, description="normalised city|state|country"),
+    _status(),
+), derived=True)
 COUNTRY = ObjectType("country", "Country", "countries", "Countries of users", (
-    Attr("Name", "name", label=True, identity=True),
+    Attr("Name", "name", label=True, identity=True, required=True),
     Attr("Code", "code", description="ISO 3166-1 alpha-2 when recognised"),
-))
+    _status(),
+), derived=True)
 # Order matters for readability only: Assets resolves references after all objects of an execution exist.
-OBJECT_TYPES: tuple[ObjectType, ...] = (USER, DEPARTMENT, OFFICE, ADDRESS, CITY, COUNTRY)
+OBJECT_TYPES: tuple[ObjectType, ...] = (USER, GROUP, DEVICE, APPLICATION, DEPARTMENT, OFFICE, ADDRESS, CITY, COUNTRY)
 BY_KEY = {t.key: t for t in OBJECT_TYPES}
 
 

@@ -20,6 +20,12 @@ DEFAULT_ASSETS_API_URL = "https://api.atlassian.com"
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _SCHEMA_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Object types read from a Graph resource (SPEC §4); the derived ones (Department ... Country) come with User.
+SYNCABLE_TYPES = ("user", "group", "device", "application")
+_TYPE_NAMES = {"user": "user", "users": "user", "group": "group", "groups": "group", "device": "device",
+               "devices": "device", "application": "application", "applications": "application",
+               "serviceprincipal": "application", "serviceprincipals": "application"}
 
 
 class Secret(str):
@@ -59,6 +65,12 @@ class Settings:
     timer_schedule: str = "0 */15 * * * *"
     full_sync_interval_hours: float = 24.0
     schema_key: str = "ENTRA"
+    object_types: tuple[str, ...] = SYNCABLE_TYPES
+    user_filter: str | None = None
+    group_filter: str | None = None
+    scope_group_id: str | None = None
+    max_deactivations: int = 500
+    mapping_file: Path | None = None
 
     @property
     def uses_azure_storage(self) -> bool:
@@ -132,10 +144,45 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if not _SCHEMA_KEY.match(key):
         problems.append(f"ASSETS_SCHEMA_KEY '{key}' must be 2-10 upper-case letters or digits, starting with a letter")
     values["schema_key"] = key
+    _scope(get, values, problems)
 
     if problems:
         raise SettingsError(problems)
     return Settings(**values)
+
+
+def _scope(get, values: dict, problems: list[str]) -> None:
+    """SYNC_OBJECT_TYPES, the OData filters, SCOPE_GROUP_ID, MAX_DEACTIVATIONS and MAPPING_FILE."""
+    raw_types = get("SYNC_OBJECT_TYPES")
+    if raw_types:
+        names = [n.strip() for n in raw_types.split(",") if n.strip()]
+        unknown = [n for n in names if n.casefold().replace(" ", "") not in _TYPE_NAMES]
+        if unknown or not names:
+            problems.append(f"SYNC_OBJECT_TYPES: unknown object type(s) {', '.join(map(repr, unknown)) or '(none)'}; "
+                            "use a comma list of User, Group, Device, Application (derived types come with User)")
+        chosen = {_TYPE_NAMES.get(n.casefold().replace(" ", "")) for n in names}
+        values["object_types"] = tuple(t for t in SYNCABLE_TYPES if t in chosen)
+    for name, key in (("USER_FILTER", "user_filter"), ("GROUP_FILTER", "group_filter")):
+        value = get(name)
+        if value and len(value) > 1500:  # URLs of advanced queries are limited to 2,048 characters (graph.md §1.4)
+            problems.append(f"{name} is {len(value)} characters long; Graph accepts at most about 1,500 in a URL")
+        values[key] = value
+    group = get("SCOPE_GROUP_ID")
+    if group and not _GUID.match(group):
+        problems.append(f"SCOPE_GROUP_ID '{group}' is not a group object id (a GUID such as "
+                        "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9)")
+    values["scope_group_id"] = group
+    limit = get("MAX_DEACTIVATIONS")
+    values["max_deactivations"] = 500
+    if limit is not None:
+        if limit.isdigit():
+            values["max_deactivations"] = int(limit)
+        else:
+            problems.append(f"MAX_DEACTIVATIONS '{limit}' must be a whole number of objects (0 or more)")
+    mapping = get("MAPPING_FILE")
+    if mapping and not Path(mapping).is_file():
+        problems.append(f"MAPPING_FILE: no file at {mapping}")
+    values["mapping_file"] = Path(mapping) if mapping else None
 
 
 def _url(value: str, name: str, problems: list[str]) -> str:

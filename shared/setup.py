@@ -8,9 +8,11 @@ from pathlib import Path
 
 from jsonschema import Draft201909Validator
 
-from shared.errors import RemoteError
+from shared.custom_mapping import incompatible_changes, unmapped_attributes
+from shared.errors import IncompatibleSchema, RemoteError
+from shared.reconcile import object_types_for
 from shared.runtime import assets_client
-from shared.schema import OBJECT_TYPES, build_document
+from shared.schema import build_document
 from shared.settings import Settings
 
 # Atlassian's JSON Schema of the document, as published (draft 2019-09).
@@ -41,11 +43,25 @@ def document_problems(document: dict) -> list[str]:
 
 
 def run_setup(settings: Settings) -> SetupOutcome:
-    """Validate and send the document (PUT the first time, PATCH later). Idempotent."""
-    document = build_document(settings.schema_key)
+    """Validate and send the document (PUT the first time, PATCH later). Idempotent.
+
+    Before a PATCH the live document is compared with ours: the mapping API only adds, so a rename, retype or
+    retargeted reference (usually a MAPPING_FILE change) raises ``IncompatibleSchema`` and nothing is sent.
+    Raises ``MappingFileError`` for an invalid MAPPING_FILE.
+    """
+    types = object_types_for(settings)
+    document = build_document(settings.schema_key, types)
     problems = document_problems(document)
     if problems:
         raise RemoteError("the schema-and-mapping document is invalid: " + "; ".join(problems[:5]))
-    action = assets_client(settings).submit_document(document)
-    return SetupOutcome(action, len(OBJECT_TYPES), sum(len(t.attributes) for t in OBJECT_TYPES),
-                        [MISSING_OBJECTS_NOTE])
+    assets = assets_client(settings)
+    notes = [MISSING_OBJECTS_NOTE]
+    if assets.config_status() != "MISSING_MAPPING":
+        live = assets.schema_and_mapping()
+        refused = incompatible_changes(live, document)
+        if refused:
+            raise IncompatibleSchema("Assets cannot apply these schema changes (its mapping API only adds): "
+                                     + "; ".join(refused))
+        notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
+    action = assets.submit_document(document)
+    return SetupOutcome(action, len(types), sum(len(t.attributes) for t in types), notes)

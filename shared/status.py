@@ -36,14 +36,21 @@ def _assets_status(settings: Settings) -> tuple[str, str]:
     return status, hint
 
 
+_RESOURCES = {"user": "users", "group": "groups", "device": "devices", "application": "servicePrincipals"}
+
+
 def check_all(settings: Settings) -> CheckReport:
-    """Check Graph (credentials, `User.Read.All`) and Assets (token, import source). Raises only SettingsError."""
+    """Check Graph (credentials, the read permission of every synced resource) and Assets (token, import
+    source). Raises only SettingsError."""
     report = CheckReport()
     report.lines.append(f"settings: ok (Graph credential: {settings.graph_auth}; "
                         f"store: {'Azure Storage' if settings.uses_azure_storage else settings.home})")
+    graph = graph_client(settings)
     try:
-        graph_client(settings).get("users", {"$top": "1", "$select": "id"})
-        report.lines.append("Microsoft Graph: ok (can read users)")
+        resources = [_RESOURCES[t] for t in settings.object_types]
+        for resource in resources:
+            graph.get(resource, {"$top": "1", "$select": "id"})
+        report.lines.append(f"Microsoft Graph: ok (can read {', '.join(resources)})")
     except EntraAssetsError as error:
         report.status, report.ready = error.status or "ERROR", False
         report.lines.append(f"Microsoft Graph: {error}")
@@ -61,8 +68,9 @@ def check_all(settings: Settings) -> CheckReport:
 def record_run(settings: Settings, report: SyncReport) -> None:
     """Remember the last CLI run for ``status`` (run history with more detail comes later)."""
     last = {"kind": "full", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - report.seconds)),
-            "stage": "Failed" if any(p.errors for p in report.pushes) else "Done",
-            "users": report.full.users, "records_queued": report.full.queued,
+            "stage": "Failed" if any(p.errors for p in report.pushes) or report.full.held_back else "Done",
+            "users": report.full.users, "read": dict(report.full.read), "records_queued": report.full.queued,
+            "deactivated": sum(report.full.deactivated.values()), "held_back": sum(report.full.held_back.values()),
             "records_pushed": report.records_pushed, "executions": report.executions,
             "seconds": round(report.seconds, 3), "warnings": report.full.warnings.lines()}
     open_backend(settings).state.commit({}, {LAST_RUN: json.dumps(last)})

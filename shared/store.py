@@ -62,21 +62,37 @@ class Lease(Protocol):
 
 
 class StateStore(Protocol):
-    """What was last pushed (a content hash per record) and named checkpoints (delta link, chosen names...)."""
+    """What was last pushed, per record: its content hash and its data (the attributes it was pushed with), and
+    named checkpoints (delta link, chosen names...).
+
+    The data is what a departure pushes once more with Status = Deleted (so an import that removes empty
+    values does not blank the record) and what ``preview`` compares an update against. ``commit`` writes the
+    data first, then the hashes, then the checkpoints: a hash never exists without its data, and a crash in
+    between leaves at worst data without a hash, which only causes a re-push."""
 
     def hashes(self, type_key: str) -> dict[str, str]:
         """Record id -> content hash of what was last pushed, for one object type ({} when none)."""
+        ...
+
+    def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
+        """Record id -> the data last pushed for it, for those of ``ids`` that have data (unknown ids are
+        absent). Efficient for a few ids as for every id of a type: the local store queries in chunks, the
+        Azure store streams the type's records blob once, keeping only the wanted ids."""
         ...
 
     def checkpoint(self, name: str) -> str | None:
         """The checkpoint's value, or None when it was never set or was deleted."""
         ...
 
-    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None]) -> None:
-        """Merge ``hashes`` into the stored ones per type (add or overwrite; ids not given are kept) and set each
-        checkpoint (a None value deletes it). Idempotent. Hashes are written before checkpoints, so a crash in
-        between only makes the next run redo work; each type's hashes are replaced atomically, but the commit
-        as a whole is atomic only in the local store."""
+    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None],
+               records: dict[str, dict[str, dict]] | None = None) -> None:
+        """Merge ``records`` ({type: {id: data}}) and ``hashes`` ({type: {id: hash}}) into the stored ones per
+        type (add or overwrite; ids not given are kept, nothing is ever removed) and set each checkpoint (a None
+        value deletes it). A data value is a JSON object: a dict, or an ``orjson.Fragment`` holding one
+        (already serialised JSON, stored as is). Idempotent. Written in this order: records, hashes,
+        checkpoints, so a crash in between only makes the next run redo work (a hash is never stored without
+        its data). Each type's hashes and each type's records are replaced atomically, but the commit as a
+        whole is atomic only in the local store."""
         ...
 
     def lease(self, name: str, ttl: float) -> Lease:

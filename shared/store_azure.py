@@ -8,6 +8,14 @@ Checkpoints are small blobs (``state/checkpoints/<name>``). The writer lease is 
 exactly the "one writer under a lease that expires" invariant of DESIGN.md. Hash merges are read-modify-write
 guarded by the blob's ETag, retried on 412, so two committers never lose each other's hashes.
 
+The data of the pushed records lives next to the hashes in ``state/records/<type>.jsonl.gz``: gzip'd JSON lines
+``{"id": ..., "d": {...}}`` in no particular order, one line per id. It is far bigger than the hashes (a group's
+data can hold thousands of member ids), so it is never loaded whole: ``records`` streams the blob once keeping
+only the wanted ids, and a merge streams the old blob into a new one (staged blocks), replacing the lines of the
+given ids and appending the new ones, under the old blob's ETag (redone on 412 like the hashes); memory stays
+bounded by the new records plus one block. A commit writes records, then hashes, then checkpoints, so a hash
+never exists without its data.
+
 Everything lives in one container (``entra-assets``) of the ``AzureWebJobsStorage`` account. Queue messages
 are base64 text because host.json sets ``messageEncoding: base64`` (the queue trigger reads what we send).
 """
@@ -25,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
+import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -165,13 +174,49 @@ class AzureStateStore:
     def hashes(self, type_key: str) -> dict[str, str]:
         return self._load(type_key)[0]
 
+    def _records_blob(self, type_key: str):
+        return self._container.get_blob_client(f"state/records/{type_key}.jsonl.gz")
+
+    def _open_records(self, type_key: str) -> tuple[Iterator[bytes], str | None]:
+        """The stored record lines of one type, streamed, and the ETag they are read at (None: no blob). A later
+        chunk is fetched under that ETag, so a blob replaced meanwhile raises ResourceModifiedError."""
+        try:
+            download = self._records_blob(type_key).download_blob()
+        except ResourceNotFoundError:
+            return iter(()), None
+        return _inflate_lines(download.chunks()), download.properties.etag
+
+    def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
+        """One streaming pass over the type's records blob; only lines of wanted ids are parsed. Read again from
+        the start if a committer replaces the blob meanwhile."""
+        wanted = set(ids)
+        if not wanted:
+            return {}
+        for attempt in range(MERGE_ATTEMPTS):
+            found: dict[str, dict] = {}
+            try:
+                lines, _ = self._open_records(type_key)
+                for line in lines:
+                    if line and _line_id(line) in wanted:
+                        record = orjson.loads(line)
+                        found[record["id"]] = record["d"]
+                return found
+            except ResourceModifiedError:
+                log.info("records of %s changed while reading; reading again (%d)", type_key, attempt + 1)
+        raise RuntimeError(f"could not read the records of {type_key} after {MERGE_ATTEMPTS} attempts")
+
     def checkpoint(self, name: str) -> str | None:
         try:
             return self._checkpoint_blob(name).download_blob().readall().decode()
         except ResourceNotFoundError:
             return None
 
-    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None]) -> None:
+    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None],
+               records: dict[str, dict[str, dict]] | None = None) -> None:
+        """Records first, then hashes, then checkpoints (see ``shared.store.StateStore.commit``)."""
+        for type_key, data_by_id in (records or {}).items():
+            if data_by_id:
+                self._merge_records(type_key, data_by_id)
         for type_key, by_id in hashes.items():
             if by_id:
                 self._merge(type_key, by_id)
@@ -202,8 +247,63 @@ class AzureStateStore:
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
         raise RuntimeError(f"could not merge the hashes of {type_key} after {MERGE_ATTEMPTS} attempts")
 
+    def _merge_records(self, type_key: str, by_id: dict[str, Any]) -> None:
+        """Stream the old blob into a new one under its ETag; on 412 (409 when two create it; 400
+        InvalidBlockList when the winner's commit discarded our staged blocks) read and merge again."""
+        blob = self._records_blob(type_key)
+        for attempt in range(MERGE_ATTEMPTS):
+            try:
+                lines, etag = self._open_records(type_key)
+                condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+                             else {"match_condition": MatchConditions.IfMissing})
+                _upload_lines(blob, _merged(lines, by_id), **condition)
+                return
+            except (ResourceModifiedError, ResourceExistsError):
+                pass
+            except HttpResponseError as err:
+                if err.error_code != "InvalidBlockList":
+                    raise
+            log.info("records of %s changed while merging; retrying (%d)", type_key, attempt + 1)
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+        raise RuntimeError(f"could not merge the records of {type_key} after {MERGE_ATTEMPTS} attempts")
+
     def lease(self, name: str, ttl: float) -> AzureLease:
         return AzureLease(self._container, name, ttl)
+
+
+_ID_PREFIX = b'{"id":"'
+
+
+def _record_line(record_id: str, data: Any) -> bytes:
+    """One line of a records blob; the id comes first so ``_line_id`` finds it without parsing the data."""
+    return b'{"id":' + orjson.dumps(record_id) + b',"d":' + orjson.dumps(data) + b"}"
+
+
+def _line_id(line: bytes) -> str:
+    """The id of a records line: sliced from its start when it holds no escape, else parsed."""
+    if line.startswith(_ID_PREFIX):
+        end = line.find(b'"', len(_ID_PREFIX))
+        raw = line[len(_ID_PREFIX):end]
+        if end > 0 and b"\\" not in raw:  # no backslash: that quote closes the id, and the bytes are literal
+            return raw.decode()
+    return orjson.loads(line)["id"]
+
+
+def _merged(lines: Iterable[bytes], by_id: dict[str, Any]) -> Iterator[bytes]:
+    """The old lines with those of ``by_id``'s ids replaced, then the lines of its ids that were not there."""
+    written: set[str] = set()
+    for line in lines:
+        if not line:
+            continue
+        record_id = _line_id(line)
+        if record_id not in by_id:
+            yield line
+        elif record_id not in written:
+            written.add(record_id)
+            yield _record_line(record_id, by_id[record_id])
+    for record_id, data in by_id.items():
+        if record_id not in written:
+            yield _record_line(record_id, data)
 
 
 class AzureQueue:
@@ -272,25 +372,7 @@ class AzurePayloadStore:
         return self._container.get_blob_client(f"payloads/{name}")
 
     def write(self, name: str, lines: Iterable[bytes]) -> None:
-        blob = self._blob(name)
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # wbits 31: gzip framing
-        prefix = uuid.uuid4().hex                             # block ids of one blob must have equal length
-        blocks: list[str] = []
-        buffer = bytearray()
-        for line in lines:
-            buffer += compressor.compress(line + b"\n")
-            if len(buffer) >= BLOCK_BYTES:
-                blocks.append(f"{prefix}-{len(blocks):06d}")
-                blob.stage_block(blocks[-1], bytes(buffer))
-                buffer.clear()
-        buffer += compressor.flush()
-        settings = ContentSettings(content_type="application/x-ndjson+gzip")
-        if not blocks:  # small payload: one request
-            blob.upload_blob(bytes(buffer), overwrite=True, content_settings=settings)
-            return
-        blocks.append(f"{prefix}-{len(blocks):06d}")
-        blob.stage_block(blocks[-1], bytes(buffer))
-        blob.commit_block_list(blocks, content_settings=settings)
+        _upload_lines(self._blob(name), lines)
 
     def read(self, name: str) -> Iterator[bytes]:
         """Raises ``PayloadNotFound`` (a LookupError) when the payload does not exist (on the first ``next``)."""
@@ -298,24 +380,53 @@ class AzurePayloadStore:
             download = self._blob(name).download_blob()
         except ResourceNotFoundError as err:
             raise PayloadNotFound(f"payload {name!r} does not exist") from err
-        inflater = zlib.decompressobj(wbits=31)
-        rest = b""
-        for chunk in download.chunks():
-            data = chunk
-            while data:  # bounded steps: 4 MiB of gzip'd JSON can inflate to tens of MB
-                out = inflater.decompress(data, INFLATE_BYTES)
-                data = inflater.unconsumed_tail
-                lines = (rest + out).split(b"\n")
-                rest = lines.pop()
-                yield from lines
-        lines = (rest + inflater.flush()).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-        if rest:
-            yield rest
+        yield from _inflate_lines(download.chunks())
 
     def delete(self, name: str) -> None:
         try:
             self._blob(name).delete_blob()
         except ResourceNotFoundError:
             pass
+
+
+def _upload_lines(blob: Any, lines: Iterable[bytes], **condition: Any) -> None:
+    """Write ``lines`` (newline-terminated) as one gzip blob, streaming: blocks of ``BLOCK_BYTES`` compressed
+    bytes are staged and committed together, so the blob appears atomically. ``condition`` (etag /
+    match_condition) guards the final request; without one an existing blob is replaced."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # wbits 31: gzip framing
+    prefix = uuid.uuid4().hex                             # block ids of one blob must have equal length
+    blocks: list[str] = []
+    buffer = bytearray()
+    for line in lines:
+        buffer += compressor.compress(line + b"\n")
+        if len(buffer) >= BLOCK_BYTES:
+            blocks.append(f"{prefix}-{len(blocks):06d}")
+            blob.stage_block(blocks[-1], bytes(buffer))
+            buffer.clear()
+    buffer += compressor.flush()
+    settings = ContentSettings(content_type="application/x-ndjson+gzip")
+    if not blocks:  # small: one request
+        blob.upload_blob(bytes(buffer), overwrite=True, content_settings=settings, **condition)
+        return
+    blocks.append(f"{prefix}-{len(blocks):06d}")
+    blob.stage_block(blocks[-1], bytes(buffer))
+    blob.commit_block_list(blocks, content_settings=settings, **condition)
+
+
+def _inflate_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines (without newline) of a gzip stream given in chunks, inflated in bounded steps."""
+    inflater = zlib.decompressobj(wbits=31)
+    rest = b""
+    for chunk in chunks:
+        data = chunk
+        while data:  # bounded steps: 4 MiB of gzip'd JSON can inflate to tens of MB
+            out = inflater.decompress(data, INFLATE_BYTES)
+            data = inflater.unconsumed_tail
+            lines = (rest + out).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+    lines = (rest + inflater.flush()).split(b"\n")
+    rest = lines.pop()
+    yield from lines
+    if rest:
+        yield rest

@@ -5,6 +5,12 @@ sync and a ``status`` next to it) one consistent view; every write is one transa
 must be exclusive (taking a lease, receiving messages) runs in ``BEGIN IMMEDIATE`` so two processes cannot
 both win. The queue emulates what the Functions host adds to a Storage queue: a message delivered
 ``MAX_DEQUEUE_COUNT`` times without being deleted moves to a poison table instead of blocking the CLI forever.
+
+State: ``hashes`` holds the content hash of every pushed record, ``records`` its data as compact JSON bytes. The
+data has a table of its own (a rowid table: a group's data can be megabytes, which a WITHOUT ROWID table stores
+badly) so that reading all hashes never touches it; a database from before the data existed simply gains the
+empty table (``CREATE TABLE IF NOT EXISTS``) and keeps its hashes. A ``commit`` writes records, then hashes,
+then checkpoints, all in one transaction.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import orjson
+
 from shared.store import MAX_DEQUEUE_COUNT, LeaseBusy, QueueDepth, QueuedMessage, encode_message
 
 log = logging.getLogger(__name__)
@@ -29,6 +37,8 @@ log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hashes (type TEXT NOT NULL, id TEXT NOT NULL, hash TEXT NOT NULL,
                                    PRIMARY KEY (type, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (type TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL,
+                                    PRIMARY KEY (type, id));
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL,
@@ -38,6 +48,7 @@ CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
 CREATE TABLE IF NOT EXISTS poison (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL,
                                    dequeue_count INTEGER NOT NULL, moved REAL NOT NULL);
 """
+IN_CHUNK = 500  # ids per ``WHERE id IN (...)``: well under SQLite's limit of bound parameters
 
 
 class _Db:
@@ -111,7 +122,8 @@ class LocalLease:
 
 
 class LocalStateStore:
-    """``shared.store.StateStore`` in ``home/state.db``. A ``commit`` is one transaction (fully atomic)."""
+    """``shared.store.StateStore`` in ``home/state.db`` (hashes and records tables, see the module docstring).
+    A ``commit`` is one transaction (fully atomic)."""
 
     def __init__(self, home: Path | str):
         self._db = _Db(home)
@@ -119,12 +131,37 @@ class LocalStateStore:
     def hashes(self, type_key: str) -> dict[str, str]:
         return dict(self._db.query("SELECT id, hash FROM hashes WHERE type=?", (type_key,)))
 
+    def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
+        """Chunked ``IN`` queries inside one read transaction (one consistent snapshot)."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, dict] = {}
+        if not wanted:
+            return found
+        with self._db.lock:
+            conn = self._db.conn
+            conn.execute("BEGIN")
+            try:
+                for start in range(0, len(wanted), IN_CHUNK):
+                    chunk = wanted[start:start + IN_CHUNK]
+                    rows = conn.execute(f"SELECT id, data FROM records WHERE type=? AND id IN "
+                                        f"({','.join('?' * len(chunk))})", (type_key, *chunk))
+                    for id_, data in rows:
+                        found[id_] = orjson.loads(data)
+            finally:
+                conn.execute("COMMIT")  # read-only: nothing to roll back
+        return found
+
     def checkpoint(self, name: str) -> str | None:
         rows = self._db.query("SELECT value FROM checkpoints WHERE name=?", (name,))
         return rows[0][0] if rows else None
 
-    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None]) -> None:
+    def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None],
+               records: dict[str, dict[str, dict]] | None = None) -> None:
         with self._db.transaction() as conn:
+            for type_key, by_id in (records or {}).items():
+                conn.executemany("INSERT INTO records (type, id, data) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (type, id) DO UPDATE SET data=excluded.data",
+                                 ((type_key, id_, orjson.dumps(data)) for id_, data in by_id.items()))
             for type_key, by_id in hashes.items():
                 conn.executemany("INSERT OR REPLACE INTO hashes (type, id, hash) VALUES (?, ?, ?)",
                                  ((type_key, id_, h) for id_, h in by_id.items()))

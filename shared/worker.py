@@ -118,6 +118,7 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
             else:
                 winners[obj["t"], obj["id"]] = (mi, li)
     hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    records: dict[str, dict[str, orjson.Fragment]] = defaultdict(dict)
     if winners:
         assets.ensure_ready()
         progress("Submitting data", 0)
@@ -125,7 +126,8 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         result.executions = 1
         try:
             sending = time.monotonic()
-            _send(assets, execution, _winning(payloads, messages, winners), result, hashes, renew, progress)
+            _send(assets, execution, _winning(payloads, messages, winners), result, (hashes, records), renew,
+                  progress)
             waiting = time.monotonic()
             result.seconds["submit"] = waiting - sending
             progress("Waiting for Assets", result.records)
@@ -134,8 +136,8 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         except BaseException:
             assets.cancel(execution)
             raise
-        _read_outcome(body, result, hashes)
-    state.commit(hashes, checkpoints)
+        _read_outcome(body, result, hashes, records)
+    state.commit(hashes, checkpoints, records)
     for message in messages:
         if message is not trigger:  # the Functions host completes the trigger message itself
             queue.delete(message)
@@ -154,15 +156,21 @@ def _winning(payloads, messages, winners) -> Iterator[dict]:
 
 
 def _send(assets: AssetsClient, execution: Execution, records: Iterator[dict], result: PushResult,
-          hashes: dict, renew: Callable[[], None], progress: Progress) -> None:
+          pushed: tuple[dict, dict], renew: Callable[[], None], progress: Progress) -> None:
     """Send records in bounded chunks; one full chunk is held back so that the last one carries
-    ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3)."""
+    ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
+
+    ``pushed`` = (hashes, data) by type and id, filled as records go out: committed once Assets is DONE. The
+    data is kept as raw JSON (``orjson.Fragment``): a 100,000-user execution then holds ~40 MB, not ~150 MB
+    of dicts. A record bigger than ``CHUNK_BYTES`` (a group with tens of thousands of members) goes alone."""
+    hashes, data = pushed
     held: dict | None = None
     current: dict[str, list] = {}
     count = size = 0
     for obj in records:
-        line_size = len(orjson.dumps(obj["d"]))
-        if count >= CHUNK_RECORDS or size + line_size > CHUNK_BYTES:
+        raw = orjson.dumps(obj["d"])
+        line_size = len(raw)
+        if count and (count >= CHUNK_RECORDS or size + line_size > CHUNK_BYTES):
             if held is not None:
                 _submit(assets, execution, held, result, completed=False)
                 renew()
@@ -170,6 +178,9 @@ def _send(assets: AssetsClient, execution: Execution, records: Iterator[dict], r
             held, current, count, size = current, {}, 0, 0
         current.setdefault(BY_KEY[obj["t"]].selector, []).append(obj["d"])
         hashes[obj["t"]][obj["id"]] = obj["h"]
+        # A copy of exact size: the bytes orjson.dumps returns keep its 4-8 KB working buffer allocated
+        # (measured with orjson 3.13: ~800 MB instead of ~66 MB for 100,000 users).
+        data[obj["t"]][obj["id"]] = orjson.Fragment(bytes(memoryview(raw)))
         result.by_type[obj["t"]] += 1
         result.records += 1
         count, size = count + 1, size + line_size
@@ -183,7 +194,7 @@ def _submit(assets: AssetsClient, execution: Execution, data: dict, result: Push
     assets.submit(execution, data, f"chunk-{result.chunks:05d}", completed)
 
 
-def _read_outcome(body: dict, result: PushResult, hashes: dict) -> None:
+def _read_outcome(body: dict, result: PushResult, hashes: dict, records: dict) -> None:
     """Counts from the execution result. Types that report errors keep their old hashes, so the next full
     run pushes their records again instead of believing Assets has them."""
     progress_result = body.get("progressResult") or {}
@@ -194,5 +205,6 @@ def _read_outcome(body: dict, result: PushResult, hashes: dict) -> None:
         if entry.get("errorMessages"):
             result.errors.append(f"{entry.get('objectTypeName')}: {entry['errorMessages']}")
             hashes.pop(by_name.get(entry.get("objectTypeName"), ""), None)
+            records.pop(by_name.get(entry.get("objectTypeName"), ""), None)
     if progress_result.get("errorMessages"):
         result.errors.append(str(progress_result["errorMessages"]))

@@ -10,8 +10,8 @@ from azure.functions.timer import TimerRequest
 from azure.storage.blob import ContainerClient
 
 from function_app import app
-from sandbox.demo import verify
 from sandbox.emulators import Sandbox
+from sandbox.verify import verify_users
 from shared.runtime import open_backend
 from shared.settings import load_settings
 from shared.setup import run_setup
@@ -72,7 +72,7 @@ def test_timer_then_worker_over_azurite(functions, azure_env):
     timer(TimerRequest(past_due=False))
     assert backend.queue.depth().messages == 1
     _deliver(functions, backend)
-    facts = verify(box)
+    facts = verify_users(box.tenant, box.assets)
     assert facts["users in Assets"] == facts["users in tenant"]
     assert facts["managers resolved"] == facts["managers in tenant"]
     assert len(backend.state.hashes("user")) == len(box.tenant.users)

@@ -1,6 +1,18 @@
 """Pure mapping: Graph users to records, folding of derived objects, odd input."""
-from shared.mapping import Derived, Warnings, clean, fold, map_user, resolve_country
-from shared.schema import TEXT_LIMIT
+from shared.derived import Derived, resolve_country
+from shared.mapping import (
+    Warnings,
+    clean,
+    deactivated,
+    fold,
+    is_deactivated,
+    map_application,
+    map_device,
+    map_group,
+    map_user,
+    user_refs,
+)
+from shared.schema import BY_KEY, TEXT_LIMIT
 
 
 def _user(**kw):
@@ -75,11 +87,11 @@ def test_derived_objects_fold_spelling_variants():
              for i, (dep, c) in enumerate([("Sales", "USA"), ("sales ", "United States"), ("SALES", "US"),
                                            ("Sales", "us")])]
     records, _ = _derive(users)
-    assert records["department", "sales"] == {"name": "Sales", "company": "Contoso"}
+    assert records["department", "sales"] == {"name": "Sales", "company": "Contoso", "status": "Active"}
     assert records["office", "seattle hq"]["name"] == "seattle hq"
     countries = [k for k in records if k[0] == "country"]
     assert countries == [("country", "united states")]
-    assert records["country", "united states"] == {"name": "United States", "code": "US"}
+    assert records["country", "united states"] == {"name": "United States", "code": "US", "status": "Active"}
     city = [v for k, v in records.items() if k[0] == "city"]
     assert len(city) == 1 and city[0]["country"] == "United States" and city[0]["key"] == "redmond|wa|us"
     address = [v for k, v in records.items() if k[0] == "address"]
@@ -95,3 +107,34 @@ def test_a_chosen_name_is_kept_across_runs():
     assert derived.chosen_names()["department"]["sales"] == "Sales"
     fresh, _ = _derive(users)
     assert fresh["department", "sales"]["name"] == "SALES"
+
+
+def test_groups_devices_and_applications_map_to_spec_attributes():
+    w = Warnings()
+    group = map_group({"id": "g1", "displayName": None, "mailNickname": "eng", "groupTypes": ["Unified", "DynamicMembership"],
+                       "mail": "not-an-address", "securityEnabled": False, "mailEnabled": True}, ["u2", "u1"], [], w)
+    assert group.data["name"] == "eng" and group.data["groupTypes"] == "Unified, DynamicMembership"
+    assert group.data["email"] is None and group.data["members"] == ["u2", "u1"] and group.data["status"] == "Active"
+    device = map_device({"id": "d1", "displayName": "LAPTOP-1", "accountEnabled": False, "isCompliant": True,
+                         "approximateLastSignInDateTime": "2026-11-20T08:15:00Z"}, ["u1"], w)
+    assert device.data["status"] == "Disabled" and device.data["compliant"] is True
+    assert device.data["lastSignIn"] == "2026-11-20T08:15:00Z" and device.data["registeredOwners"] == ["u1"]
+    app = map_application({"id": "s1", "appId": "a-1", "displayName": "", "accountEnabled": True}, [], w)
+    assert app.data["name"] == "a-1" and app.data["status"] == "Active"
+    for record in (group, device, app):
+        object_type = BY_KEY[record.type]
+        assert set(record.data) == {a.locator for a in object_type.attributes}
+
+
+def test_scope_and_departures():
+    w, unmatched = Warnings(), Warnings()
+    user = _user(id="u1", **{"manager@delta": [{"id": "m-out"}]})
+    assert map_user(user, w, scope={"u1"}, unmatched=unmatched).data["managerId"] is None
+    assert unmatched.counts == {"manager outside the scope": 1}
+    assert user_refs(["b", "a", "x"], {"a", "b"}, unmatched, "owner outside the scope", "g1") == ["a", "b"]
+    last = map_user(_user(id="u1"), w)
+    gone = deactivated("user", "u1", last.data)
+    assert gone.data["status"] == "Deleted" and gone.data["accountEnabled"] is False
+    assert gone.data["name"] == last.data["name"] and is_deactivated(gone.hash) and not is_deactivated(last.hash)
+    assert deactivated("user", "u1", last.data).hash == gone.hash  # stable: the next run sees it as pushed
+    assert deactivated("group", "g9", None).data == {"id": "g9", "status": "Deleted"}

@@ -21,7 +21,8 @@ def test_validation_reports_where_a_document_breaks():
 def test_spec_names_and_stable_prefixed_external_ids():
     document = build_document("ACME")
     types = document["schema"]["objectSchema"]["objectTypes"]
-    assert [t["name"] for t in types] == ["User", "Department", "Office Location", "Address", "City", "Country"]
+    assert [t["name"] for t in types] == ["User", "Group", "Device", "Application", "Department", "Office Location",
+                                          "Address", "City", "Country"]
     assert sorted(a["name"] for a in types[0]["attributes"]) == sorted(SPEC_USER)
     ids = [t["externalId"] for t in types] + [a["externalId"] for t in types for a in t["attributes"]]
     assert len(ids) == len(set(ids)) and all(i.startswith("ACME/") for i in ids)
@@ -47,4 +48,23 @@ def test_every_mapping_has_an_identity_and_references_resolve_by_aql():
     status = next(a for a in document["schema"]["objectSchema"]["objectTypes"][0]["attributes"]
                   if a["name"] == "Status")
     assert status["type"] == "status" and status["typeValues"] == ["Active", "Disabled", "Deleted"]
-    assert len(OBJECT_TYPES) == 6 and USER.attr("Manager").ref == "user"
+    assert len(OBJECT_TYPES) == 9 and USER.attr("Manager").ref == "user"
+    members = next(a for a in document["schema"]["objectSchema"]["objectTypes"][1]["attributes"]
+                   if a["name"] == "Members")
+    assert members["maximumCardinality"] == -1 and members["referenceObjectTypeExternalId"] == "ENTRA/user"
+
+
+def test_spec_attributes_of_groups_devices_applications():
+    spec = {
+        "Group": ["Name", "Description", "Email", "Group Types", "Security Enabled", "Mail Enabled", "Members",
+                  "Owners", "Status", "Entra Object ID"],
+        "Device": ["Name", "Device ID", "Operating System", "OS Version", "Trust Type", "Compliant", "Managed",
+                   "Account Enabled", "Last Sign-In", "Registered Owners", "Status", "Entra Object ID"],
+        "Application": ["Name", "App ID", "Publisher", "Service Principal Type", "Account Enabled", "Owners",
+                        "Status", "Entra Object ID"],
+    }
+    types = {t.name: t for t in OBJECT_TYPES}
+    for name, attributes in spec.items():
+        assert sorted(a.name for a in types[name].attributes) == sorted(attributes)
+    # Every type can be marked Deleted (derived ones too: an addition to SPEC §4).
+    assert all(t.attr("Status").type == "status" for t in OBJECT_TYPES)

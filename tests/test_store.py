@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
@@ -100,7 +103,8 @@ def test_concurrent_commits_lose_no_hashes(stores):
 
     def commit(n: int) -> None:
         try:
-            stores.reopen().state.commit({"user": {f"{n}-{i}": str(n) for i in range(50)}}, {})
+            stores.reopen().state.commit({"user": {f"{n}-{i}": str(n) for i in range(50)}}, {},
+                                         {"user": {f"{n}-{i}": {"n": n, "i": i} for i in range(50)}})
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -111,6 +115,159 @@ def test_concurrent_commits_lose_no_hashes(stores):
         t.join()
     assert errors == []
     assert len(stores.state.hashes("user")) == 6 * 50
+    ids = [f"{n}-{i}" for n in range(6) for i in range(50)]
+    assert stores.state.records("user", ids) == {f"{n}-{i}": {"n": n, "i": i} for n in range(6) for i in range(50)}
+
+
+# --- state: data of the pushed records ----------------------------------------------------------------------
+
+def _user(i: int) -> dict:
+    return {"name": f"Zoë Ünïcødé {i} ✓", "mail": f"user{i}@example.com", "department": f"Dept {i % 37}",
+            "manager": None, "enabled": i % 2 == 0, "licenses": ["E3", "Teams"][: i % 3]}
+
+
+def test_records_round_trip_and_merge_keeps_untouched_ids(stores):
+    state = stores.state
+    assert state.records("user", ["a"]) == {} and state.records("user", []) == {}
+    odd = 'we"ird\\id ✓'                                        # needs escaping inside the JSON line
+    state.commit({"user": {"a": "1", "b": "2", odd: "3"}}, {},
+                 {"user": {"a": _user(1), "b": _user(2), odd: {"name": "odd"}}, "group": {"g": {"members": []}}})
+    state.commit({"user": {"b": "4", "c": "5"}}, {"cp": "x"},
+                 {"user": {"b": {"name": "B2"}, "c": orjson.Fragment(b'{"name":"C","n":[1,2]}')}})
+    state.commit({"user": {"d": "6"}}, {})                       # the old call form: data untouched
+    state.commit({}, {}, {"user": {}})
+    other = stores.reopen().state
+    assert other.records("user", ["a", "b", "c", odd, "d", "unknown"]) == {
+        "a": _user(1), "b": {"name": "B2"}, "c": {"name": "C", "n": [1, 2]}, odd: {"name": "odd"}}
+    assert other.records("user", iter(["c", "c", "nope"])) == {"c": {"name": "C", "n": [1, 2]}}   # any iterable
+    assert other.records("group", ["g", "a"]) == {"g": {"members": []}}
+    assert other.records("department", ["a"]) == {}
+    assert other.hashes("user") == {"a": "1", "b": "4", "c": "5", odd: "3", "d": "6"}
+    assert other.checkpoint("cp") == "x"
+
+
+def test_records_of_twenty_thousand_ids_unicode_and_a_huge_group(stores):
+    users = {str(uuid.UUID(int=i)): _user(i) for i in range(20_000)}
+    half = dict(list(users.items())[:10_000])
+    stores.state.commit({"user": dict.fromkeys(half, "h")}, {}, {"user": half})
+    stores.state.commit({"user": dict.fromkeys(users, "h")}, {}, {"user": users})   # merges over the first
+    members = [str(uuid.UUID(int=10**9 + i)) for i in range(50_000)]
+    stores.state.commit({"group": {"huge": "h"}}, {}, {"group": {"huge": {"name": "Ål ✓", "members": members}},
+                                                       "user": {"extra": {"name": "日本語 😀"}}})
+    state = stores.reopen().state
+    unknown = [f"unknown-{i}" for i in range(500)]
+    assert state.records("user", [*users, *unknown]) == {**users}
+    subset = list(users)[5_000:5_300]
+    assert state.records("user", subset) == {i: users[i] for i in subset}
+    assert state.records("user", ["extra", *unknown]) == {"extra": {"name": "日本語 😀"}}
+    assert state.records("group", ["huge"]) == {"huge": {"name": "Ål ✓", "members": members}}
+
+
+def test_local_db_from_before_records_is_migrated(tmp_path):
+    with sqlite3.connect(tmp_path / "state.db") as conn:   # the schema as it was, with hashes in it
+        conn.executescript("""
+            CREATE TABLE hashes (type TEXT NOT NULL, id TEXT NOT NULL, hash TEXT NOT NULL,
+                                 PRIMARY KEY (type, id)) WITHOUT ROWID;
+            CREATE TABLE checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO hashes VALUES ('user', 'a', '1'), ('user', 'b', '2');
+            INSERT INTO checkpoints VALUES ('delta/users', 'link');""")
+    conn.close()
+    state = LocalStateStore(tmp_path)
+    assert state.hashes("user") == {"a": "1", "b": "2"} and state.checkpoint("delta/users") == "link"
+    assert state.records("user", ["a", "b"]) == {}
+    state.commit({"user": {"b": "3"}}, {}, {"user": {"b": {"name": "B"}}})
+    again = LocalStateStore(tmp_path)
+    assert again.hashes("user") == {"a": "1", "b": "3"}
+    assert again.records("user", ["a", "b"]) == {"b": {"name": "B"}}
+
+
+def test_azure_records_blob_is_gzip_json_lines(azure):
+    azure.state.commit({}, {}, {"user": {"a": {"name": "Zoë"}, "b": {}}})
+    container = azure_clients(azure.location[0], queue_name=azure.location[2], container_name=azure.location[1])[0]
+    raw = container.get_blob_client("state/records/user.jsonl.gz").download_blob().readall()
+    lines = gzip.decompress(raw).decode().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == ["a", "b"]
+    assert {json.loads(line)["id"]: json.loads(line)["d"] for line in lines} == {"a": {"name": "Zoë"}, "b": {}}
+
+
+def test_azure_commit_writes_records_before_hashes(azure, monkeypatch):
+    def crash(*args):
+        raise ConnectionError("died between records and hashes")
+
+    monkeypatch.setattr(AzureStateStore, "_merge", crash)
+    with pytest.raises(ConnectionError):
+        azure.state.commit({"user": {"a": "1"}}, {"cp": "x"}, {"user": {"a": {"name": "A"}}})
+    monkeypatch.undo()
+    assert azure.state.records("user", ["a"]) == {"a": {"name": "A"}}   # data without a hash: only a re-push
+    assert azure.state.hashes("user") == {} and azure.state.checkpoint("cp") is None
+
+
+def _small_blocks(azure, monkeypatch) -> AzureStateStore:
+    """A state store whose blobs span many blocks and download chunks."""
+    monkeypatch.setattr(store_azure, "BLOCK_BYTES", 4 * 1024)
+    connection_string, container_name, _ = azure.location
+    return AzureStateStore(ContainerClient.from_connection_string(
+        connection_string, container_name, max_single_get_size=4 * 1024, max_chunk_get_size=4 * 1024))
+
+
+def test_azure_concurrent_record_merges_keep_both(azure, monkeypatch):
+    """The first committer is held after reading the old blob until the second has committed: its replace must
+    fail on the ETag and be redone over the second's records."""
+    state = _small_blocks(azure, monkeypatch)
+    state.commit({}, {}, {"user": {f"old-{i}": _user(i) for i in range(300)}})
+    second_done = threading.Event()
+    merges = {"first": 0}
+    real_merged = store_azure._merged
+
+    def held_merged(lines, by_id):
+        if "first-0" in by_id:
+            merges["first"] += 1
+            if merges["first"] == 1:
+                assert second_done.wait(20)
+        return real_merged(lines, by_id)
+
+    monkeypatch.setattr(store_azure, "_merged", held_merged)
+    first = {f"first-{i}": _user(i) for i in range(300)}
+    second = {f"second-{i}": _user(i + 1) for i in range(300)}
+    errors = []
+
+    def commit(records: dict, done: threading.Event | None) -> None:
+        try:
+            AzureStateStore(state._container).commit({}, {}, {"user": records})
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+        if done:
+            done.set()
+
+    threads = [threading.Thread(target=commit, args=(first, None)),
+               threading.Thread(target=commit, args=(second, second_done))]
+    threads[0].start()
+    time.sleep(0.2)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert errors == [] and merges["first"] == 2
+    old = {f"old-{i}": _user(i) for i in range(300)}
+    assert state.records("user", [*old, *first, *second]) == {**old, **first, **second}
+
+
+def test_azure_records_read_again_when_replaced_meanwhile(azure, monkeypatch):
+    state = _small_blocks(azure, monkeypatch)
+    users = {f"u{i}": _user(i) for i in range(2_000)}
+    state.commit({}, {}, {"user": users})
+    real_inflate = store_azure._inflate_lines
+    calls = []
+
+    def inflate_then_commit(chunks):
+        calls.append(1)
+        for n, line in enumerate(real_inflate(chunks)):
+            if len(calls) == 1 and n == 10:   # a committer replaces the blob during the first read
+                AzureStateStore(state._container).commit({}, {}, {"user": {"u5": {"name": "new"}}})
+            yield line
+
+    monkeypatch.setattr(store_azure, "_inflate_lines", inflate_then_commit)
+    assert state.records("user", ["u5", "u1999"]) == {"u5": {"name": "new"}, "u1999": users["u1999"]}
+    assert len(calls) >= 3   # first read, the commit's merge, the second read
 
 
 # --- leases -------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from sandbox.demo import verify
 from sandbox.emulators import Sandbox
+from sandbox.verify import verify_users
 from shared import worker
 from shared.errors import AssetsTokenError, GraphCredentialsError, GraphPermissionError, ImportSourceError
 from shared.mapping import USER_SELECT, fold
@@ -33,7 +33,7 @@ def _paths(emulator, method=None):
 def test_full_sync_puts_every_user_in_assets_with_references(box, settings):
     run_setup(settings)
     report = sync_full(settings)
-    facts = verify(box)
+    facts = verify_users(box.tenant, box.assets)
     assert facts["users in Assets"] == facts["users in tenant"] == report.full.users
     assert facts["managers resolved"] == facts["managers in tenant"] > 0
     users = {o.attributes["Entra Object ID"][0]: o for o in box.assets.objects("User")}
@@ -172,4 +172,4 @@ def test_checkpoints_move_only_after_done(box, settings, monkeypatch):
     assert len(backend.state.hashes("user")) == len(box.tenant.users)
     assert backend.state.checkpoint(USERS_DELTA).startswith(box.graph.base_url)
     assert backend.queue.depth().messages == 0
-    assert verify(box)["users in Assets"] == len(box.tenant.users)
+    assert verify_users(box.tenant, box.assets)["users in Assets"] == len(box.tenant.users)
