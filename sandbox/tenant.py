@@ -1,24 +1,41 @@
-"""A seeded synthetic Microsoft Entra tenant: users, a management tree and a change log for delta queries.
+"""A seeded synthetic Microsoft Entra tenant: users, groups, devices, service principals and a change log.
 
-``generate_tenant(users, seed)`` is deterministic for a seed and cheap (plain dicts; 100,000 users in a few
-seconds). User properties use the Graph property names of ``shared.mapping.USER_SELECT`` (without
-``manager``: the management tree lives in ``Tenant.managers``). The data is deliberately untidy the way real
-directories are: department spelling variants, country names written several ways, guests with ``#EXT#``
-UPNs, disabled accounts, missing mail, non-ASCII names, a null displayName and an over-long jobTitle. The odd
-cases sit at fixed positions near the start, so even a 300-user tenant has each of them.
+``generate_tenant(users, seed, groups, devices, applications)`` is deterministic for its arguments and cheap
+(plain dicts; 100,000 users, 5,000 groups, 80,000 devices and 2,000 service principals in a few seconds).
+Properties use Graph's property names (users: those of ``shared.mapping.USER_SELECT`` without ``manager``).
+Relationships live beside the objects: ``managers`` (user → manager), ``members`` (group → direct members as
+``(odata type name, id)``), ``group_owners``, ``device_owners`` and ``sp_owners`` (object → owner user ids).
 
-Change log: every mutation bumps ``version`` by one per user it touches and appends that user, with the
-properties that changed, to an append-only log; ``changes_since(version)`` turns a slice of the log into the
-changes a delta round reports. Version 0 is the generated state. All methods are thread-safe (``lock``).
+The data is deliberately untidy the way real directories are: department spelling variants, country names
+written several ways, guests with ``#EXT#`` UPNs, disabled accounts, missing mail, non-ASCII names, a null
+displayName and an over-long jobTitle; a dynamic "All Staff" group with every enabled member user, two groups
+of 1,000+ members (at most 60 % of the users in small tenants), exactly one nested group, groups with device
+and orgContact members (contacts are ids only), an empty group, groups without owners and with three; devices
+without an owner, never signed in, stale, disabled, of unknown compliance; service principals of Microsoft,
+of SaaS vendors, of the tenant itself (with owners) and managed identities. The odd cases sit at fixed
+positions near the start of each collection, so even a 300-user tenant has each of them.
+
+Change log: every mutation bumps ``version`` by one per object it touches and appends (kind, id, changed
+properties, member link) to an append-only log; ``changes_since(version, kind=...)`` turns a slice of the log
+into the changes a delta round of that kind reports ("users", "groups", "devices", "servicePrincipals").
+Version 0 is the generated state. All methods are thread-safe (``lock``).
+
+Emulator choices: deleting a user (soft or permanent) removes it from group members and owners and from device
+and service-principal owners (reference/graph.md §2.4 says soft-deleted users keep memberships until purged;
+the sandbox drops them at once, as the product's brief asks); deleting a group or a device removes it from the
+groups it was a member of; devices are always deleted permanently ("deleted"); the dynamic group's rule is
+not evaluated (members change only through ``add_member``/``remove_member``).
 """
 from __future__ import annotations
 
+import calendar
 import random
 import threading
+import time
 import unicodedata
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 
 DOMAIN = "sandbox.example"
 GUEST_DOMAIN = "sandboxtenant.onmicrosoft.com"
@@ -66,36 +83,62 @@ LONG_TITLE = ("Senior Principal Distinguished Staff Engineer for Cross-Functiona
               "Technology Officer (Europe, Middle East, Africa and Asia-Pacific regions, interim) - acting")
 
 
+KINDS = ("users", "groups", "devices", "servicePrincipals")
+MEMBER_TYPES = ("user", "group", "device", "orgContact")
+_TYPE_KIND = {"user": "users", "group": "groups", "device": "devices"}  # orgContact: ids only, not stored
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One user as a delta round reports it: ``removed`` is None, "changed" (soft) or "deleted" (permanent).
+    """One object as a delta round reports it: ``removed`` is None, "changed" (soft) or "deleted" (permanent).
 
     ``props`` are the properties changed in the range (None = the whole object: created or removed);
-    "manager" stands for the manager link.
+    "manager" stands for a user's manager link, "members" for a group's members, "owners"/"registeredOwners"
+    for owners. ``links`` (groups) are the net member changes in the range, in order of their last change:
+    ``(odata type name, member id, added)``.
     """
 
     uid: str
     removed: str | None
     props: frozenset[str] | None
+    links: tuple[tuple[str, str, bool], ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return self.uid
 
 
 class Tenant:
-    """Users (id → Graph properties, never the manager), the management tree and a change log."""
+    """Users, groups, devices and service principals (id → Graph properties), their links and a change log."""
 
     def __init__(self, tenant_id: str, seed: int = 0):
         self.tenant_id = tenant_id
         self.users: dict[str, dict] = {}
         self.managers: dict[str, str] = {}
-        self.order: list[str] = []          # every id ever added, in insertion order (delta paging by index)
+        self.groups: dict[str, dict] = {}
+        self.members: dict[str, list[tuple[str, str]]] = {}   # group id → direct members (odata type name, id)
+        self.group_owners: dict[str, list[str]] = {}
+        self.devices: dict[str, dict] = {}
+        self.device_owners: dict[str, list[str]] = {}
+        self.service_principals: dict[str, dict] = {}
+        self.sp_owners: dict[str, list[str]] = {}
+        self.order: list[str] = []          # every user id ever added, in insertion order (delta paging by index)
+        # Every id ever added per kind, in insertion order; "users" is ``order`` itself.
+        self.orders: dict[str, list[str]] = {"users": self.order, "groups": [], "devices": [],
+                                             "servicePrincipals": []}
+        self.objects: dict[str, dict[str, dict]] = {"users": self.users, "groups": self.groups,
+                                                    "devices": self.devices,
+                                                    "servicePrincipals": self.service_principals}
         self.lock = threading.RLock()
-        self._log: list[tuple[str, frozenset[str] | None]] = []  # entry i is the change of version i + 1
-        self._removed: dict[str, str] = {}  # id → "changed" | "deleted" for users no longer in ``users``
+        # Entry i is the change of version i + 1: (kind, id, changed properties or None, member link or None).
+        self._log: list[tuple[str, str, frozenset[str] | None, tuple[str, str, bool] | None]] = []
+        self._removed: dict[str, str] = {}  # id → "changed" | "deleted" for objects no longer present
         self._former_manager: dict[str, str] = {}  # id → the manager whose link was removed last
         self._rng = random.Random(f"tenant-changes-{seed}")
 
     @property
     def version(self) -> int:
-        """The version of the current state: 0 as generated, +1 per user touched by each mutation."""
+        """The version of the current state: 0 as generated, +1 per object touched by each mutation."""
         return len(self._log)
 
     def new_id(self) -> str:
@@ -103,7 +146,7 @@ class Tenant:
         with self.lock:
             return _guid(self._rng)
 
-    # -- mutations ------------------------------------------------------------------------------------
+    # -- users ----------------------------------------------------------------------------------------------
 
     def add_user(self, props: dict, manager_id: str | None = None) -> str:
         """Create a user from Graph properties (``id`` is assigned, None values mean unset); returns the id."""
@@ -118,13 +161,7 @@ class Tenant:
         if {"id", "manager"} & props.keys():
             raise ValueError("update_user cannot change id or manager (use set_manager)")
         with self.lock:
-            user = self.users[uid]
-            for key, value in props.items():
-                if value is None:
-                    user.pop(key, None)
-                else:
-                    user[key] = value
-            self._touch(uid, frozenset(props))
+            self._update("users", uid, props)
 
     def set_manager(self, uid: str, manager_id: str | None) -> None:
         """Point the user at a new manager, or remove the link (None). KeyError for unknown ids."""
@@ -137,20 +174,25 @@ class Tenant:
 
     def delete_user(self, uid: str, permanent: bool = False) -> None:
         """Soft delete (delta reason "changed") or permanent delete ("deleted"); a soft-deleted user can
-        still be deleted permanently. Reports of the user lose their manager link (an emulator choice)."""
+        still be deleted permanently. Reports of the user lose their manager link, groups lose the user as a
+        member and owner, devices and service principals as an owner (emulator choices, module docstring)."""
         with self.lock:
-            if uid not in self.users:
-                if permanent and self._removed.get(uid) == "changed":
-                    self._removed[uid] = "deleted"
-                    self._touch(uid, _EVERYTHING)
-                    return
-                raise KeyError(uid)
-            del self.users[uid]
+            if not self._remove("users", uid, permanent):
+                return
             self.managers.pop(uid, None)
-            self._removed[uid] = "deleted" if permanent else "changed"
-            self._touch(uid, _EVERYTHING)
             for report in [r for r, m in self.managers.items() if m == uid]:
                 self._link(report, None)
+            self._drop_member(uid)
+            for gid, owners in self.group_owners.items():
+                if uid in owners:
+                    owners.remove(uid)
+                    self._log.append(("groups", gid, frozenset({"owners"}), None))
+            for kind, owner_map, prop in (("devices", self.device_owners, "registeredOwners"),
+                                          ("servicePrincipals", self.sp_owners, "owners")):
+                for oid, owners in owner_map.items():
+                    if uid in owners:
+                        owners.remove(uid)
+                        self._log.append((kind, oid, frozenset({prop}), None))
 
     def _insert(self, uid: str, props: dict, manager_id: str | None) -> None:
         if manager_id is not None and manager_id not in self.users:
@@ -173,34 +215,235 @@ class Tenant:
         self._touch(uid, frozenset({"manager"}))
 
     def _touch(self, uid: str, props: frozenset[str] | None) -> None:
-        self._log.append((uid, props))
+        self._log.append(("users", uid, props, None))
+
+    # -- groups ---------------------------------------------------------------------------------------------
+
+    def add_group(self, props: dict, members: Iterable[str | tuple[str, str]] = (),
+                  owners: Iterable[str] = ()) -> str:
+        """Create a group; ``members`` are ids of users, groups or devices, or ``(odata type name, id)`` pairs
+        (``("orgContact", id)`` for contacts, which are ids only); ``owners`` are user ids. Returns the id."""
+        with self.lock:
+            gid = self.new_id()
+            links = [self._member_link(m) for m in members]
+            owner_ids = self._users_only(owners)
+            if len({m for _, m in links}) != len(links):
+                raise ValueError("duplicate members")
+            self._create("groups", gid, props)
+            self.members[gid] = links
+            self.group_owners[gid] = owner_ids
+            return gid
+
+    def update_group(self, gid: str, **props) -> None:
+        """Set group properties (None = clear). KeyError for an unknown group; ValueError for id/members/owners."""
+        if {"id", "members", "owners"} & props.keys():
+            raise ValueError("update_group cannot change id, members or owners")
+        with self.lock:
+            self._update("groups", gid, props)
+
+    def delete_group(self, gid: str, permanent: bool = False) -> None:
+        """Soft (reason "changed") or permanent ("deleted") delete; the group leaves the groups it was in."""
+        with self.lock:
+            if self._remove("groups", gid, permanent):
+                self.members.pop(gid, None)
+                self.group_owners.pop(gid, None)
+                self._drop_member(gid)
+
+    def add_member(self, gid: str, member_id: str, odata_type: str = "user") -> None:
+        """Add a direct member. KeyError for an unknown group or member; ValueError if already a member."""
+        with self.lock:
+            if gid not in self.groups:
+                raise KeyError(gid)
+            odata_type, member_id = self._member_link((odata_type, member_id))
+            if member_id == gid:
+                raise ValueError("a group cannot be a member of itself")
+            members = self.members.setdefault(gid, [])
+            if any(m == member_id for _, m in members):
+                raise ValueError(f"{member_id} is already a member of {gid}")
+            members.append((odata_type, member_id))
+            self._log.append(("groups", gid, frozenset({"members"}), (odata_type, member_id, True)))
+
+    def remove_member(self, gid: str, member_id: str) -> None:
+        """Remove a direct member. KeyError if the group does not exist or ``member_id`` is not a member."""
+        with self.lock:
+            members = self.members.get(gid) if gid in self.groups else None
+            found = next((i for i, (_, m) in enumerate(members or ()) if m == member_id), None)
+            if found is None:
+                raise KeyError(member_id if gid in self.groups else gid)
+            odata_type, _ = members.pop(found)
+            self._log.append(("groups", gid, frozenset({"members"}), (odata_type, member_id, False)))
+
+    def set_group_owners(self, gid: str, owner_ids: Iterable[str]) -> None:
+        """Replace the owners (user ids). KeyError for an unknown group or user."""
+        with self.lock:
+            if gid not in self.groups:
+                raise KeyError(gid)
+            self._set_owners("groups", self.group_owners, gid, owner_ids, "owners")
+
+    def _member_link(self, member: str | tuple[str, str]) -> tuple[str, str]:
+        odata_type, mid = member if isinstance(member, tuple) else (self._type_of(member), member)
+        if odata_type not in MEMBER_TYPES:
+            raise ValueError(f"unsupported member type {odata_type!r} (one of {', '.join(MEMBER_TYPES)})")
+        if odata_type in _TYPE_KIND and mid not in self.objects[_TYPE_KIND[odata_type]]:
+            raise KeyError(mid)
+        return odata_type, mid
+
+    def _type_of(self, oid: str) -> str:
+        for odata_type, kind in _TYPE_KIND.items():
+            if oid in self.objects[kind]:
+                return odata_type
+        raise KeyError(oid)
+
+    def _drop_member(self, member_id: str) -> None:
+        """Remove ``member_id`` from every group it is a direct member of, logging each group."""
+        for gid, members in self.members.items():
+            for i, (odata_type, mid) in enumerate(members):
+                if mid == member_id:
+                    del members[i]
+                    self._log.append(("groups", gid, frozenset({"members"}), (odata_type, mid, False)))
+                    break
+
+    # -- devices and service principals ---------------------------------------------------------------------
+
+    def add_device(self, props: dict, owners: Iterable[str] = ()) -> str:
+        """Create a device (a ``deviceId`` is generated unless given); ``owners`` are user ids. Returns the id."""
+        with self.lock:
+            owner_ids = self._users_only(owners)
+            did = self.new_id()
+            self._create("devices", did, {"deviceId": self.new_id(), **props})
+            self.device_owners[did] = owner_ids
+            return did
+
+    def update_device(self, did: str, **props) -> None:
+        """Set device properties (None = clear). KeyError for an unknown device."""
+        with self.lock:
+            self._update("devices", did, props)
+
+    def delete_device(self, did: str) -> None:
+        """Delete a device (always permanently: reason "deleted"); it leaves the groups it was in."""
+        with self.lock:
+            if self._remove("devices", did, True):
+                self.device_owners.pop(did, None)
+                self._drop_member(did)
+
+    def set_device_owners(self, did: str, owner_ids: Iterable[str]) -> None:
+        """Replace the registered owners (user ids). KeyError for an unknown device or user."""
+        with self.lock:
+            if did not in self.devices:
+                raise KeyError(did)
+            self._set_owners("devices", self.device_owners, did, owner_ids, "registeredOwners")
+
+    def add_service_principal(self, props: dict, owners: Iterable[str] = ()) -> str:
+        """Create a service principal (an ``appId`` is generated unless given). Returns the id."""
+        with self.lock:
+            owner_ids = self._users_only(owners)
+            sid = self.new_id()
+            self._create("servicePrincipals", sid, {"appId": self.new_id(), **props})
+            self.sp_owners[sid] = owner_ids
+            return sid
+
+    def update_service_principal(self, sid: str, **props) -> None:
+        """Set service principal properties (None = clear). KeyError for an unknown one."""
+        with self.lock:
+            self._update("servicePrincipals", sid, props)
+
+    def delete_service_principal(self, sid: str, permanent: bool = False) -> None:
+        """Soft (reason "changed") or permanent ("deleted") delete."""
+        with self.lock:
+            if self._remove("servicePrincipals", sid, permanent):
+                self.sp_owners.pop(sid, None)
+
+    def set_sp_owners(self, sid: str, owner_ids: Iterable[str]) -> None:
+        """Replace the owners (user ids). KeyError for an unknown service principal or user."""
+        with self.lock:
+            if sid not in self.service_principals:
+                raise KeyError(sid)
+            self._set_owners("servicePrincipals", self.sp_owners, sid, owner_ids, "owners")
+
+    # -- shared mutation helpers ----------------------------------------------------------------------------
+
+    def _users_only(self, ids: Iterable[str]) -> list[str]:
+        out = list(dict.fromkeys(ids))
+        for uid in out:
+            if uid not in self.users:
+                raise KeyError(uid)
+        return out
+
+    def _create(self, kind: str, oid: str, props: dict) -> None:
+        self.objects[kind][oid] = {"id": oid, **{k: v for k, v in props.items() if v is not None and k != "id"}}
+        self.orders[kind].append(oid)
+        self._log.append((kind, oid, _EVERYTHING, None))
+
+    def _update(self, kind: str, oid: str, props: dict) -> None:
+        if "id" in props:
+            raise ValueError("the id cannot change")
+        obj = self.objects[kind][oid]
+        for key, value in props.items():
+            if value is None:
+                obj.pop(key, None)
+            else:
+                obj[key] = value
+        self._log.append((kind, oid, frozenset(props), None))
+
+    def _remove(self, kind: str, oid: str, permanent: bool) -> bool:
+        """Delete from ``kind``; True if the object was present (the caller then drops its links). A second,
+        permanent delete of a soft-deleted object only changes its reason. KeyError otherwise."""
+        objects = self.objects[kind]
+        if oid not in objects:
+            if permanent and self._removed.get(oid) == "changed":
+                self._removed[oid] = "deleted"
+                self._log.append((kind, oid, _EVERYTHING, None))
+                return False
+            raise KeyError(oid)
+        del objects[oid]
+        self._removed[oid] = "deleted" if permanent else "changed"
+        self._log.append((kind, oid, _EVERYTHING, None))
+        return True
+
+    def _set_owners(self, kind: str, owner_map: dict[str, list[str]], oid: str, owner_ids: Iterable[str],
+                    prop: str) -> None:
+        owners = self._users_only(owner_ids)
+        if owners != owner_map.get(oid, []):
+            owner_map[oid] = owners
+            self._log.append((kind, oid, frozenset({prop}), None))
 
     # -- reading the change log --------------------------------------------------------------------------
 
-    def changes_since(self, version: int, until: int | None = None,
-                      select: Collection[str] | None = None) -> list[Change]:
-        """The users changed after ``version`` up to ``until`` (default: now), one Change each, ordered by
-        their last change. With ``select``, users whose changes touched none of those properties (nor the
-        object as a whole) are left out, as Graph does (reference/graph.md §2.2). ``removed`` reflects the
-        user's state now. ValueError if the range is outside the log.
+    def changes_since(self, version: int, until: int | None = None, select: Collection[str] | None = None,
+                      *, kind: str = "users") -> list[Change]:
+        """The objects of ``kind`` changed after ``version`` up to ``until`` (default: now), one Change each,
+        ordered by their last change. With ``select``, objects whose changes touched none of those properties
+        (nor the object as a whole) are left out, as Graph does (reference/graph.md §2.2). ``removed`` reflects
+        the object's state now. ValueError if the range is outside the log or the kind is unknown.
         """
+        if kind not in self.objects:
+            raise ValueError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
         with self.lock:
             until = self.version if until is None else until
             if not 0 <= version <= until <= self.version:
                 raise ValueError(f"no change log range {version}..{until} (version is {self.version})")
             touched: dict[str, frozenset[str] | None] = {}
-            for uid, props in self._log[version:until]:
-                before = touched.pop(uid, frozenset())
-                touched[uid] = None if before is None or props is None else before | props
+            links: dict[str, dict[str, tuple[str, str, bool]]] = {}
+            for entry_kind, oid, props, link in self._log[version:until]:
+                if entry_kind != kind:
+                    continue
+                before = touched.pop(oid, frozenset())
+                touched[oid] = None if before is None or props is None else before | props
+                if link is not None:
+                    per_object = links.setdefault(oid, {})
+                    per_object.pop(link[1], None)
+                    per_object[link[1]] = link
             wanted = None if select is None else frozenset(select)
-            return [Change(uid, self._removed.get(uid) if uid not in self.users else None, props)
-                    for uid, props in touched.items()
+            objects = self.objects[kind]
+            return [Change(oid, self._removed.get(oid) if oid not in objects else None, props,
+                           tuple(links[oid].values()) if oid in links else ())
+                    for oid, props in touched.items()
                     if props is None or wanted is None or props & wanted]
 
-    def removal_reason(self, uid: str) -> str | None:
-        """"changed" (soft-deleted) or "deleted" (permanently) for a removed user; None otherwise."""
+    def removal_reason(self, uid: str, kind: str = "users") -> str | None:
+        """"changed" (soft-deleted) or "deleted" (permanently) for a removed object; None otherwise."""
         with self.lock:
-            return None if uid in self.users else self._removed.get(uid)
+            return None if uid in self.objects[kind] else self._removed.get(uid)
 
     def former_manager(self, uid: str) -> str | None:
         """The manager whose link to ``uid`` was removed most recently (None if it has a manager now)."""
@@ -289,8 +532,205 @@ def _manager_index(rng: random.Random, index: int, user: dict) -> int | None:
     return rng.randint((index - 1) // 10, (index - 1) // 6)
 
 
-def generate_tenant(users: int = 2000, seed: int = 1) -> Tenant:
-    """A tenant of ``users`` users, identical for identical arguments. User 0 is the CEO."""
+# -- groups, devices and service principals -------------------------------------------------------------
+
+GROUP_TOPICS = ["Team", "Leads", "Project Falcon", "Project Atlas", "Project Nordlicht", "Budget Approvers",
+                "On-Call", "Hiring Panel", "Book Club", "Security Champions", "Travel Approvers",
+                "Social Committee", "Onboarding Buddies", "Contractors", "Interns", "Tiger Team", "Guild",
+                "Quarterly Planning", "Wellbeing", "Mentoring Circle"]
+# Fixed positions of the odd groups (every tenant with >= 10 groups has them).
+_ALL_STAFF, _LARGE, _NO_OWNER, _PARENT, _NESTED, _DEVICE_GROUP, _CONTACT_GROUP, _EMPTY, _THREE_OWNERS = \
+    0, (1, 2), 3, 4, 5, 6, 7, 8, 9
+_SPECIAL_GROUPS = {
+    _ALL_STAFF: ("All Staff", "Everyone in the company (dynamic membership).", "unified-dynamic"),
+    1: ("Engineering Community", "All engineers, all sites.", "unified"),
+    2: ("Sales Worldwide", "Sales distribution and security group.", "mail-security"),
+    _NO_OWNER: ("Équipe München–Paris ☕", None, "security"),
+    _PARENT: ("Leadership Circle", "Leaders and their assistants (contains a nested group).", "unified"),
+    _NESTED: ("Executive Assistants", "Nested inside Leadership Circle.", "security"),
+    _DEVICE_GROUP: ("Autopilot Devices - Windows", "Devices for Windows Autopilot policies.", "security"),
+    _CONTACT_GROUP: ("Partners & Vendors", "External contacts and their internal sponsors.", "distribution"),
+    _EMPTY: ("Project Phoenix (archived)", "No members left.", "unified"),
+    _THREE_OWNERS: ("東京オフィス Tokyo Office", "Tokyo office: " + "announcements, facilities, events; " * 12,
+                    "unified"),
+}
+DYNAMIC_RULE = '(user.userType -eq "Member") and (user.accountEnabled -eq true)'
+# (operatingSystem, share, trustType choices, [(manufacturer, model)], [versions])
+DEVICE_PLATFORMS = [
+    ("Windows", 0.60, ("AzureAd", "AzureAd", "ServerAd"),
+     [("Dell Inc.", "Latitude 7440"), ("LENOVO", "ThinkPad X1 Carbon Gen 11"), ("HP", "HP EliteBook 840 G10"),
+      ("Microsoft Corporation", "Surface Laptop 5")],
+     ["10.0.22631.4460", "10.0.22631.4602", "10.0.19045.5131", "10.0.26100.2314"]),
+    ("MacMDM", 0.10, ("Workplace",), [("Apple", "MacBookPro18,1"), ("Apple", "Mac14,2")], ["14.6.1", "15.1"]),
+    ("iOS", 0.15, ("Workplace",), [("Apple", "iPhone 15"), ("Apple", "iPhone 14"), ("Apple", "iPad Air")],
+     ["17.6.1", "18.1", "18.1.1"]),
+    ("Android", 0.12, ("Workplace",), [("samsung", "SM-S911B"), ("Google", "Pixel 8")], ["13", "14", "15"]),
+    ("Linux", 0.03, ("Workplace",), [(None, None)], ["Ubuntu 22.04", "Ubuntu 24.04"]),
+]
+LAST_SIGN_IN_BASE = calendar.timegm((2026, 11, 20, 8, 15, 0))
+_ALNUM = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+MICROSOFT_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"  # appOwnerOrganizationId of Microsoft's own apps
+FIRST_PARTY = [("Microsoft Graph", "00000003-0000-0000-c000-000000000000"),
+               ("Office 365 Exchange Online", "00000002-0000-0ff1-ce00-000000000000"),
+               ("Office 365 SharePoint Online", "00000003-0000-0ff1-ce00-000000000000"),
+               ("Microsoft Teams", "1fec8e78-bce4-4aaf-ab1b-5451cc387264"),
+               ("Azure Portal", "c44b4083-3bb0-49c1-b47d-974e53cbdf3c"),
+               ("Microsoft Intune", "0000000a-0000-0000-c000-000000000000")]
+VENDORS = ["Salesforce", "ServiceNow", "Slack Technologies", "Zoom Video Communications", "Atlassian",
+           "Adobe Inc.", "Workday", "DocuSign", "GitHub", "Miro", "Zscaler", "Cisco Webex"]
+OWN_APPS = ["HR Portal", "Expense Tracker", "Intranet", "Entra Assets Sync", "Build Agent", "Data Lake Reader",
+            "Contract Archive", "Partner API", "Room Booking", "Ticket Bridge"]
+
+
+def _group_kind(kind: str, nickname: str) -> dict:
+    """Graph's flags for a group kind; ``mail`` only for mail-enabled groups."""
+    unified = kind.startswith("unified")
+    mail_enabled = unified or kind in ("distribution", "mail-security")
+    return {"groupTypes": ["Unified", "DynamicMembership"] if kind == "unified-dynamic" else
+            ["Unified"] if unified else [],
+            "mailEnabled": mail_enabled, "securityEnabled": kind in ("security", "mail-security"),
+            "mail": f"{nickname}@{DOMAIN}" if mail_enabled else None, "mailNickname": nickname}
+
+
+def _generate_groups(tenant: Tenant, rng: random.Random, count: int, user_ids: list[str]) -> None:
+    users, n = tenant.users, len(user_ids)
+    links = [("user", uid) for uid in user_ids]   # shared tuples: a member entry costs one pointer
+    by_department: dict[str, list[tuple[str, str]]] = {}
+    for link in links:
+        department = (users[link[1]].get("department") or "").strip().casefold()
+        if department:
+            by_department.setdefault(department, []).append(link)
+    departments = sorted(by_department)
+    canonical = {d.casefold(): d for d in DEPARTMENTS}
+    ids = [_guid(rng) for _ in range(count)]
+    nicknames: set[str] = set()
+    cache: dict[str, str] = {}
+    large = (lambda: rng.randint(1000, 2500)) if n >= 4200 else (lambda: (n * 3) // 5)
+    for index, gid in enumerate(ids):
+        members: list[tuple[str, str]]
+        if index in _SPECIAL_GROUPS:
+            name, description, kind = _SPECIAL_GROUPS[index]
+        else:
+            topic = rng.choice(GROUP_TOPICS)
+            department = rng.choice(departments) if departments and rng.random() < 0.5 else None
+            name = f"{canonical.get(department, department.title())} {topic}" if department else \
+                f"{topic} {rng.choice(OFFICES)['city']}"
+            description = None if rng.random() < 0.15 else f"{name} ({'department' if department else 'site'})"
+            kind = rng.choices(("unified", "security", "distribution", "mail-security"), (40, 45, 10, 5))[0]
+        nickname = "".join(c for c in _slug(name, cache) if c.isalnum())[:40] or f"group{index}"
+        if nickname in nicknames:
+            nickname = f"{nickname}{index}"
+        nicknames.add(nickname)
+        group = {"displayName": name, "description": description, **_group_kind(kind, nickname)}
+        if index == _ALL_STAFF:
+            group.update(membershipRule=DYNAMIC_RULE, membershipRuleProcessingState="On")
+            members = [link for link in links
+                       if users[link[1]].get("accountEnabled") and users[link[1]].get("userType") == "Member"]
+        elif index in _LARGE:
+            members = rng.sample(links, min(n, large()))
+        elif index == _EMPTY:
+            members = []
+        elif index == _DEVICE_GROUP:
+            members = []   # filled with devices once they exist
+        else:
+            size = min(n, 5 + int(195 * rng.random() ** 2))
+            pool = by_department.get(department, links) if index not in _SPECIAL_GROUPS and department else links
+            members = rng.sample(pool, min(size, len(pool)))
+        if index == _PARENT and count > _NESTED:
+            members = [*members[:12], ("group", ids[_NESTED])]
+        elif index == _CONTACT_GROUP:
+            members = [*members[:8], *(("orgContact", _guid(rng)) for _ in range(3 + rng.randint(0, 5)))]
+        tenant.groups[gid] = {"id": gid, **{k: v for k, v in group.items() if v is not None}}
+        tenant.orders["groups"].append(gid)
+        tenant.members[gid] = members
+        user_members = [m for t, m in members if t == "user"] or user_ids
+        if index == _NO_OWNER or not user_ids:
+            owners = []
+        elif index == _THREE_OWNERS or index == _ALL_STAFF:
+            owners = rng.sample(user_members, min(3 if index == _THREE_OWNERS else 2, len(user_members)))
+        else:
+            roll = rng.random()
+            owners = [] if roll < 0.2 else rng.sample(user_members, min(len(user_members),
+                                                                        1 if roll < 0.7 else rng.randint(2, 3)))
+        tenant.group_owners[gid] = owners
+
+
+def _generate_devices(tenant: Tenant, rng: random.Random, count: int, user_ids: list[str]) -> None:
+    users = tenant.users
+    weights = [p[1] for p in DEVICE_PLATFORMS]
+    for index in range(count):
+        did, device_id = _guid(rng), _guid(rng)
+        system, _, trusts, models, versions = rng.choices(DEVICE_PLATFORMS, weights)[0] if index > 6 else \
+            DEVICE_PLATFORMS[0 if index in (0, 2, 3, 6) else 2]
+        owner = None if not user_ids or index == 0 or (index > 6 and rng.random() < 0.1) else \
+            user_ids[1] if index == 4 else rng.choice(user_ids)
+        manufacturer, model = rng.choice(models)
+        if system == "Windows":
+            name = f"{'LAPTOP' if rng.random() < 0.7 else 'DESKTOP'}-{''.join(rng.choices(_ALNUM, k=7))}"
+        else:
+            given = users[owner].get("givenName") if owner else None
+            label = "MacBook" if system == "MacMDM" else model if system != "Android" else "Android phone"
+            name = f"{given}'s {label}" if given else f"{label} {''.join(rng.choices(_ALNUM, k=4))}"
+        managed = system in ("Windows", "MacMDM") or rng.random() < 0.5
+        seconds = LAST_SIGN_IN_BASE - (rng.randint(400, 900) * 86400 if index == 3 or rng.random() < 0.04
+                                       else rng.randint(0, 60 * 86400))
+        device = {"deviceId": device_id, "displayName": name, "operatingSystem": system,
+                  "operatingSystemVersion": rng.choice(versions),
+                  "trustType": "ServerAd" if index == 6 else trusts[0] if index < 7 else rng.choice(trusts),
+                  "isCompliant": None if index == 1 else (rng.random() < 0.9) if managed else None,
+                  "isManaged": managed and index != 1, "accountEnabled": index != 2 and rng.random() >= 0.03,
+                  "approximateLastSignInDateTime": None if index == 5 else
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)),
+                  "manufacturer": manufacturer, "model": model}
+        tenant.devices[did] = {"id": did, **{k: v for k, v in device.items() if v is not None}}
+        tenant.orders["devices"].append(did)
+        tenant.device_owners[did] = [owner] if owner else []
+
+
+def _generate_service_principals(tenant: Tenant, rng: random.Random, count: int, user_ids: list[str]) -> None:
+    vendor_tenants = {v: _guid(rng) for v in VENDORS}
+    first_party = iter(FIRST_PARTY)
+    fixed = ["microsoft", "own", "managed", "vendor", "legacy"]
+    for index in range(count):
+        sid = _guid(rng)
+        kind = fixed[index] if index < len(fixed) else \
+            rng.choices(("microsoft", "vendor", "own", "managed"), (25, 40, 22, 13))[0]
+        party = next(first_party, None) if kind == "microsoft" else None
+        if kind == "microsoft" and party is None:
+            kind = "vendor"
+        owners: list[str] = []
+        if kind == "microsoft":
+            sp = {"displayName": party[0], "appId": party[1], "publisherName": "Microsoft Services",
+                  "servicePrincipalType": "Application", "appOwnerOrganizationId": MICROSOFT_TENANT}
+        elif kind == "vendor":
+            vendor = rng.choice(VENDORS)
+            sp = {"displayName": f"{vendor.split()[0]} {rng.choice(('SSO', 'Connector', 'Provisioning', ''))}"
+                  .strip(), "appId": _guid(rng), "publisherName": vendor, "servicePrincipalType": "Application",
+                  "appOwnerOrganizationId": vendor_tenants[vendor]}
+        elif kind == "managed":
+            sp = {"displayName": f"func-{rng.choice(('sync', 'billing', 'reports', 'etl'))}-"
+                                 f"{rng.choice(('prod', 'test', 'dev'))}-{index}",
+                  "appId": _guid(rng), "servicePrincipalType": "ManagedIdentity"}
+        elif kind == "legacy":
+            sp = {"displayName": "Legacy Intranet Connector", "appId": _guid(rng),
+                  "servicePrincipalType": "Legacy"}
+        else:
+            sp = {"displayName": rng.choice(OWN_APPS) + ("" if index < 30 else f" {index}"),
+                  "appId": _guid(rng), "publisherName": "Contoso", "servicePrincipalType": "Application",
+                  "appOwnerOrganizationId": tenant.tenant_id}
+            if user_ids and (index == 1 or rng.random() < 0.6):
+                owners = rng.sample(user_ids, 2 if index == 1 else rng.randint(1, 2))
+        sp["accountEnabled"] = index != 3 and rng.random() >= 0.05
+        tenant.service_principals[sid] = {"id": sid, **{k: v for k, v in sp.items() if v is not None}}
+        tenant.orders["servicePrincipals"].append(sid)
+        tenant.sp_owners[sid] = owners
+
+
+def generate_tenant(users: int = 2000, seed: int = 1, groups: int | None = None, devices: int | None = None,
+                    applications: int | None = None) -> Tenant:
+    """A tenant of ``users`` users, identical for identical arguments. User 0 is the CEO. None sizes scale with
+    the users: groups ≈ users/20 (at least 10), devices ≈ 0.8 × users, service principals ≈ users/50 (at
+    least 5)."""
     rng = random.Random(seed)
     tenant = Tenant(_guid(rng), seed)
     ids = [_guid(rng) for _ in range(users)]
@@ -303,4 +743,14 @@ def generate_tenant(users: int = 2000, seed: int = 1) -> Tenant:
         while manager is not None and tenant.users[ids[manager]]["userType"] == "Guest":
             manager = manager - 1 if manager else None
         tenant._insert(uid, user, ids[manager] if manager is not None else None)
+    groups = max(10, users // 20) if groups is None else groups
+    devices = int(users * 0.8) if devices is None else devices
+    applications = max(5, users // 50) if applications is None else applications
+    _generate_groups(tenant, random.Random(f"groups-{seed}"), groups, ids)
+    _generate_devices(tenant, random.Random(f"devices-{seed}"), devices, ids)
+    _generate_service_principals(tenant, random.Random(f"apps-{seed}"), applications, ids)
+    device_group = tenant.orders["groups"][_DEVICE_GROUP] if groups > _DEVICE_GROUP else None
+    if device_group:
+        windows = [d for d in tenant.orders["devices"][:400] if tenant.devices[d]["operatingSystem"] == "Windows"]
+        tenant.members[device_group] = [("device", d) for d in windows[:25]]
     return tenant

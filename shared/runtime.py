@@ -116,12 +116,12 @@ def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, *,
     ``backend``, ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark
     pass their own to count requests). Departures held back by the guard show in ``report.full.held_back``."""
     started = time.monotonic()
+    options = RunOptions.from_settings(settings, allow_mass_deactivation)  # a bad MAPPING_FILE fails first
     backend = backend or open_backend(settings)
     assets = assets or assets_client(settings)
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
     progress("Starting", 0)
     graph = graph or graph_client(settings)
-    options = RunOptions.from_settings(settings, allow_mass_deactivation)
     report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options))
     while True:
         pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress)
