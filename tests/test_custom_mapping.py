@@ -1,4 +1,4 @@
-"""MAPPING_FILE: loading and validation (YAML and JSON), customize, extract, and the live-schema comparison."""
+"""MAPPING_FILE: loading and validation (YAML and JSON), customize, extract, the live-schema comparison."""
 from __future__ import annotations
 
 import copy
@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.custom_mapping import (
-    EMPTY,
-    CustomAttr,
-    Customization,
-    MappingFileError,
-    customize,
-    extract,
-    graph_select,
-    incompatible_changes,
-    load_customization,
-    unmapped_attributes,
-)
+import shared.custom_mapping
+from shared.custom_mapping import customize, extract, graph_select, incompatible_changes, unmapped_attributes
+from shared.customization import EMPTY, CustomAttr, Customization
 from shared.errors import EntraAssetsError
+from shared.mapping_file import MappingFileError, load_customization
 from shared.schema import BY_KEY, OBJECT_TYPES, Attr, build_document
 from shared.setup import document_problems
 
@@ -76,13 +68,14 @@ def problems_of(tmp_path: Path, text: str, name: str = "mapping.yaml") -> list[s
 
 
 def by_external_id(document: dict) -> tuple[dict, dict]:
-    schema = {a["externalId"]: a for t in document["schema"]["objectSchema"]["objectTypes"] for a in t["attributes"]}
+    schema = {a["externalId"]: a for t in document["schema"]["objectSchema"]["objectTypes"]
+              for a in t["attributes"]}
     mapping = {a["attributeExternalId"]: a for m in document["mapping"]["objectTypeMappings"]
                for a in m["attributesMapping"]}
     return schema, mapping
 
 
-# --- loading ---------------------------------------------------------------------------------------------------
+# --- loading ------------------------------------------------------------------------------------------------
 
 
 def test_yaml_and_json_load_to_the_same_customization(tmp_path):
@@ -99,7 +92,8 @@ def test_yaml_and_json_load_to_the_same_customization(tmp_path):
 
 @pytest.mark.parametrize(("name", "text"), [
     ("empty.yaml", ""), ("comments.yml", "# nothing yet\n"), ("null.yaml", "~\n"), ("empty.json", "  \n"),
-    ("sections.yaml", "attributes:\nrename:\nomit:\n"), ("sections.json", '{"attributes": {}, "omit": {"User": []}}'),
+    ("sections.yaml", "attributes:\nrename:\nomit:\n"),
+    ("sections.json", '{"attributes": {}, "omit": {"User": []}}'),
 ])
 def test_empty_files_change_nothing(tmp_path, name, text):
     assert load_customization(write(tmp_path, text, name)) == EMPTY
@@ -110,6 +104,15 @@ def test_object_types_and_attribute_names_are_matched_case_insensitively(tmp_pat
                                            "omit:\n  user: [employee type]\n"))
     assert c.renames == {"office": {"Address": "Street Address"}}
     assert c.omit == {"user": ("Employee Type",)}
+
+
+def test_custom_mapping_still_exports_the_names_other_modules_import():
+    # shared.reconcile and shared.setup import these from shared.custom_mapping.
+    for name in ("customize", "extract", "graph_select", "load_customization", "incompatible_changes",
+                 "unmapped_attributes", "MappingFileError", "Customization", "CustomAttr", "EMPTY"):
+        assert hasattr(shared.custom_mapping, name), name
+    assert shared.custom_mapping.load_customization is load_customization
+    assert shared.custom_mapping.EMPTY is EMPTY
 
 
 def test_error_is_a_settings_kind_error(tmp_path):
@@ -127,7 +130,7 @@ def test_unsupported_extension_and_missing_file(tmp_path):
         load_customization(tmp_path / "absent.yaml")
 
 
-# --- invalid files: each message names the place and the bad value ---------------------------------------------
+# --- invalid files: each message names the place and the bad value ------------------------------------------
 
 INVALID_YAML = [
     ("unknown section", "atributes:\n  User: []\n",
@@ -148,17 +151,20 @@ INVALID_YAML = [
     ("clash with an omitted attribute", ("attributes:\n  User:\n    - {name: Company, source: mail}\n"
      "omit:\n  User: [Company]\n"), ["line 3", "the omitted attribute 'Company' (Assets keeps it)"]),
     ("clash with a renamed attribute", ("attributes:\n  User:\n    - {name: Mobile, source: mail}\n"
-     "rename:\n  User: {Mobile Phone: Mobile}\n"), ["line 3", "'Mobile' clashes with 'Mobile Phone' renamed to"]),
+     "rename:\n  User: {Mobile Phone: Mobile}\n"),
+     ["line 3", "'Mobile' clashes with 'Mobile Phone' renamed to"]),
     ("rename onto an existing name", "rename:\n  User: {Mobile Phone: email}\n",
      ["line 2, column 24 (rename.User.Mobile Phone)", "'email' clashes with the attribute 'Email'"]),
     ("two added attributes with one name", ("attributes:\n  Group:\n    - {name: Tag, source: theme}\n"
-     "    - {name: tag, source: visibility}\n"), ["line 4", "attributes.Group[1].name", "'tag' clashes with the added"]),
+     "    - {name: tag, source: visibility}\n"),
+     ["line 4", "attributes.Group[1].name", "'tag' clashes with the added"]),
     ("system attribute name", "attributes:\n  User:\n    - {name: Created, source: createdDateTime}\n",
      ["line 3", "'Created' is a system attribute"]),
     ("unknown type", "attributes:\n  User:\n    - name: Cost\n      source: mail\n      type: datetime\n",
      ["line 5, column 13 (attributes.User[0].type)", "unknown type 'datetime'", "did you mean 'date_time'",
       "text, textarea, integer"]),
-    ("reference type refused", "attributes:\n  User:\n    - {name: Boss, source: mail, type: referenced_object}\n",
+    ("reference type refused",
+     "attributes:\n  User:\n    - {name: Boss, source: mail, type: referenced_object}\n",
      ["line 3", "unknown type 'referenced_object'", "references, status and select cannot be added"]),
     ("unknown property", "attributes:\n  User:\n    - {name: Cost, source: costCentre}\n",
      ["line 3", "attributes.User[0].source", "'costCentre' is not a property of a Graph user"]),
@@ -166,24 +172,30 @@ INVALID_YAML = [
      ["line 3", "did you mean 'faxNumber'"]),
     ("relationship", "attributes:\n  User:\n    - {name: Boss, source: manager.displayName}\n",
      ["line 3", "'manager' is a relationship of a Graph user"]),
-    ("malformed directory extension", "attributes:\n  User:\n    - {name: Badge, source: extension_0123_badge}\n",
+    ("malformed directory extension",
+     "attributes:\n  User:\n    - {name: Badge, source: extension_0123_badge}\n",
      ["line 3", "'extension_0123_badge' is not a directory extension", "32 hex digits"]),
     ("extension attribute out of range",
      "attributes:\n  User:\n    - {name: Ext, source: onPremisesExtensionAttributes.extensionAttribute16}\n",
      ["line 3", "extensionAttribute16", "extensionAttribute1...extensionAttribute15"]),
-    ("extension attributes need a sub-property", "attributes:\n  Device:\n    - {name: Ext, source: extensionAttributes}\n",
+    ("extension attributes need a sub-property",
+     "attributes:\n  Device:\n    - {name: Ext, source: extensionAttributes}\n",
      ["line 3", "attributes.Device[0].source", "must be followed by .extensionAttribute1", "not nothing"]),
-    ("employeeOrgData sub-property", "attributes:\n  User:\n    - {name: Org, source: employeeOrgData.region}\n",
+    ("employeeOrgData sub-property",
+     "attributes:\n  User:\n    - {name: Org, source: employeeOrgData.region}\n",
      ["line 3", "'employeeOrgData.region'", ".costCenter or .division", "not 'region'"]),
     ("outside the main store", "attributes:\n  User:\n    - {name: Skills, source: skills}\n",
      ["line 3", "'skills'", "outside the directory's main store", "delta $select"]),
-    ("sign-in activity", "attributes:\n  User:\n    - {name: Last, source: signInActivity.lastSignInDateTime}\n",
+    ("sign-in activity",
+     "attributes:\n  User:\n    - {name: Last, source: signInActivity.lastSignInDateTime}\n",
      ["line 3", "signInActivity", "delta $select"]),
     ("single-group property", "attributes:\n  Group:\n    - {name: Ext, source: allowExternalSenders}\n",
      ["line 3", "allowExternalSenders", "only when reading one group"]),
-    ("plain property with a sub-path", "attributes:\n  Device:\n    - {name: Maker, source: manufacturer.name}\n",
+    ("plain property with a sub-path",
+     "attributes:\n  Device:\n    - {name: Maker, source: manufacturer.name}\n",
      ["line 3", "manufacturer is a plain value; it has no 'name'"]),
-    ("property of another resource", "attributes:\n  Application:\n    - {name: Maker, source: manufacturer}\n",
+    ("property of another resource",
+     "attributes:\n  Application:\n    - {name: Maker, source: manufacturer}\n",
      ["line 3", "'manufacturer' is not a property of a Graph servicePrincipal"]),
     ("source mapped twice", ("attributes:\n  Device:\n    - {name: Maker, source: manufacturer}\n"
      "    - {name: Brand, source: manufacturer}\n"),
@@ -191,23 +203,27 @@ INVALID_YAML = [
     ("unknown attribute key", "attributes:\n  User:\n    - {name: Cost, source: mail, typ: text}\n",
      ["line 3", "attributes.User[0].typ", "unknown key 'typ'", "did you mean 'type'"]),
     ("missing source", "attributes:\n  User:\n    - name: Cost\n", ["line 3", "has no 'source'"]),
-    ("name must be text", "attributes:\n  User:\n    - {name: 42, source: mail}\n", ["line 3", "42", "must be text"]),
+    ("name must be text", "attributes:\n  User:\n    - {name: 42, source: mail}\n",
+     ["line 3", "42", "must be text"]),
     ("rename of an unknown attribute", "rename:\n  User: {Mobile: Cell}\n",
      ["line 2, column 10 (rename.User.Mobile)", "User has no attribute 'Mobile'", "Mobile Phone"]),
     ("rename of the label", "rename:\n  Group: {Name: Group Name}\n",
      ["line 2", "rename.Group.Name", "'Name' is the label of Group; it cannot be renamed"]),
     ("omit the identity", "omit:\n  User: [Entra Object ID]\n",
-     ["line 2, column 10 (omit.User[0])", "'Entra Object ID' is the identity of User; it cannot be left out"]),
+     ["line 2, column 10 (omit.User[0])",
+      "'Entra Object ID' is the identity of User; it cannot be left out"]),
     ("omit the status", "omit:\n  Country: [Status]\n", ["line 2", "'Status' is the status of Country"]),
     ("omit what is renamed", "rename:\n  User: {Surname: Last Name}\nomit:\n  User: [Surname]\n",
      ["line 4, column 10 (omit.User[0])", "'Surname' is both omitted and renamed to 'Last Name' (line 2)"]),
     ("omit is a list", "omit:\n  User: Surname\n", ["line 2", "must be a list of attribute names"]),
-    ("duplicate key", "rename:\n  User: {Surname: A}\n  User: {Surname: B}\n", ["line 3", "duplicate key 'User'"]),
+    ("duplicate key", "rename:\n  User: {Surname: A}\n  User: {Surname: B}\n",
+     ["line 3", "duplicate key 'User'"]),
     ("not a mapping", "- attributes\n", ["line 1", "must be a mapping with the sections"]),
     ("syntax error", "attributes:\n  User: [\n", ["line 3", "invalid YAML"]),
     ("arbitrary tags are refused", "attributes: !!python/object/apply:os.system ['echo owned']\n",
      ["line 1", "unsupported"]),
-    ("scalar tags are refused", "rename:\n  User: {Surname: !!python/name:os.system x}\n", ["line 2", "unsupported value"]),
+    ("scalar tags are refused", "rename:\n  User: {Surname: !!python/name:os.system x}\n",
+     ["line 2", "unsupported value"]),
 ]
 
 
@@ -239,14 +255,15 @@ def test_invalid_json_without_lines_still_names_the_key_path(tmp_path):
     text = '{"attributes":\t{"User": [{"name": "A", "source": "mail", "type": "txt"}]}}'
     problems = problems_of(tmp_path, text, "mapping.json")
     assert problems == [
-        ("attributes.User[0].type: unknown type 'txt': use one of text, textarea, integer, double, boolean, date, "
-        "date_time, url, email (references, status and select cannot be added)")]
+        ("attributes.User[0].type: unknown type 'txt': use one of text, textarea, integer, double, boolean, "
+         "date, date_time, url, email (references, status and select cannot be added)")]
 
 
 def test_json_syntax_error_and_duplicate_keys(tmp_path):
     assert problems_of(tmp_path, '{"attributes": {\n  "User": [}\n', "mapping.json")[0].startswith(
         "line 2, column 12: invalid JSON")
-    assert problems_of(tmp_path, '{"omit": {}, "omit": {}}', "mapping.json") == ["(top level): duplicate key 'omit'"]
+    duplicate = problems_of(tmp_path, '{"omit": {}, "omit": {}}', "mapping.json")
+    assert duplicate == ["(top level): duplicate key 'omit'"]
 
 
 def test_every_problem_is_reported_at_once_in_file_order(tmp_path):
@@ -270,11 +287,12 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path):
         "line 3, column 13 (attributes.User[0].name)", "line 4, column 15 (attributes.User[0].source)",
         "line 5, column 13 (attributes.User[0].type)", "line 6, column 30 (attributes.User[1].source)",
         "line 8, column 5 (attributes.Department)", "line 10, column 10 (rename.User.Name)",
-        "line 10, column 27 (rename.User.Nope)", "line 12, column 10 (omit.User[0])", "line 13, column 1 (extra)"]
+        "line 10, column 27 (rename.User.Nope)", "line 12, column 10 (omit.User[0])",
+        "line 13, column 1 (extra)"]
     assert "did you mean 'costCenter'" in problems[1]
 
 
-# --- customize ---------------------------------------------------------------------------------------------------
+# --- customize ----------------------------------------------------------------------------------------------
 
 
 def test_customize_keeps_external_ids_and_the_document_stays_valid(tmp_path):
@@ -288,8 +306,9 @@ def test_customize_keeps_external_ids_and_the_document_stays_valid(tmp_path):
     # renamed: same external id, new name, same locator
     assert default_schema["ENTRA/user/mobile-phone"]["name"] == "Mobile Phone"
     assert schema["ENTRA/user/mobile-phone"]["name"] == "Mobile"
-    assert mapping["ENTRA/user/mobile-phone"] == {"attributeExternalId": "ENTRA/user/mobile-phone",
-                                                  "attributeName": "Mobile", "attributeLocators": ["mobilePhone"]}
+    assert mapping["ENTRA/user/mobile-phone"] == {
+        "attributeExternalId": "ENTRA/user/mobile-phone", "attributeName": "Mobile",
+        "attributeLocators": ["mobilePhone"]}
     # omitted: gone from schema and mapping
     for gone in ("ENTRA/user/employee-type", "ENTRA/user/business-phone"):
         assert gone in default_schema
@@ -335,20 +354,23 @@ def test_a_rename_of_a_referenced_attribute_follows_into_the_query():
 def test_added_attribute_external_id_is_a_slug_of_its_name():
     assert CustomAttr("Cost Center (EU)", "mail").xid == "custom-cost-center-eu"
     assert CustomAttr("Ünïcödé", "mail").xid == "custom-n-c-d"
-    assert CustomAttr("番号", "mail").xid.startswith("custom-") and len(CustomAttr("番号", "mail").xid) > 7
+    hashed = CustomAttr("番号", "mail").xid
+    assert hashed.startswith("custom-") and len(hashed) > 7
 
 
-# --- graph_select and extract ------------------------------------------------------------------------------------
+# --- graph_select and extract -------------------------------------------------------------------------------
 
 
 def test_graph_select_lists_first_segments_once_in_order(tmp_path):
     c = load_customization(write(tmp_path, GOOD_YAML + "  Group: []\n"))
     user, group, device = customize(OBJECT_TYPES, c)[:3]
-    assert graph_select(user) == ["employeeOrgData", "onPremisesExtensionAttributes",
-                                  "extension_0123456789abcdef0123456789abcdef_badgeNumber", "employeeHireDate"]
+    assert graph_select(user) == [
+        "employeeOrgData", "onPremisesExtensionAttributes",
+        "extension_0123456789abcdef0123456789abcdef_badgeNumber", "employeeHireDate"]
     assert graph_select(device) == ["manufacturer"]
     assert graph_select(group) == []
-    two = replace(user, attributes=user.attributes + (Attr("Division", "x_d", source="employeeOrgData.division"),))
+    division = Attr("Division", "x_d", source="employeeOrgData.division")
+    two = replace(user, attributes=user.attributes + (division,))
     assert graph_select(two).count("employeeOrgData") == 1
 
 
@@ -413,7 +435,8 @@ def test_extract_trims_text_to_the_assets_limit_but_not_textarea():
     assert len(extract(RAW_USER, custom("preferredLanguage", "textarea"))) == 300
 
 
-@pytest.mark.parametrize("odd", [None, [], "text", {"employeeOrgData": "flat"}, {"employeeOrgData": [1, {"x": 2}]},
+@pytest.mark.parametrize("odd", [None, [], "text", {"employeeOrgData": "flat"},
+                                 {"employeeOrgData": [1, {"x": 2}]},
                                  {"employeeOrgData": {"costCenter": float("nan")}},
                                  {"employeeOrgData": {"costCenter": {"a": {1, 2}}}}])
 def test_extract_never_raises_on_odd_data(odd):
@@ -436,7 +459,7 @@ def test_extract_ignores_default_attributes():
     assert extract(RAW_USER, BY_KEY["user"].attr("Email")) is None
 
 
-# --- comparison with the live schema -----------------------------------------------------------------------------
+# --- comparison with the live schema ------------------------------------------------------------------------
 
 
 def live_document() -> dict:
@@ -457,17 +480,18 @@ def test_pure_additions_are_compatible_and_omissions_are_only_unmapped(tmp_path)
     assert incompatible_changes(live_document(), new) == []
     assert incompatible_changes(live_document(), build_document(PREFIX)) == []
     notes = unmapped_attributes(live_document(), new)
-    assert notes == [("User: attribute 'Employee Type' (ENTRA/user/employee-type) is no longer mapped; Assets keeps "
-                     "it and its values, which stop being updated (delete it in Assets if unwanted)")]
+    assert notes == [("User: attribute 'Employee Type' (ENTRA/user/employee-type) is no longer mapped; "
+                      "Assets keeps it and its values, which stop being updated (delete it in Assets if "
+                      "unwanted)")]
     assert unmapped_attributes(live_document(), build_document(PREFIX)) == []
 
 
 def test_a_rename_is_incompatible_and_says_what_to_do(tmp_path):
     c = load_customization(write(tmp_path, "rename:\n  User: {Mobile Phone: Mobile}\n"))
     lines = incompatible_changes(live_document(), build_document(PREFIX, customize(OBJECT_TYPES, c)))
-    assert lines == [("User: attribute 'Mobile Phone' (ENTRA/user/mobile-phone) would be renamed to 'Mobile', which "
-                     "Assets imports cannot do: rename it in Assets first (Schema › User › attributes) or revert the "
-                     "MAPPING_FILE change")]
+    assert lines == [("User: attribute 'Mobile Phone' (ENTRA/user/mobile-phone) would be renamed to "
+                      "'Mobile', which Assets imports cannot do: rename it in Assets first "
+                      "(Schema › User › attributes) or revert the MAPPING_FILE change")]
 
 
 def test_retype_retarget_cardinality_and_type_rename_are_incompatible():
@@ -485,7 +509,8 @@ def test_retype_retarget_cardinality_and_type_rename_are_incompatible():
     assert "'Surname' (ENTRA/user/surname) is text in Assets but textarea" in lines[1]
     assert "revert the type in the MAPPING_FILE" in lines[1]
     assert "'Manager' (ENTRA/user/manager) refers to ENTRA/user in Assets but to ENTRA/group" in lines[2]
-    assert "'Members' (ENTRA/group/members) holds any number of values in Assets but at most 1 value" in lines[3]
+    assert ("'Members' (ENTRA/group/members) holds any number of values in Assets but at most 1 value"
+            in lines[3])
 
 
 def test_unmapped_object_types_and_foreign_attributes():
