@@ -61,6 +61,7 @@ class Derived:
     _addresses: dict = field(default_factory=dict)
     _cities: dict = field(default_factory=dict)
     _countries: dict = field(default_factory=dict)
+    _seen_addresses: dict = field(default_factory=dict)
 
     def observe(self, user: dict, record: Record) -> None:
         """Count what ``user`` (raw Graph JSON) and its record contribute to the derived objects."""
@@ -78,15 +79,24 @@ class Derived:
                 self._office_address[key][address_key] += 1
 
     def _observe_address(self, user: dict) -> str | None:
-        country = clean(user.get("country"))
+        # Most users share a handful of addresses: fold each distinct raw address once (a third of the CPU
+        # of a 100,000-user run went here before).
+        raw = (user.get("country"), user.get("city"), user.get("state"), user.get("streetAddress"),
+               user.get("postalCode"))
+        if raw not in self._seen_addresses:
+            self._seen_addresses[raw] = self._fold_address(*raw)
+        return self._seen_addresses[raw]
+
+    def _fold_address(self, country, city, state, street, postal) -> str | None:
+        country = clean(country)
         country_name, code = resolve_country(country) if country else (None, "")
         if country_name:
             self._countries.setdefault(country_name, code)
-        city, state = clean(user.get("city")), clean(user.get("state"))
+        city, state = clean(city), clean(state)
         city_key = _key(city, state, code or country_name) if city else None
         if city_key and city_key not in self._cities:
             self._cities[city_key] = {"key": city_key, "name": city, "state": state, "country": country_name}
-        street, postal = clean(user.get("streetAddress")), clean(user.get("postalCode"))
+        street, postal = clean(street), clean(postal)
         if not (street or postal):
             return None
         address_key = _key(street, postal, city_key or country_name)

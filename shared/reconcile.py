@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -247,24 +247,21 @@ class _Planner:
         self.checkpoints[USERS_DELTA] = round_.delta_link
         self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
 
-    def _refs(self, links: list[dict] | None, kind: str, owner: str) -> list[str]:
-        """User ids among ``links`` (directoryObjects), in scope; other object types are counted."""
+    def _refs(self, links: Iterable[tuple[str, str]], kind: str, owner: str) -> list[str]:
+        """The user ids among ``links`` ((id, object type) pairs), in scope; other object types are counted."""
         ids = []
-        for link in links or ():
-            if "@removed" in link:
-                continue
-            odata_type = (link.get("@odata.type") or "#microsoft.graph.user").rsplit(".", 1)[-1].lower()
-            if odata_type == "user":
-                ids.append(link["id"])
+        for object_id, object_type in links:
+            if object_type == "user":
+                ids.append(object_id)
             else:
-                self.result.unmatched.add(f"{kind}: {odata_type} (not a user) skipped", owner)
+                self.result.unmatched.add(f"{kind}: {object_type} (not a user) skipped", owner)
         return user_refs(ids, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
 
     def _groups(self) -> Iterator[Change]:
         self.progress("Fetching groups", 0)
         round_ = self.graph.delta("groups", self._select("group", GROUP_SELECT))
         groups: dict[str, dict] = {}
-        members: dict[str, dict[str, dict]] = defaultdict(dict)
+        members: dict[str, dict[str, str]] = defaultdict(dict)  # group id -> member id -> object type
         for group in round_.objects:  # one group may span several pages: merge its members@delta slices
             gid = group["id"]
             if "@removed" in group:
@@ -275,18 +272,17 @@ class _Planner:
                 if "@removed" in link:
                     members[gid].pop(link["id"], None)
                 else:
-                    members[gid][link["id"]] = link
-        owners = {o["id"]: o.get("owners") for o in self.graph.objects(
-            "groups", {"$select": "id", "$expand": "owners", "$top": "999"})}
+                    members[gid][link["id"]] = _object_type(link)
+        owners = {o["id"]: [(x["id"], _object_type(x)) for x in o.get("owners") or ()]
+                  for o in self.graph.objects("groups", {"$select": "id", "$expand": "owners", "$top": "999"})}
         scope = self.scope.groups
         for gid, group in groups.items():
             if scope is not None and gid not in scope:
                 continue
-            nested = [m for m in members[gid].values() if "group" in (m.get("@odata.type") or "").lower()]
-            for _ in nested:
+            if "group" in members[gid].values():
                 self.result.warnings.add("nested group member (its members are not expanded)", gid)
-            record = map_group(group, self._refs(list(members[gid].values()), "member", gid),
-                               self._refs(owners.get(gid), "owner", gid), self.result.warnings)
+            record = map_group(group, self._refs(members.pop(gid).items(), "member", gid),
+                               self._refs(owners.get(gid, ()), "owner", gid), self.result.warnings)
             self.result.read["group"] += 1
             yield from self._compare(record, group)
         self.checkpoints[GROUPS_DELTA] = round_.delta_link
@@ -295,7 +291,7 @@ class _Planner:
         self.progress("Fetching devices", 0)
         for device in self.graph.objects("devices", {"$select": ",".join(self._select("device", DEVICE_SELECT)),
                                                      "$expand": "registeredOwners", "$top": "999"}):
-            owners = self._refs(device.get("registeredOwners"), "registered owner", device["id"])
+            owners = self._refs(_links(device.get("registeredOwners")), "registered owner", device["id"])
             self.result.read["device"] += 1
             yield from self._compare(map_device(device, owners, self.result.warnings), device)
 
@@ -303,7 +299,7 @@ class _Planner:
         self.progress("Fetching applications", 0)
         select = ",".join(self._select("application", APPLICATION_SELECT))
         for sp in self.graph.objects("servicePrincipals", {"$select": select, "$expand": "owners", "$top": "999"}):
-            owners = self._refs(sp.get("owners"), "owner", sp["id"])
+            owners = self._refs(_links(sp.get("owners")), "owner", sp["id"])
             self.result.read["application"] += 1
             yield from self._compare(map_application(sp, owners, self.result.warnings), sp)
 
@@ -323,6 +319,15 @@ class _Planner:
             for record_id in ids:
                 self.result.deactivated[key] += 1
                 yield Change("deactivate", deactivated(key, record_id, last.get(record_id)))
+
+
+def _object_type(link: dict) -> str:
+    """``#microsoft.graph.user`` -> ``user`` (a directoryObject without a type is taken as a user)."""
+    return (link.get("@odata.type") or "#microsoft.graph.user").rsplit(".", 1)[-1].lower()
+
+
+def _links(objects: list[dict] | None) -> list[tuple[str, str]]:
+    return [(o["id"], _object_type(o)) for o in objects or () if "@removed" not in o]
 
 
 def plan(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
@@ -360,7 +365,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
         result.seconds["fetch_and_format"] = clock() - started
         yield orjson.dumps({"checkpoints": checkpoints})
 
-    name = f"full-{result.run_id}.jsonl.gz"
+    name = f"full-{result.run_id}.jsonl"
     payloads.write(name, lines())
     result.graph_pages = graph.pages_read - pages_before
     if result.queued:

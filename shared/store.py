@@ -10,6 +10,7 @@ that are not idempotent by nature (``send``) say so.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -127,7 +128,8 @@ class ChangeQueue(Protocol):
 
 
 class PayloadStore(Protocol):
-    """Claim-check payloads: named, gzip-compressed files of newline-separated JSON documents."""
+    """Claim-check payloads: named files of newline-separated JSON documents (gzip'd in Azure, where they
+    cross the network; plain on a local disk, where compressing only costs CPU)."""
 
     def write(self, name: str, lines: Iterable[bytes]) -> None:
         """Store ``lines`` (each one JSON document without a newline) under ``name``, streaming: memory stays
@@ -143,6 +145,13 @@ class PayloadStore(Protocol):
     def delete(self, name: str) -> None:
         """Remove the payload. Idempotent: a missing payload is not an error."""
         ...
+
+
+def joined(lines: Iterable[bytes], size: int = 512) -> Iterator[bytes]:
+    """``lines`` as newline-terminated blocks of ``size`` lines: one compressor call per block, not per line."""
+    it = iter(lines)
+    while block := list(itertools.islice(it, size)):
+        yield b"\n".join(block) + b"\n"
 
 
 def encode_message(body: dict) -> str:

@@ -45,7 +45,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.store import LeaseBusy, QueueDepth, QueuedMessage, encode_message
+from shared.store import LeaseBusy, QueueDepth, QueuedMessage, encode_message, joined
 
 log = logging.getLogger(__name__)
 
@@ -393,12 +393,13 @@ def _upload_lines(blob: Any, lines: Iterable[bytes], **condition: Any) -> None:
     """Write ``lines`` (newline-terminated) as one gzip blob, streaming: blocks of ``BLOCK_BYTES`` compressed
     bytes are staged and committed together, so the blob appears atomically. ``condition`` (etag /
     match_condition) guards the final request; without one an existing blob is replaced."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)   # wbits 31: gzip framing
+    # Level 1: these blobs are rewritten often and read soon; level 6 cost ~3x the CPU for ~20% less size.
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)   # wbits 31: gzip framing
     prefix = uuid.uuid4().hex                             # block ids of one blob must have equal length
     blocks: list[str] = []
     buffer = bytearray()
-    for line in lines:
-        buffer += compressor.compress(line + b"\n")
+    for block in joined(lines):
+        buffer += compressor.compress(block)
         if len(buffer) >= BLOCK_BYTES:
             blocks.append(f"{prefix}-{len(blocks):06d}")
             blob.stage_block(blocks[-1], bytes(buffer))

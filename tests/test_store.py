@@ -445,13 +445,13 @@ def test_payload_round_trip_streams(stores):
 
 
 def test_azure_payload_spanning_blocks_and_chunks(azure, monkeypatch):
-    monkeypatch.setattr(store_azure, "BLOCK_BYTES", 16 * 1024)
+    monkeypatch.setattr(store_azure, "BLOCK_BYTES", 4 * 1024)
     monkeypatch.setattr(store_azure, "INFLATE_BYTES", 1000)
     connection_string, container_name, _ = azure.location
     container = ContainerClient.from_connection_string(connection_string, container_name,
                                                        max_single_get_size=8 * 1024, max_chunk_get_size=8 * 1024)
     payloads = AzurePayloadStore(container)
-    expected = list(_lines(5_000))
+    expected = list(_lines(20_000))
     payloads.write("big", iter(expected))
     blocks = container.get_blob_client("payloads/big").get_block_list("committed")[0]
     assert len(blocks) > 5
