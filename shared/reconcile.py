@@ -56,6 +56,7 @@ NAMES = "names"               # checkpoint: names chosen for derived objects (JS
 LAST_FULL = "full/last"       # scheduling: when the last full run was queued (epoch seconds)
 MESSAGE_VERSION = 1
 SAMPLE = 5
+EXPAND_LIMIT = 20             # related objects returned by $expand on a list (reference/graph.md §1.5)
 
 Progress = Callable[[str, int], None]  # (stage, objects so far)
 
@@ -273,7 +274,7 @@ class _Planner:
                     members[gid].pop(link["id"], None)
                 else:
                     members[gid][link["id"]] = _object_type(link)
-        owners = {o["id"]: [(x["id"], _object_type(x)) for x in o.get("owners") or ()]
+        owners = {o["id"]: self._expanded(o, "groups", "owners")
                   for o in self.graph.objects("groups", {"$select": "id", "$expand": "owners", "$top": "999"})}
         scope = self.scope.groups
         for gid, group in groups.items():
@@ -287,11 +288,20 @@ class _Planner:
             yield from self._compare(record, group)
         self.checkpoints[GROUPS_DELTA] = round_.delta_link
 
+    def _expanded(self, obj: dict, resource: str, relation: str) -> list[tuple[str, str]]:
+        """(id, object type) of ``obj``'s expanded ``relation``. ``$expand`` returns at most 20 related objects
+        (reference/graph.md §1.5), so a full list is read again from the relationship itself."""
+        links = obj.get(relation) or []
+        if len(links) >= EXPAND_LIMIT:
+            links = list(self.graph.objects(f"{resource}/{obj['id']}/{relation}", {"$select": "id", "$top": "999"}))
+        return _links(links)
+
     def _devices(self) -> Iterator[Change]:
         self.progress("Fetching devices", 0)
         for device in self.graph.objects("devices", {"$select": ",".join(self._select("device", DEVICE_SELECT)),
                                                      "$expand": "registeredOwners", "$top": "999"}):
-            owners = self._refs(_links(device.get("registeredOwners")), "registered owner", device["id"])
+            owners = self._refs(self._expanded(device, "devices", "registeredOwners"), "registered owner",
+                                device["id"])
             self.result.read["device"] += 1
             yield from self._compare(map_device(device, owners, self.result.warnings), device)
 
@@ -299,7 +309,7 @@ class _Planner:
         self.progress("Fetching applications", 0)
         select = ",".join(self._select("application", APPLICATION_SELECT))
         for sp in self.graph.objects("servicePrincipals", {"$select": select, "$expand": "owners", "$top": "999"}):
-            owners = self._refs(_links(sp.get("owners")), "owner", sp["id"])
+            owners = self._refs(self._expanded(sp, "servicePrincipals", "owners"), "owner", sp["id"])
             self.result.read["application"] += 1
             yield from self._compare(map_application(sp, owners, self.result.warnings), sp)
 

@@ -254,3 +254,15 @@ def test_invalid_mapping_file_is_a_clear_error_naming_the_line(box, env, tmp_pat
     result = CliRunner().invoke(main, ["sync", "--full"])
     assert result.exit_code == 2 and "line 4" in result.output and "salary" in result.output, result.output
     _nothing_written(load_settings({**env}), box)
+
+
+def test_owners_beyond_the_expand_limit_are_read_in_full(box, env):
+    owners = sorted(box.tenant.users)[:23]
+    gid = box.tenant.add_group({"displayName": "Many Owners", "securityEnabled": True}, members=owners[:2],
+                               owners=owners)
+    _synced(box, env)
+    facts = verify_directory(box.tenant, box.assets)
+    assert facts["groups: Owners links resolved"] == facts["groups: Owners links in tenant"]
+    obj = box.assets.find("Group", "Entra Object ID", gid)
+    assert len(obj.attributes["Owners"]) == 23
+    assert [r for r in box.graph.requests if r.path.endswith(f"/groups/{gid}/owners")]
