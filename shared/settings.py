@@ -71,6 +71,8 @@ class Settings:
     scope_group_id: str | None = None
     max_deactivations: int = 500
     mapping_file: Path | None = None
+    webhook_url: str | None = None
+    webhook_client_state: Secret | None = None
 
     @property
     def uses_azure_storage(self) -> bool:
@@ -183,6 +185,25 @@ def _scope(get, values: dict, problems: list[str]) -> None:
     if mapping and not Path(mapping).is_file():
         problems.append(f"MAPPING_FILE: no file at {mapping}")
     values["mapping_file"] = Path(mapping) if mapping else None
+    _webhook(get, values, problems)
+
+
+def _webhook(get, values: dict, problems: list[str]) -> None:
+    """WEBHOOK_URL (public https URL of graph_webhook) and WEBHOOK_CLIENT_STATE (required with it)."""
+    url, state = get("WEBHOOK_URL"), get("WEBHOOK_CLIENT_STATE")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            problems.append("WEBHOOK_URL must be an https URL that Microsoft Graph can reach "
+                            "(plain http only on loopback, for the sandbox)")
+        if not state:
+            problems.append("WEBHOOK_CLIENT_STATE is required with WEBHOOK_URL: a random secret of up to 128 "
+                            "characters that Graph echoes in every notification")
+    # https://learn.microsoft.com/graph/api/resources/subscription: clientState is at most 128 characters
+    if state and len(state) > 128:
+        problems.append(f"WEBHOOK_CLIENT_STATE is {len(state)} characters long; Graph accepts at most 128")
+    values["webhook_url"] = url
+    values["webhook_client_state"] = Secret(state) if state else None
 
 
 def _url(value: str, name: str, problems: list[str]) -> str:
