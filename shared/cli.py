@@ -93,26 +93,26 @@ def setup() -> None:
 
 
 @main.command()
-@click.option("--full", is_flag=True, help="Read the whole directory and push what changed (required for now).")
+@click.option("--full", is_flag=True, help="Read the whole directory and push what changed (else: delta catch-up).")
 @click.option("--allow-mass-deactivation", is_flag=True,
               help="Let this run mark more than MAX_DEACTIVATIONS objects Deleted (once).")
 def sync(full: bool, allow_mass_deactivation: bool) -> None:
-    """Run the timer path, then the worker in-process until the queue is drained and Assets is done."""
+    """Run the timer path, then the worker in-process until the queue is drained and Assets is done.
+
+    Without --full: a catch-up from the stored delta links (what the timer does between full runs)."""
     from shared.reconcile import guard_error
-    from shared.runtime import sync_full
+    from shared.runtime import sync_full, sync_incremental
     from shared.status import record_run
 
-    if not full:
-        raise click.UsageError("only `sync --full` is available in this version (incremental sync comes "
-                               "with change notifications)")
     try:
         settings = _settings()
         with _progress() as progress:
-            report = sync_full(settings, progress, allow_mass_deactivation=allow_mass_deactivation)
+            run = sync_full if full else sync_incremental
+            report = run(settings, progress, allow_mass_deactivation=allow_mass_deactivation)
     except EntraAssetsError as error:
         _fail(error)
-    record_run(settings, report)
-    _print_sync(report)
+    record_run(settings, report, "full" if full else "incremental")
+    _print_sync(report, "sync --full" if full else "sync (delta catch-up)")
     if report.full.held_back:
         _fail(guard_error(report.full, settings.max_deactivations))
     sys.exit(1 if any(p.errors for p in report.pushes) else 0)
@@ -124,9 +124,9 @@ def _counts(counter) -> str:
     return ", ".join(f"{BY_KEY[k].name} {v:,}" for k, v in sorted(counter.items()) if v) or "none"
 
 
-def _print_sync(report) -> None:
+def _print_sync(report, title: str) -> None:
     full = report.full
-    table = Table(title="sync --full", show_header=False)
+    table = Table(title=title, show_header=False)
     table.add_row("objects read", _counts(full.read))
     table.add_row("created", _counts(full.created))
     table.add_row("updated", _counts(full.updated))

@@ -14,12 +14,22 @@ import httpx
 
 from shared.assets import AssetsClient
 from shared.graph import GraphClient, TokenProvider
+from shared.incremental import plan_catch_up
 from shared.preview import PreviewReport, run_preview
-from shared.reconcile import FullRunResult, Progress, RunOptions, full_sync_due, guard_error, run_full
+from shared.reconcile import (
+    FullRunResult,
+    Progress,
+    RunOptions,
+    full_sync_due,
+    guard_error,
+    new_result,
+    read_scope,
+    run_full,
+)
 from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
 from shared.transport import Transport
-from shared.worker import PushResult, push_queued
+from shared.worker import CatchUp, PushResult, push_queued
 
 log = logging.getLogger(__name__)
 USER_AGENT = "entra-assets/0.1 (+https://github.com/entra-assets)"
@@ -68,15 +78,30 @@ def assets_client(settings: Settings, sleep: Callable[[float], None] = time.slee
     return AssetsClient(Transport(_http()), settings.assets_api_url, token, sleep=sleep)
 
 
+def catch_up_planner(settings: Settings, state: StateStore, progress: Progress = lambda stage, n: None,
+                     allow_mass_deactivation: bool = False,
+                     graph: GraphClient | None = None) -> tuple[CatchUp, FullRunResult]:
+    """A ``CatchUp`` for the worker and the result it fills (counts, warnings, departures held back)."""
+    result = new_result()
+
+    def plan():
+        client = graph or graph_client(settings)
+        options = RunOptions.from_settings(settings, allow_mass_deactivation)
+        return plan_catch_up(client, state, options, read_scope(client, options), result, progress)
+    return plan, result
+
+
 def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | None:
-    """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``), else nothing.
+    """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``); otherwise a
+    delta catch-up is queued - the safety net for change notifications Graph never delivered.
 
     Raises ``MassDeactivation`` after queuing the other changes when the guard held departures back, so the
     invocation shows as failed in the Functions monitor (and alerts built on it fire)."""
     backend = open_backend(settings)
     now = time.time() if now is None else now
     if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
-        log.info("full reconciliation not due yet")
+        log.info("full reconciliation not due yet; queuing a delta catch-up")
+        backend.queue.send({"v": 1, "kind": "catchup", "created": now})
         return None
     result = run_full(graph_client(settings), backend.state, backend.queue, backend.payloads,
                       options=RunOptions.from_settings(settings))
@@ -88,7 +113,12 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
 def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     """The worker path for one delivered message: drain, coalesce, push, acknowledge."""
     backend = open_backend(settings)
-    return push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), trigger=message)
+    catch_up, result = catch_up_planner(settings, backend.state)
+    pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), trigger=message,
+                         catch_up=catch_up)
+    if result.held_back:
+        raise guard_error(result, settings.max_deactivations)
+    return pushed
 
 
 @dataclass
@@ -108,13 +138,23 @@ class SyncReport:
         return sum(p.records for p in self.pushes)
 
 
-def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, *, backend: Backend | None = None,
-              graph: GraphClient | None = None, assets: AssetsClient | None = None,
-              allow_mass_deactivation: bool = False) -> SyncReport:
-    """``entra-assets sync --full``: the timer path (forced), then the worker in-process until the queue
-    holds nothing more. Raises whatever stopped it; queued work then stays queued for the next run.
-    ``backend``, ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark
-    pass their own to count requests). Departures held back by the guard show in ``report.full.held_back``."""
+def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, **kwargs) -> SyncReport:
+    """``entra-assets sync --full``: a forced full run, then the worker until the queue is empty (``_sync``)."""
+    return _sync(settings, progress, full=True, **kwargs)
+
+
+def sync_incremental(settings: Settings, progress: Progress = lambda stage, n: None, **kwargs) -> SyncReport:
+    """``entra-assets sync``: a delta catch-up through the queue and the worker (``_sync``)."""
+    return _sync(settings, progress, full=False, **kwargs)
+
+
+def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backend | None = None,
+          graph: GraphClient | None = None, assets: AssetsClient | None = None,
+          allow_mass_deactivation: bool = False) -> SyncReport:
+    """The timer path (forced), then the worker in-process until the queue holds nothing more. Raises
+    whatever stopped it; queued work then stays queued for the next run. ``backend``, ``graph`` and
+    ``assets`` default to what the settings describe (tests and the benchmark pass their own to count
+    requests). Departures held back by the guard show in ``report.full.held_back``."""
     started = time.monotonic()
     options = RunOptions.from_settings(settings, allow_mass_deactivation)  # a bad MAPPING_FILE fails first
     backend = backend or open_backend(settings)
@@ -122,9 +162,16 @@ def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, *,
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
     progress("Starting", 0)
     graph = graph or graph_client(settings)
-    report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options))
+    catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph)
+    if full:
+        report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress,
+                                     options=options))
+    else:
+        backend.queue.send({"v": 1, "kind": "catchup", "created": time.time()})
+        report = SyncReport(caught_up)
     while True:
-        pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress)
+        pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
+                             catch_up=catch_up)
         report.pushes.append(pushed)
         if pushed.messages == 0:
             break

@@ -65,9 +65,9 @@ def check_all(settings: Settings) -> CheckReport:
     return report
 
 
-def record_run(settings: Settings, report: SyncReport) -> None:
+def record_run(settings: Settings, report: SyncReport, kind: str = "full") -> None:
     """Remember the last CLI run for ``status`` (run history with more detail comes later)."""
-    last = {"kind": "full", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - report.seconds)),
+    last = {"kind": kind, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - report.seconds)),
             "stage": "Failed" if any(p.errors for p in report.pushes) or report.full.held_back else "Done",
             "users": report.full.users, "read": dict(report.full.read), "records_queued": report.full.queued,
             "deactivated": sum(report.full.deactivated.values()), "held_back": sum(report.full.held_back.values()),

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from shared.assets import AssetsClient, Execution
+from shared.mapping import Record
+from shared.reconcile import NAMES
 from shared.schema import BY_KEY
 from shared.store import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
 
@@ -29,6 +31,8 @@ VISIBILITY_SECONDS = 1800   # drained messages stay invisible while their execut
 DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes back after this
 
 Progress = Callable[[str, int], None]
+CatchUp = Callable[[], tuple[Iterator[Record], dict]]   # planned records, checkpoints filled once consumed
+CATCH_UP_KINDS = ("changes", "lifecycle", "catchup")
 
 
 @dataclass
@@ -48,15 +52,20 @@ class PushResult:
 
 def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
                 trigger: QueuedMessage | None = None, lease_ttl: float = 60,
-                progress: Progress = lambda stage, n: None) -> PushResult:
+                progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None) -> PushResult:
     """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
+
+    ``records`` messages point at a full run's payload. ``changes`` (from the webhook), ``lifecycle`` and
+    ``catchup`` (from the timer) messages ask for a delta catch-up: ``catch_up()`` plans it - once, however
+    many such messages were drained - and its records join the same execution, after the payloads' (newer
+    wins). Its checkpoints (new delta links) are committed with the rest, after DONE.
 
     Returns a ``PushResult``; ``deferred`` is True when another writer holds the lease (the trigger message
     is then re-queued with a delay, so it does not burn a delivery attempt). Raises on failure, leaving every
     message to be redelivered.
     """
     if trigger is not None and not _valid(trigger):
-        raise ValueError(f"queue message {trigger.id} is not a records message")  # retried, then poisoned
+        raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
     lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
     try:
         lease.__enter__()
@@ -67,7 +76,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
         log.info("another worker holds the import source; message deferred by %ss", DEFER_SECONDS)
         return PushResult(deferred=True)
     try:
-        return _push(queue, payloads, state, assets, trigger, lease.renew, progress)
+        return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up)
     finally:
         lease.__exit__(None, None, None)
 
@@ -87,10 +96,11 @@ def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMess
 
 def _valid(message: QueuedMessage) -> bool:
     body = message.body
-    ok = isinstance(body, dict) and body.get("kind") == "records" and isinstance(body.get("payload"), str)
+    kind = body.get("kind") if isinstance(body, dict) else None
+    ok = kind in CATCH_UP_KINDS or (kind == "records" and isinstance(body.get("payload"), str))
     if not ok:
         # Left in the queue: after maxDequeueCount deliveries it lands in the poison queue for inspection.
-        log.error("queue message %s is not a records message; left for the poison queue", message.id)
+        log.error("queue message %s is not an entra-assets message; left for the poison queue", message.id)
     return ok
 
 
@@ -121,13 +131,19 @@ def _lines(payloads: PayloadStore, message: QueuedMessage, checkpoints: dict) ->
 
 
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
-          progress: Progress) -> PushResult:
+          progress: Progress, catch_up: CatchUp | None) -> PushResult:
     started = time.monotonic()
     result = PushResult()
     messages = _drain(queue, trigger)
     result.messages = len(messages)
     checkpoints: dict[str, str | None] = {}
-    pending = _coalesced(payloads, messages, checkpoints)
+    with_payload = [m for m in messages if m.body["kind"] == "records"]
+    pending = _coalesced(payloads, with_payload, checkpoints)
+    if len(with_payload) < len(messages):
+        if catch_up is None:
+            raise ValueError("a catch-up was queued but this worker cannot read Graph")
+        planned, caught_up = catch_up()
+        pending = itertools.chain(pending, (_as_line(r) for r in planned), _merge_later(checkpoints, caught_up))
     first = next(pending, None)  # none: nothing to push (e.g. payloads already pushed and deleted)
     hashes: dict[str, dict[str, str]] = defaultdict(dict)
     records: dict[str, dict[str, orjson.Fragment]] = defaultdict(dict)
@@ -152,11 +168,28 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     for message in messages:
         if message is not trigger:  # the Functions host completes the trigger message itself
             queue.delete(message)
-    for name in {m.body["payload"] for m in messages}:
+    for name in {m.body["payload"] for m in with_payload}:
         payloads.delete(name)
     result.seconds["push"] = time.monotonic() - started
     progress("Done", result.records)
     return result
+
+
+def _as_line(record: Record) -> Line:
+    return Line(record.type, record.id, record.hash, orjson.dumps(record.data))
+
+
+def _merge_later(checkpoints: dict, newer: dict) -> Iterator[Line]:
+    """Yields nothing; once reached (after the catch-up's records), adds its checkpoints: its delta links are
+    newer than any a payload carries, and its derived-object names extend the payload's."""
+    for name, value in newer.items():
+        if name == NAMES and checkpoints.get(NAMES) and value:
+            merged = orjson.loads(checkpoints[NAMES])
+            for type_key, names in orjson.loads(value).items():
+                merged.setdefault(type_key, {}).update(names)
+            value = orjson.dumps(merged).decode()
+        checkpoints[name] = value
+    yield from ()
 
 
 def _coalesced(payloads: PayloadStore, messages: list[QueuedMessage], checkpoints: dict) -> Iterator[Line]:

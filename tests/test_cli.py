@@ -61,6 +61,14 @@ def test_invalid_settings_are_all_listed(run):
     assert "SYNC_QUEUE_NAME" in result.output and "FULL_SYNC_INTERVAL_HOURS" in result.output
 
 
-def test_sync_without_full_is_a_usage_error(run):
+def test_sync_without_full_catches_up_from_the_delta_link(run):
+    run("setup")
+    assert run("sync", "--full").exit_code == 0
+    uid = sorted(run.box.tenant.users)[7]
+    run.box.tenant.update_user(uid, jobTitle="Caught Up")
+    executions = len(run.box.assets.executions)
     result = run("sync")
-    assert result.exit_code == 2 and "--full" in result.output
+    assert result.exit_code == 0, result.output
+    assert "delta catch-up" in result.output and len(run.box.assets.executions) == executions + 1
+    assert run.box.assets.find("User", "Entra Object ID", uid).attributes["Job Title"] == ["Caught Up"]
+    assert json.loads(run("status", "--json").output)["last_run"]["kind"] == "incremental"

@@ -77,10 +77,16 @@ def test_timer_then_worker_over_azurite(functions, azure_env):
     assert facts["managers resolved"] == facts["managers in tenant"]
     assert len(backend.state.hashes("user")) == len(box.tenant.users)
     assert backend.queue.depth().messages == 0
-    # Not due again within FULL_SYNC_INTERVAL_HOURS: the next tick reads nothing from Graph.
+    # Not due again within FULL_SYNC_INTERVAL_HOURS: the next tick reads nothing from Graph itself and queues
+    # a delta catch-up; the worker runs it from the stored delta links and, the tenant unchanged, pushes nothing.
     box.graph.reset_log()
     timer(TimerRequest(past_due=True))
-    assert box.graph.requests == [] and backend.queue.depth().messages == 0
+    assert box.graph.requests == [] and backend.queue.depth().messages == 1
+    executions = len(box.assets.executions)
+    _deliver(functions, backend)
+    assert [r.path.rsplit("/", 2)[-2:] for r in box.graph.requests] == [["users", "delta"], ["groups", "delta"]]
+    assert all("$deltatoken" in r.query for r in box.graph.requests)
+    assert len(box.assets.executions) == executions and backend.queue.depth().messages == 0
 
 
 def test_unchanged_tenant_queues_nothing(functions, azure_env, monkeypatch):
@@ -97,5 +103,5 @@ def test_unchanged_tenant_queues_nothing(functions, azure_env, monkeypatch):
 
 def test_malformed_trigger_message_raises_for_redelivery(functions, azure_env):
     handler = functions["submit_worker"].get_user_function()
-    with pytest.raises(ValueError, match="not a records message"):
+    with pytest.raises(ValueError, match="not an entra-assets message"):
         handler(FuncQueueMessage(id="m1", body=b'{"kind": "other"}', dequeue_count=1, pop_receipt="x"))
