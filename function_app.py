@@ -1,9 +1,11 @@
 """Azure Functions entry point (Python v2 model): registers the blueprints, nothing else."""
 import azure.functions as func
 
+from functions.graph_webhook import bp as graph_webhook_bp
 from functions.submit_worker import bp as submit_worker_bp
 from functions.timer_sync import bp as timer_sync_bp
 
 app = func.FunctionApp()
 app.register_functions(timer_sync_bp)
 app.register_functions(submit_worker_bp)
+app.register_functions(graph_webhook_bp)
