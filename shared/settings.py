@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from croniter import croniter
+
 from shared.errors import SettingsError
 
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
@@ -136,7 +138,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                         "(3-63 lowercase letters, digits and single hyphens)")
     values["queue_name"] = queue
     schedule = get("TIMER_SYNC_SCHEDULE") or "0 */15 * * * *"
-    if len(schedule.split()) != 6:
+    if len(schedule.split()) != 6 or not croniter.is_valid(schedule, second_at_beginning=True):
         problems.append(f"TIMER_SYNC_SCHEDULE '{schedule}' must be a 6-field NCRONTAB "
                         "expression ({second} {minute} {hour} {day} {month} {day-of-week})")
     values["timer_schedule"] = schedule

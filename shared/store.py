@@ -122,6 +122,11 @@ class ChangeQueue(Protocol):
         because another receiver took it meanwhile, is logged and ignored."""
         ...
 
+    def poison(self, message: QueuedMessage) -> None:
+        """Move ``message`` to ``<queue>-poison`` (what the Functions host does after maxDequeueCount failed
+        deliveries; the local host stand-in calls it). Kept there for inspection and replay."""
+        ...
+
     def depth(self) -> QueueDepth:
         """Approximate counts (visible and invisible) of this queue and of ``<queue>-poison``."""
         ...

@@ -22,6 +22,7 @@ are base64 text because host.json sets ``messageEncoding: base64`` (the queue tr
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -323,6 +324,14 @@ class AzureQueue:
                                              visibility_timeout=timeout)
         return [QueuedMessage(id=m.id, body=_decode(m.content), dequeue_count=m.dequeue_count or 1,
                               receipt=m.pop_receipt) for m in pages]
+
+    def poison(self, message: QueuedMessage) -> None:
+        """Move ``message`` to ``<queue>-poison``, as the Functions host does after maxDequeueCount failures
+        (used by the local stand-in of the host, ``sandbox/functions_host.py``)."""
+        with contextlib.suppress(ResourceExistsError):
+            self._poison.create_queue()
+        self._poison.send_message(encode_message(message.body))
+        self.delete(message)
 
     def delete(self, message: QueuedMessage) -> None:
         """Delete by id and pop receipt; a host-delivered message (receipt None) is the host's to complete."""

@@ -202,6 +202,13 @@ class LocalQueue:
                                               receipt=receipt))
         return received
 
+    def poison(self, message: QueuedMessage) -> None:
+        """Move ``message`` to ``<queue>-poison`` now (the Functions host's move after maxDequeueCount)."""
+        with self._db.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO poison (id, queue, body, dequeue_count, moved) SELECT id, "
+                         "queue || '-poison', body, dequeue_count, ? FROM queue WHERE id=?", (time.time(), message.id))
+            conn.execute("DELETE FROM queue WHERE id=?", (message.id,))
+
     def _poison_exhausted(self, conn: sqlite3.Connection, now: float) -> None:
         """What the Functions host does after maxDequeueCount failed deliveries (host.json): move the message
         to ``<queue>-poison``. https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger#poison-messages"""
