@@ -1,4 +1,4 @@
-"""The ``entra-assets`` command line (SPEC §3): check, setup, sync --full, preview, status, demo, sandbox.
+"""The ``entra-assets`` command line (SPEC §3): check, setup, sync, preview, status, serve, demo, sandbox.
 
 Every command reads the same settings as the Functions app (environment variables). Errors an admin can act
 on print one line and exit non-zero; nothing here prints secrets.
@@ -201,6 +201,28 @@ def status(as_json: bool) -> None:
         out.print(f"last run: {last['kind']} at {last['started']} - {last['stage']}, {last['records_pushed']:,} "
                   f"records pushed in {last['executions']} execution(s), {last['seconds']:.1f} s")
     out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
+
+
+@main.command()
+@click.option("--port", default=7071, show_default=True, help="Loopback port of the HTTP functions (/api/...).")
+@click.option("--no-timer", is_flag=True, help="Do not run timer_sync on its schedule.")
+def serve(port: int, no_timer: bool) -> None:
+    """Run the app's functions on this machine - the webhook over HTTP on loopback, the queue worker, the
+    timer - calling the same handlers Azure runs (the Functions host itself cannot be installed offline)."""
+    from sandbox.functions_host import FunctionsHost
+
+    try:
+        settings = _settings()
+    except EntraAssetsError as error:
+        _fail(error)
+    host = FunctionsHost(run_timer=not no_timer).start(port=port)
+    out.print(f"graph_webhook at {host.url}/graph-webhook; submit_worker on queue {settings.queue_name}"
+              + ("" if no_timer else f"; timer_sync on '{settings.timer_schedule}'") + ". Ctrl+C stops.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        host.stop()
 
 
 @main.command()
