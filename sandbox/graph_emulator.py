@@ -19,6 +19,8 @@ Emulated (all below ``/v1.0``), for users, groups, devices and servicePrincipals
 - ``POST /$batch`` (reference §4.3): up to 20 GET requests answered as the emulator answers them one by one,
   ``dependsOn`` (424 after a failed dependency), per-item throttling (``throttle_batch_items``).
 - ``GET /organization``.
+- ``/subscriptions`` (create with the validation handshake, list, get, renew, delete) and the change
+  notifications sent to subscribers: ``sandbox/graph_subscriptions.py`` (knobs on ``subscriptions``).
 Errors carry Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
 "client-request-id"}}}``. Tests turn knobs: ``throttle``, ``throttle_batch_items``, ``expire_delta_tokens``,
 ``token_ttl``, ``page_size`` (users delta) and ``page_sizes`` (every delta), and read ``requests`` (one entry
@@ -83,9 +85,9 @@ UNCONFIRMED behaviours (emulator choices):
   400 ``BadRequest`` for the whole batch (wording is the emulator's); items answer in request order; a batch is
   throttled as a whole by ``throttle`` and item by item by ``throttle_batch_items``; item headers carry
   ``Content-Type`` plus ``Retry-After``/``Location`` when the single answer has them.
-- ``$select=manager``/``members`` outside delta is 400; a non-GET method (except ``POST /$batch``) is 405
-  ``Request_BadRequest``; paths outside ``/v1.0`` are 404 ``Request_ResourceNotFound``; the no-permission token
-  gets 403 on every endpoint.
+- ``$select=manager``/``members`` outside delta is 400; a non-GET method (except ``POST /$batch`` and
+  ``/subscriptions``) is 405 ``Request_BadRequest``; paths outside ``/v1.0`` are 404
+  ``Request_ResourceNotFound``; the no-permission token gets 403 on every endpoint.
 - 429 carries ``Retry-After`` exactly as given to ``throttle`` and the identity throttle headers of §4.1.
 """
 from __future__ import annotations
@@ -135,6 +137,7 @@ from sandbox.graph_directory import (
     transitive_members,
     view,
 )
+from sandbox.graph_subscriptions import Subscriptions
 from sandbox.http import RunningServer, serve
 from sandbox.tenant import Change, Tenant
 
@@ -244,6 +247,8 @@ class GraphEmulator:
         self._transitive_cache: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
         self._lock = threading.RLock()
         self._server: RunningServer | None = None
+        # /subscriptions and change notifications (sandbox/graph_subscriptions.py); knobs and ``deliveries`` there
+        self.subscriptions = Subscriptions(tenant)
 
     @property
     def page_size(self) -> int:
@@ -260,10 +265,12 @@ class GraphEmulator:
         """Serve on ``host:port`` (0 = a free port) in a background thread; sets ``base_url``. Returns self."""
         self._server = serve(self, host, port)
         self.base_url = f"{self._server.url}/v1.0"
+        self.subscriptions.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving (idempotent)."""
+        """Stop serving and the notification dispatcher (idempotent)."""
+        self.subscriptions.stop()
         if self._server:
             self._server.stop()
             self._server = None
@@ -346,6 +353,8 @@ class GraphEmulator:
             if request.method != "POST":
                 raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
             return self._batch(request)
+        if segments and segments[0] == "subscriptions":
+            return self.subscriptions.handle(request, segments[1:], self._base(request))
         if request.method != "GET":
             raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
         unknown = [k for k in request.args if k.startswith("$") and k not in _KNOWN_OPTIONS]

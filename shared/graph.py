@@ -128,6 +128,32 @@ class GraphClient:
             return orjson.loads(response.content)
         raise self._error(response, url)
 
+    def send(self, method: str, url: str, body: dict | None = None, headers: dict | None = None) -> dict | None:
+        """Send ``method`` (POST, PATCH, DELETE...) with ``body`` as JSON through the same transport, retries and
+        error handling as ``get``; returns the JSON answer, or None for an empty one (204).
+
+        Transient failures are retried by the transport, so a POST may reach Graph twice: callers handle the
+        409 of a repeated create. Every error carries Graph's answer in ``http_status``, ``code`` and
+        ``detail`` (403 included, so that a quota refusal can be told from a missing permission).
+        """
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        headers = {**(headers or {}), "Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+        kwargs: dict = {"headers": headers}
+        if body is not None:
+            kwargs["content"] = orjson.dumps(body)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self.transport.send(method, url, **kwargs)
+        except GaveUp as exc:
+            raise RemoteError(f"Microsoft Graph kept failing (HTTP {exc.status}) after retries: {exc}") from None
+        if classify(response.status_code) is Failure.OK:
+            return orjson.loads(response.content) if response.content.strip() else None
+        error = self._error(response, url)
+        code, message = _graph_error(response)
+        error.http_status, error.code, error.detail = response.status_code, code, message
+        raise error
+
     def pages(self, url: str, params: dict | None = None, headers: dict | None = None) -> Iterator[dict]:
         """Yield every page of a collection, following ``@odata.nextLink`` exactly as returned.
 
