@@ -28,10 +28,13 @@ from shared.reconcile import (
 )
 from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
+from shared.subscriptions import ensure_subscriptions
 from shared.transport import Transport
 from shared.worker import CatchUp, PushResult, push_queued
 
 log = logging.getLogger(__name__)
+# Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
+RESUBSCRIBE = ("reauthorizationRequired", "subscriptionRemoved")
 USER_AGENT = "entra-assets/0.1 (+https://github.com/entra-assets)"
 
 
@@ -99,6 +102,8 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
     invocation shows as failed in the Functions monitor (and alerts built on it fire)."""
     backend = open_backend(settings)
     now = time.time() if now is None else now
+    if settings.webhook_url:  # create, renew or recreate the change-notification subscriptions
+        ensure_subscriptions(graph_client(settings), backend.state, settings)
     if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
         log.info("full reconciliation not due yet; queuing a delta catch-up")
         backend.queue.send({"v": 1, "kind": "catchup", "created": now})
@@ -113,6 +118,8 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
 def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     """The worker path for one delivered message: drain, coalesce, push, acknowledge."""
     backend = open_backend(settings)
+    if message.body.get("event") in RESUBSCRIBE and settings.webhook_url:  # lifecycle notification
+        ensure_subscriptions(graph_client(settings), backend.state, settings)
     catch_up, result = catch_up_planner(settings, backend.state)
     pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), trigger=message,
                          catch_up=catch_up)

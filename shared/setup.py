@@ -11,9 +11,10 @@ from jsonschema import Draft201909Validator
 from shared.custom_mapping import incompatible_changes, unmapped_attributes
 from shared.errors import IncompatibleSchema, RemoteError
 from shared.reconcile import object_types_for
-from shared.runtime import assets_client
+from shared.runtime import assets_client, graph_client, open_backend
 from shared.schema import build_document
 from shared.settings import Settings
+from shared.subscriptions import ensure_subscriptions
 
 # Atlassian's JSON Schema of the document, as published (draft 2019-09).
 SCHEMA_FILE = Path(__file__).with_name("assets-schema-and-mapping.2023_10_19.json")
@@ -64,4 +65,7 @@ def run_setup(settings: Settings) -> SetupOutcome:
                                      + "; ".join(refused))
         notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
     action = assets.submit_document(document)
+    if settings.webhook_url:  # Graph validates the webhook during the create: it must be reachable now
+        backend = open_backend(settings)
+        notes += ensure_subscriptions(graph_client(settings), backend.state, settings).lines()
     return SetupOutcome(action, len(types), sum(len(t.attributes) for t in types), notes)

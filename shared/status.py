@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from shared.errors import EntraAssetsError
 from shared.runtime import SyncReport, assets_client, graph_client, open_backend
 from shared.settings import Settings
+from shared.subscriptions import stored_subscriptions
 
 LAST_RUN = "runs/last"
 
@@ -84,4 +85,5 @@ def collect_status(settings: Settings) -> dict:
     last = backend.state.checkpoint(LAST_RUN)
     return {"importer_status": status, "message": message,
             "last_run": json.loads(last) if last else None,
+            "subscriptions": stored_subscriptions(backend.state),
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison}}

@@ -115,6 +115,11 @@ def stored_subscriptions(state: StateStore) -> dict[str, dict]:
     return {k: v for k, v in stored.items() if isinstance(v, dict) and isinstance(v.get("id"), str)}
 
 
+def subscription_ids(state: StateStore) -> dict[str, str] | None:
+    """Our subscription ids -> resource ("users"/"groups"), for the webhook; None when none is known yet."""
+    return {sub["id"]: resource for resource, sub in stored_subscriptions(state).items()} or None
+
+
 def ensure_subscriptions(graph: GraphClient, state: StateStore, settings: Settings,
                          now: dt.datetime | None = None) -> SubscriptionReport:
     """Make sure Graph notifies ``settings.webhook_url`` of user and group changes (see the module docstring).

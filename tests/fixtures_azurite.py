@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import ContainerClient
 
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -38,6 +40,18 @@ class Azurite:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
                 f"BlobEndpoint={base.format(self.blob_port)};QueueEndpoint={base.format(self.queue_port)};"
                 f"TableEndpoint={base.format(self.table_port)};")
+
+
+@pytest.fixture
+def app_storage(azurite: Azurite) -> dict[str, str]:
+    """App settings for a test of the Functions app on Azurite: its own queue, and the app's state container
+    ("entra-assets") emptied first - Azurite lives for the whole session, the state must not."""
+    container = ContainerClient.from_connection_string(azurite.connection_string, "entra-assets")
+    if container.exists():
+        names = list(container.list_blob_names())
+        for i in range(0, len(names), 250):  # a batch delete takes at most 256 blobs
+            container.delete_blobs(*names[i:i + 250])
+    return {"AzureWebJobsStorage": azurite.connection_string, "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}"}
 
 
 def _free_ports(count: int) -> list[int]:

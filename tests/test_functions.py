@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
-from azure.storage.blob import ContainerClient
 
 from function_app import app
 from sandbox.emulators import Sandbox
@@ -42,16 +40,11 @@ def test_host_json_queue_settings():
 
 
 @pytest.fixture
-def azure_env(tenant, graph_emulator, assets_emulator, azurite, monkeypatch):
+def azure_env(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
     box = Sandbox(tenant, graph_emulator, assets_emulator)
-    env = {**box.settings(), "AzureWebJobsStorage": azurite.connection_string,
-           "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}", "FULL_SYNC_INTERVAL_HOURS": "24"}
+    env = {**box.settings(), **app_storage, "FULL_SYNC_INTERVAL_HOURS": "24"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    # Each test starts from an empty state container (Azurite lives for the whole session).
-    container = ContainerClient.from_connection_string(azurite.connection_string, "entra-assets")
-    if container.exists():
-        container.delete_blobs(*container.list_blob_names())
     run_setup(load_settings(env))
     return box, load_settings(env)
 

@@ -1,9 +1,7 @@
 """The app's functions under the local host stand-in, over Azurite: notification → webhook → queue → worker."""
 from __future__ import annotations
 
-import json
 import time
-import uuid
 
 import httpx
 import pytest
@@ -13,31 +11,32 @@ from sandbox.functions_host import FunctionsHost
 from shared.runtime import open_backend, sync_full
 from shared.settings import load_settings
 from shared.setup import run_setup
+from shared.subscriptions import stored_subscriptions
 
 SECRET = "sandbox-client-state"
-SUBSCRIPTION = "7f0e5a3c-1d2b-4c6e-8f9a-0b1c2d3e4f5a"
 
 
 @pytest.fixture
-def running(tenant, graph_emulator, assets_emulator, azurite, monkeypatch):
+def running(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
     box = Sandbox(tenant, graph_emulator, assets_emulator)
-    env = {**box.settings(), "AzureWebJobsStorage": azurite.connection_string,
-           "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}", "WEBHOOK_CLIENT_STATE": SECRET,
-           "WEBHOOK_URL": "http://127.0.0.1:1/api/graph-webhook", "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
+    env = {**box.settings(), **app_storage, "WEBHOOK_CLIENT_STATE": SECRET,
+           "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(env)
     run_setup(settings)
-    sync_full(settings)
-    backend = open_backend(settings)
-    backend.state.commit({}, {"subscriptions": json.dumps({"users": {"id": SUBSCRIPTION, "expires": "2099-01-01"}})})
+    sync_full(settings)  # before the host runs: its queue worker would compete for the same messages
     host = FunctionsHost(run_timer=False).start()
-    yield box, host, backend
+    monkeypatch.setenv("WEBHOOK_URL", f"{host.url}/graph-webhook")
+    # Now the subscriptions: Graph's validation handshake reaches the webhook through the host.
+    run_setup(load_settings({**env, "WEBHOOK_URL": f"{host.url}/graph-webhook"}))
+    yield box, host, open_backend(settings)
     host.stop()
 
 
-def _notify(host: FunctionsHost, uid: str, client_state: str = SECRET) -> httpx.Response:
-    body = {"value": [{"subscriptionId": SUBSCRIPTION, "changeType": "updated", "clientState": client_state,
+def _notify(host: FunctionsHost, backend, uid: str, client_state: str = SECRET) -> httpx.Response:
+    subscription = stored_subscriptions(backend.state)["users"]["id"]
+    body = {"value": [{"subscriptionId": subscription, "changeType": "updated", "clientState": client_state,
                        "resource": f"Users/{uid}", "tenantId": "t",
                        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid}",
                                         "id": uid}}]}
@@ -51,20 +50,18 @@ def _eventually(check, seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_change_travels_from_notification_to_assets(running):
+def test_a_change_travels_from_the_tenant_through_graph_notifications_to_assets(running):
     box, host, backend = running
-    handshake = httpx.post(f"{host.url}/graph-webhook", params={"validationToken": "abc <b>"}, timeout=10)
-    assert handshake.status_code == 200 and handshake.text == "abc <b>"
-    assert handshake.headers["content-type"].startswith("text/plain")
+    assert sorted(s["resource"].strip("/") for s in box.graph.subscriptions.live()) == ["groups", "users"]
     uid = sorted(box.tenant.users)[11]
-    box.tenant.update_user(uid, jobTitle="Notified")
     executions = len(box.assets.executions)
-    assert _notify(host, uid).status_code == 202
+    box.tenant.update_user(uid, jobTitle="Notified")  # the emulator notifies the webhook, as Graph does
     _eventually(lambda: box.assets.find("User", "Entra Object ID", uid).attributes.get("Job Title") == ["Notified"])
     assert len(box.assets.executions) == executions + 1
+    assert any(d.kind == "notification" and d.status == 202 for d in box.graph.subscriptions.deliveries)
     _eventually(lambda: backend.queue.depth().messages == 0)
-    # Duplicate and repeated notifications change nothing more: the delta link has no new changes.
-    assert _notify(host, uid).status_code == 202 and _notify(host, uid).status_code == 202
+    # Duplicate notifications change nothing more: the delta link has no new changes.
+    assert _notify(host, backend, uid).status_code == 202 and _notify(host, backend, uid).status_code == 202
     _eventually(lambda: backend.queue.depth().messages == 0)
     time.sleep(0.3)
     assert len(box.assets.executions) == executions + 1
@@ -72,8 +69,11 @@ def test_a_change_travels_from_notification_to_assets(running):
 
 def test_a_forged_notification_queues_nothing(running):
     box, host, backend = running
-    uid = sorted(box.tenant.users)[12]
-    assert _notify(host, uid, client_state="guess").status_code == 202
+    handshake = httpx.post(f"{host.url}/graph-webhook", params={"validationToken": "abc <b>"}, timeout=10)
+    assert handshake.status_code == 200 and handshake.text == "abc <b>"
+    assert handshake.headers["content-type"].startswith("text/plain")
+    workers = len([i for i in host.invocations if i[0] == "submit_worker"])
+    assert _notify(host, backend, sorted(box.tenant.users)[12], client_state="guess").status_code == 202
     time.sleep(0.3)
     assert backend.queue.depth().messages == 0
-    assert [i for i in host.invocations if i[0] == "submit_worker"] == []
+    assert len([i for i in host.invocations if i[0] == "submit_worker"]) == workers

@@ -1,6 +1,5 @@
 """HTTP: Graph change notifications in, queue messages out (the work itself is in shared.notifications)."""
 import functools
-import json
 import logging
 import os
 import time
@@ -10,6 +9,7 @@ import azure.functions as func
 from shared.notifications import handle_notification_request, is_validation
 from shared.runtime import Backend, open_backend
 from shared.settings import Settings, load_settings
+from shared.subscriptions import subscription_ids
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -21,16 +21,6 @@ def _backend(settings: Settings) -> Backend:
     return open_backend(settings)
 
 
-def _subscriptions(backend: Backend) -> dict[str, str] | None:
-    """Our subscription ids -> "users"/"groups", from the ``subscriptions`` checkpoint; None when unknown."""
-    try:
-        stored = json.loads(backend.state.checkpoint("subscriptions") or "null")
-        return {sub["id"]: resource for resource, sub in stored.items()} if stored else None
-    except (ValueError, TypeError, KeyError, AttributeError):
-        log.warning("the subscriptions checkpoint is unreadable; treating every subscription as unknown")
-        return None
-
-
 @bp.function_name("graph_webhook")
 @bp.route(route="graph-webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def graph_webhook(req: func.HttpRequest) -> func.HttpResponse:
@@ -40,7 +30,8 @@ def graph_webhook(req: func.HttpRequest) -> func.HttpResponse:
     try:
         backend = None if is_validation(req.params) else _backend(settings)  # the handshake needs no storage
         outcome = handle_notification_request(req.params, req.headers, req.get_body(), client_state=secret,
-                                              subscriptions=backend and _subscriptions(backend), now=time.time())
+                                              subscriptions=backend and subscription_ids(backend.state),
+                                              now=time.time())
         for message in outcome.messages:
             backend.queue.send(message)
     except Exception as err:  # noqa: BLE001 - whatever failed, nothing may be lost: let Graph retry
