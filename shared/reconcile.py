@@ -189,6 +189,19 @@ class Change:
     record: Record
 
 
+class _StoredHashes(dict):
+    """The stored hashes by type, each type read from the state on first use: a catch-up that finds no
+    change then reads none (with Azure Storage, one blob of 100,000 hashes per type)."""
+
+    def __init__(self, state: StateStore):
+        super().__init__()
+        self._state = state
+
+    def __missing__(self, type_key: str) -> dict[str, str]:
+        self[type_key] = self._state.hashes(type_key)
+        return self[type_key]
+
+
 class _Planner:
     """Reads, maps and compares one full run; ``changes()`` yields what must be pushed. Not reusable."""
 
@@ -199,7 +212,7 @@ class _Planner:
         self.keys = options.type_keys()
         self.types = {t.key: t for t in options.types}
         self.custom = {k for k, t in self.types.items() if t != BY_KEY[k]}
-        self.hashes = {key: state.hashes(key) for key in self.keys}
+        self.hashes = _StoredHashes(state)
         self.seen: dict[str, set[str]] = defaultdict(set)
         self.users_in_scope: set[str] | None = None  # filled once users are read (None: users not synced)
         self.checkpoints: dict[str, str | None] = {}

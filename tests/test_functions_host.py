@@ -1,13 +1,17 @@
 """The app's functions under the local host stand-in, over Azurite: notification → webhook → queue → worker."""
 from __future__ import annotations
 
+import itertools
 import time
 
 import httpx
 import pytest
 
-from sandbox.emulators import Sandbox
+from sandbox.assets_emulator import AssetsEmulator
+from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN, Sandbox
 from sandbox.functions_host import FunctionsHost
+from sandbox.graph_emulator import GraphEmulator
+from sandbox.tenant import generate_tenant
 from shared.runtime import open_backend, sync_full
 from shared.settings import load_settings
 from shared.setup import run_setup
@@ -43,11 +47,11 @@ def _notify(host: FunctionsHost, backend, uid: str, client_state: str = SECRET) 
     return httpx.post(f"{host.url}/graph-webhook", json=body, timeout=10)
 
 
-def _eventually(check, seconds: float = 10.0) -> None:
+def _eventually(check, seconds: float = 10.0, every: float = 0.05) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def test_a_change_travels_from_the_tenant_through_graph_notifications_to_assets(running):
@@ -77,3 +81,38 @@ def test_a_forged_notification_queues_nothing(running):
     time.sleep(0.3)
     assert backend.queue.depth().messages == 0
     assert len([i for i in host.invocations if i[0] == "submit_worker"]) == workers
+
+
+def test_a_burst_of_10000_changes_in_1000_notifications_is_a_handful_of_executions(app_storage, monkeypatch):
+    tenant = generate_tenant(users=10_000, seed=3, groups=10, devices=10, applications=5)
+    graph, assets = GraphEmulator(tenant, token=GRAPH_TOKEN).start(), AssetsEmulator(token=IMPORT_TOKEN).start()
+    host = None
+    try:
+        box = Sandbox(tenant, graph, assets)
+        env = {**box.settings(), **app_storage, "WEBHOOK_CLIENT_STATE": SECRET, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings(env)
+        run_setup(settings)
+        sync_full(settings)
+        backend = open_backend(settings)
+        backend.state.commit({}, {"subscriptions": '{"users": {"id": "s-users", "expires": "2099-01-01T00:00:00Z"}}'})
+        host = FunctionsHost(run_timer=False).start()
+        first = len(assets.executions)
+        ids = sorted(tenant.users)
+        for uid in ids:
+            tenant.update_user(uid, jobTitle="Burst")
+        for i in range(0, len(ids), 10):  # 1,000 POSTs of 10 notifications, as fast as the webhook takes them
+            value = [{"subscriptionId": "s-users", "changeType": "updated", "clientState": SECRET,
+                      "resource": f"Users/{uid}", "resourceData": {"id": uid}} for uid in ids[i:i + 10]]
+            assert httpx.post(f"{host.url}/graph-webhook", json={"value": value}, timeout=10).status_code == 202
+        _eventually(lambda: all(o.attributes.get("Job Title") == ["Burst"] for o in assets.objects("User")), 120, 1)
+        burst = assets.executions[first:]
+        assert 1 <= len(burst) <= 5, len(burst)  # coalesced: a handful, not one per notification
+        spans = sorted((e.started, e.ended) for e in burst)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # never two at once
+    finally:
+        if host:
+            host.stop()
+        graph.stop()
+        assets.stop()
