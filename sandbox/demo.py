@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.emulators import Sandbox, start_sandbox
+from sandbox.live import live, timed_change
 from sandbox.verify import statuses, verify_directory, verify_users
 from shared.runtime import SyncReport, sync_full
 from shared.settings import load_settings
@@ -36,7 +37,8 @@ def _change_tenant(box: Sandbox) -> list[str]:
     tenant.update_user(leaver, accountEnabled=False)
     renamed = next(u for u in ids[20:] if tenant.users[u].get("department"))
     tenant.update_user(renamed, department=tenant.users[renamed]["department"].upper())
-    departed = next(u for u in ids[30:] if u not in (hire, mover, leaver, renamed) and u not in tenant.managers.values())
+    departed = next(u for u in ids[30:] if u not in (hire, mover, leaver, renamed) and u not in tenant.managers.values()
+                    and u not in ids[100:])
     tenant.delete_user(departed)
     device = min(tenant.devices)
     tenant.delete_device(device)
@@ -80,9 +82,43 @@ def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -
             _sync_row(table, "3 after changes", third := sync_full(settings))
             console.print(table)
             console.print("changes made in the tenant: " + ", ".join(changes))
-            return _summary(box, console, second, third, time.monotonic() - started)
+            live_ok = _live_changes(box, {**box.settings(), "ENTRA_ASSETS_HOME": home}, console)
+            return _summary(box, console, second, third, time.monotonic() - started) if live_ok else 1
     finally:
         box.stop()
+
+
+def _live_changes(box: Sandbox, env: dict[str, str], console: Console) -> bool:
+    """Changes made while the functions run: each travels notification → webhook → queue → worker → Assets."""
+    tenant, assets = box.tenant, box.assets
+    user = lambda uid: assets.find("User", "Entra Object ID", uid)
+    ids = sorted(tenant.users)
+    mover = next(u for u in ids[100:] if tenant.managers.get(u) and tenant.managers[u] != ids[2])
+    leaver = next(u for u in ids[120:] if tenant.users[u].get("accountEnabled") and u != mover)
+    group = next(g for g in sorted(tenant.groups) if tenant.members.get(g))
+    joiner = next(u for u in ids if ("user", u) not in tenant.members[group] and u not in (mover, leaver))
+    with live(box, env):
+        hire: list[str] = []
+        timings = [
+            timed_change(box, "new hire", lambda: hire.append(tenant.add_user(
+                {"displayName": "Ada Lovelace", "userPrincipalName": "ada@sandbox.example", "accountEnabled": True,
+                 "department": "Engineering"}, manager_id=ids[0])),
+                lambda: bool(hire) and user(hire[0]) is not None),
+            timed_change(box, "manager change", lambda: tenant.set_manager(mover, ids[2]),
+                         lambda: user(mover).attributes.get("Manager") == [user(ids[2]).key]),
+            timed_change(box, "leaver (account disabled)", lambda: tenant.update_user(leaver, accountEnabled=False),
+                         lambda: user(leaver).attributes.get("Status") == ["Disabled"]),
+            timed_change(box, "joins a group", lambda: tenant.add_member(group, joiner),
+                         lambda: user(joiner).key in assets.find("Group", "Entra Object ID", group)
+                         .attributes.get("Members", [])),
+        ]
+    table = Table(title="Live changes (Graph notification → webhook → queue → worker → Assets)")
+    table.add_column("change")
+    table.add_column("notification → in Assets", justify="right")
+    for timing in timings:
+        table.add_row(timing.label, f"{timing.latency * 1000:,.0f} ms")
+    console.print(table)
+    return True
 
 
 def _summary(box: Sandbox, console: Console, second: SyncReport, third: SyncReport, seconds: float) -> int:
