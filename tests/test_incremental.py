@@ -6,8 +6,9 @@ import pytest
 from sandbox.emulators import Sandbox
 from sandbox.graph_directory import UserView
 from sandbox.verify import statuses, verify_directory, verify_users
+from shared import worker
 from shared.reconcile import USERS_DELTA
-from shared.runtime import catch_up_planner, open_backend, sync_full, sync_incremental
+from shared.runtime import assets_client, catch_up_planner, open_backend, sync_full, sync_incremental
 from shared.settings import load_settings
 from shared.setup import run_setup
 from shared.worker import push_queued
@@ -83,7 +84,6 @@ def test_many_queued_catch_ups_are_one_round_and_one_execution(box, settings):
         backend.queue.send({"v": 1, "kind": "changes", "changes": [{"r": "users", "id": uid, "c": "updated"}]})
     box.graph.reset_log()
     executions = len(box.assets.executions)
-    from shared.runtime import assets_client
     catch_up, result = catch_up_planner(settings, backend.state)
     pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), catch_up=catch_up)
     assert pushed.messages == 20 and pushed.executions == 1 and len(box.assets.executions) == executions + 1
@@ -123,3 +123,36 @@ def test_a_manager_graph_does_not_repeat_is_kept_from_the_last_push(box, setting
     obj = box.assets.find("User", "Entra Object ID", uid)
     manager = box.assets.find("User", "Entra Object ID", box.tenant.managers[uid])
     assert obj.attributes["Job Title"] == ["Managed Still"] and obj.attributes["Manager"] == [manager.key]
+
+
+def test_a_worker_killed_mid_execution_loses_nothing(box, settings, monkeypatch):
+    uid = sorted(box.tenant.users)[13]
+    box.tenant.update_user(uid, jobTitle="Survivor")
+    link = open_backend(settings).state.checkpoint(USERS_DELTA)
+    assets = assets_client(settings)
+    monkeypatch.setattr(worker, "CHUNK_RECORDS", 1)
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("the worker's instance was recycled mid-execution")
+    monkeypatch.setattr(assets, "submit", dies)
+    with pytest.raises(RuntimeError):
+        sync_incremental(settings, assets=assets)
+    assert box.assets.executions[-1].status == "CANCELLED"
+    assert open_backend(settings).state.checkpoint(USERS_DELTA) == link  # the delta link did not move
+    monkeypatch.undo()
+    sync_incremental(settings)  # the next catch-up (timer tick, notification, CLI) runs from the same link
+    assert box.assets.find("User", "Entra Object ID", uid).attributes["Job Title"] == ["Survivor"]
+
+
+def test_out_of_order_and_duplicate_notifications_leave_the_same_result(box, settings):
+    backend = open_backend(settings)
+    uid = next(u for u in sorted(box.tenant.users) if u not in box.tenant.managers.values())
+    box.tenant.update_user(uid, jobTitle="First")
+    box.tenant.delete_user(uid)
+    # Graph may deliver these late, twice and in any order; the delta link, not the notification, is the truth.
+    for change in ("deleted", "updated", "updated", "deleted"):
+        backend.queue.send({"v": 1, "kind": "changes", "changes": [{"r": "users", "id": uid, "c": change}]})
+    catch_up, _ = catch_up_planner(settings, backend.state)
+    push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), catch_up=catch_up)
+    assert statuses(box.assets, "User")[uid] == "Deleted"
+    assert backend.queue.depth().messages == 0
