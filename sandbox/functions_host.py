@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage
@@ -100,7 +101,7 @@ class FunctionsHost:
             environ["REQUEST_METHOD"], f"http://localhost{environ['PATH_INFO']}?{query}",
             headers={k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
             | {"Content-Type": environ.get("CONTENT_TYPE", "")},
-            params=dict(_pairs(query)), body=environ["wsgi.input"].read(length) if length else b"")
+            params=dict(parse_qsl(query, keep_blank_values=True)), body=environ["wsgi.input"].read(length) if length else b"")
         try:
             response = self._invoke(target.get_function_name(), request)
         except Exception:  # the host answers 500 for an unhandled exception
@@ -144,9 +145,3 @@ class FunctionsHost:
                 self._invoke("timer_sync", TimerRequest(past_due=False))
             except Exception:  # a failed tick shows in the log; the next one runs anyway
                 log.exception("timer_sync failed")
-
-
-def _pairs(query: str):
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(query, keep_blank_values=True)
