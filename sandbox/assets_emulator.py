@@ -30,7 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.assets_apply import AssetsObject, MissingPolicy, ObjectStore, TypeResult, apply_execution
 from sandbox.assets_mapping import DocumentRejected, ObjectTypeDef, SchemaModel, merge_document, to_document
-from sandbox.http import RunningServer, serve
+from sandbox.http import RecordedRequest, RunningServer, serve
 
 DEFAULT_WORKSPACE_ID = "5a6f1c2e-0b1d-4c8e-9f3a-7d2e4b6a8c10"
 DEFAULT_IMPORT_SOURCE_ID = "3e9f7a52-64d1-4b0c-a8e2-1f5c9d7b3a46"
@@ -52,18 +52,6 @@ _ROUTES = Map([
     Rule(f"{_SOURCE}/executions/<eid>", endpoint="cancel", methods=["DELETE"]),
     Rule(f"{_SOURCE}/executions/<eid>/history/failed", endpoint="failed", methods=["POST"]),
 ])
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as it reached the emulator (``json`` is None when the body is not JSON)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    json: object
 
 
 def _now() -> str:

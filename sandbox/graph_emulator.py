@@ -138,7 +138,7 @@ from sandbox.graph_directory import (
     view,
 )
 from sandbox.graph_subscriptions import Subscriptions
-from sandbox.http import RunningServer, serve
+from sandbox.http import RecordedRequest, RunningServer, serve
 from sandbox.tenant import Change, Tenant
 
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_USER_PROPERTIES", "DELTA_PAGE_SIZES", "DEVICE_DELTA_PAGE_SIZE",
@@ -161,16 +161,6 @@ _KNOWN_OPTIONS = {"$select", "$top", "$filter", "$orderby", "$count", "$search",
                   "$skiptoken", "$deltatoken", "$format"}
 RESOURCES_BY_TYPE = {r.type: r.name for r in RESOURCES.values()}
 _JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as it reached the emulator (throttled and rejected ones included)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,19 @@ from dataclasses import dataclass, field
 from cheroot import wsgi
 
 
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as it reached an emulator (throttled and rejected ones included). ``json`` is the parsed
+    body, None when there is none or it is not JSON."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+    json: object = None
+
+
 @dataclass
 class RunningServer:
     """A server started by :func:`serve`; ``url`` is ``http://127.0.0.1:<port>`` (no trailing slash)."""
