@@ -37,12 +37,12 @@ from shared.reconcile import (
     USERS_DELTA,
     Change,
     FullRunResult,
+    Planner,
     Progress,
     RunOptions,
     Scope,
-    _links,
-    _object_type,
-    _Planner,
+    directory_links,
+    object_type_of,
 )
 from shared.schema import BY_KEY
 
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 BATCH = 500  # objects of a round mapped together (one state lookup of their last pushed data)
 
 
-class _CatchUp(_Planner):
+class _CatchUp(Planner):
     """Plans the changes since the stored delta links. ``changes()`` yields; ``checkpoints`` fills."""
 
     def changes(self) -> Iterator[Change]:
@@ -74,7 +74,7 @@ class _CatchUp(_Planner):
         """The full-run planner for one resource (initial delta round, departures included)."""
         options = RunOptions(object_types=(key,), max_deactivations=self.options.max_deactivations,
                              allow_mass_deactivation=self.options.allow_mass_deactivation, types=self.options.types)
-        planner = _Planner(self.graph, self.state, options, self.scope, self.result, self.progress)
+        planner = Planner(self.graph, self.state, options, self.scope, self.result, self.progress)
         planner.users_in_scope = self.users_in_scope
         yield from planner.changes()
         self.checkpoints.update(planner.checkpoints)
@@ -134,7 +134,7 @@ class _CatchUp(_Planner):
                     removed.setdefault(gid, set()).add(member["id"])
                     added.get(gid, {}).pop(member["id"], None)
                 else:
-                    added.setdefault(gid, {})[member["id"]] = _object_type(member)
+                    added.setdefault(gid, {})[member["id"]] = object_type_of(member)
         last = self.state.records("group", list(groups))
         for gid, group in groups.items():
             if "@removed" in group or (self.scope.groups is not None and gid not in self.scope.groups):
@@ -142,7 +142,7 @@ class _CatchUp(_Planner):
                 continue
             before = {m: "user" for m in (last.get(gid) or {}).get("members") or ()}
             members = {m: t for m, t in before.items() if m not in removed.get(gid, ())} | added.get(gid, {})
-            owners = _links(list(self.graph.objects(f"groups/{gid}/owners", {"$select": "id", "$top": "999"})))
+            owners = directory_links(list(self.graph.objects(f"groups/{gid}/owners", {"$select": "id", "$top": "999"})))
             record = map_group(group, self._refs(members.items(), "member", gid), self._refs(owners, "owner", gid),
                                self.result.warnings)
             self.result.read["group"] += 1

@@ -202,7 +202,7 @@ class _StoredHashes(dict):
         return self[type_key]
 
 
-class _Planner:
+class Planner:
     """Reads, maps and compares one full run; ``changes()`` yields what must be pushed. Not reusable."""
 
     def __init__(self, graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope,
@@ -286,7 +286,7 @@ class _Planner:
                 if "@removed" in link:
                     members[gid].pop(link["id"], None)
                 else:
-                    members[gid][link["id"]] = _object_type(link)
+                    members[gid][link["id"]] = object_type_of(link)
         owners = {o["id"]: self._expanded(o, "groups", "owners")
                   for o in self.graph.objects("groups", {"$select": "id", "$expand": "owners", "$top": "999"})}
         scope = self.scope.groups
@@ -307,7 +307,7 @@ class _Planner:
         links = obj.get(relation) or []
         if len(links) >= EXPAND_LIMIT:
             links = list(self.graph.objects(f"{resource}/{obj['id']}/{relation}", {"$select": "id", "$top": "999"}))
-        return _links(links)
+        return directory_links(links)
 
     def _devices(self) -> Iterator[Change]:
         self.progress("Fetching devices", 0)
@@ -344,20 +344,20 @@ class _Planner:
                 yield Change("deactivate", deactivated(key, record_id, last.get(record_id)))
 
 
-def _object_type(link: dict) -> str:
+def object_type_of(link: dict) -> str:
     """``#microsoft.graph.user`` -> ``user`` (a directoryObject without a type is taken as a user)."""
     return (link.get("@odata.type") or "#microsoft.graph.user").rsplit(".", 1)[-1].lower()
 
 
-def _links(objects: list[dict] | None) -> list[tuple[str, str]]:
-    return [(o["id"], _object_type(o)) for o in objects or () if "@removed" not in o]
+def directory_links(objects: list[dict] | None) -> list[tuple[str, str]]:
+    return [(o["id"], object_type_of(o)) for o in objects or () if "@removed" not in o]
 
 
 def plan(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
          progress: Progress = lambda stage, n: None) -> tuple[Iterator[Change], dict[str, str | None]]:
     """The changes of a full run, lazily, and the checkpoints dict that is filled once they are consumed.
     Reads only; writes nothing."""
-    planner = _Planner(graph, state, options, scope, result, progress)
+    planner = Planner(graph, state, options, scope, result, progress)
     return planner.changes(), planner.checkpoints
 
 
