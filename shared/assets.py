@@ -113,14 +113,15 @@ class AssetsClient:
         it is derived from the mapping link - the one place this client extends a link; UNCONFIRMED)."""
         return self._json("GET", self.links()["mapping"].rsplit("/mapping", 1)[0] + "/schema-and-mapping")
 
-    def submit_document(self, document: dict) -> str:
+    def submit_document(self, document: dict, first: bool | None = None) -> str:
         """Send the schema-and-mapping document: PUT the first time (MISSING_MAPPING), PATCH afterwards.
 
         Whether a second PUT is refused with 409 is UNCONFIRMED (reference §3.4), so PUT is used only when
         Assets says there is no mapping. Returns "created" or "updated". Raises ``RemoteError`` with Assets'
         validation errors on 400.
         """
-        first = self.config_status() == "MISSING_MAPPING"
+        if first is None:  # callers that just read the config status pass it, saving a request
+            first = self.config_status() == "MISSING_MAPPING"
         method = "PUT" if first else "PATCH"
         response = self._request(method, self.links()["mapping"], document)
         if response.status_code == 303:  # async processing: follow the progress link (reference §3.6)

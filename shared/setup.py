@@ -57,14 +57,15 @@ def run_setup(settings: Settings) -> SetupOutcome:
         raise RemoteError("the schema-and-mapping document is invalid: " + "; ".join(problems[:5]))
     assets = assets_client(settings)
     notes = [MISSING_OBJECTS_NOTE]
-    if assets.config_status() != "MISSING_MAPPING":
+    first = assets.config_status() == "MISSING_MAPPING"
+    if not first:
         live = assets.schema_and_mapping()
         refused = incompatible_changes(live, document)
         if refused:
             raise IncompatibleSchema("Assets cannot apply these schema changes (its mapping API only adds): "
                                      + "; ".join(refused))
         notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
-    action = assets.submit_document(document)
+    action = assets.submit_document(document, first)
     if settings.webhook_url:  # Graph validates the webhook during the create: it must be reachable now
         backend = open_backend(settings)
         notes += ensure_subscriptions(graph_client(settings), backend.state, settings).lines()
