@@ -102,7 +102,6 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
     Without --full: a catch-up from the stored delta links (what the timer does between full runs)."""
     from shared.reconcile import guard_error
     from shared.runtime import sync_full, sync_incremental
-    from shared.status import record_run
 
     try:
         settings = _settings()
@@ -111,7 +110,6 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
             report = run(settings, progress, allow_mass_deactivation=allow_mass_deactivation)
     except EntraAssetsError as error:
         _fail(error)
-    record_run(settings, report, "full" if full else "incremental")
     _print_sync(report, "sync --full" if full else "sync (delta catch-up)")
     if report.full.held_back:
         _fail(guard_error(report.full, settings.max_deactivations))
@@ -182,8 +180,9 @@ def preview(as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented in the README).")
-def status(as_json: bool) -> None:
-    """Importer status, the last run and the queue."""
+@click.option("--runs", "limit", default=10, show_default=True, help="How many of the last runs to list.")
+def status(as_json: bool, limit: int) -> None:
+    """Importer status, the current stage, the last runs, subscriptions and the queue."""
     from shared.status import collect_status
 
     try:
@@ -196,11 +195,39 @@ def status(as_json: bool) -> None:
     out.print(f"importer status: [bold]{data['importer_status']}[/bold]")
     if data.get("message"):
         out.print(f"  {escape(data['message'])}")
-    last = data.get("last_run")
-    if last:
-        out.print(f"last run: {last['kind']} at {last['started']} - {last['stage']}, {last['records_pushed']:,} "
-                  f"records pushed in {last['executions']} execution(s), {last['seconds']:.1f} s")
+    current = data.get("current")
+    if current:
+        out.print(f"running now: {current['stage']} ({current['count']:,} so far) - {current['kind']} run started "
+                  f"by {current['trigger']} at {current['started']}")
+    out.print(runs_table(data["runs"][:limit]) if data["runs"] else "no runs recorded yet")
+    for resource, subscription in sorted(data["subscriptions"].items()):
+        out.print(f"subscription {resource}: expires {escape(str(subscription.get('expires')))}")
     out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
+
+
+def _by_type(counts: dict) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in counts.items()) or "-"
+
+
+def runs_table(runs: list[dict], title: str = "last runs (newest first)") -> Table:
+    """The run history as a table (``status``, the demo)."""
+    table = Table(title=title)
+    for column in ("started (UTC)", "trigger", "kind", "stage", "seconds", "records pushed", "created",
+                   "updated", "identical", "executions", "notes"):
+        table.add_column(column, justify="right" if column in ("seconds", "created", "updated", "identical",
+                                                                "executions") else "left")
+    for run in runs:
+        repeated = run.get("repeated") or 1
+        notes = [f"{repeated} quiet runs, last at {run.get('last_started')}"] if repeated > 1 else []
+        notes += [f"marked Deleted: {_by_type(run['deactivated'])}"] if run.get("deactivated") else []
+        notes += run.get("errors") or []
+        notes += [f"{len(run['warnings'])} warning(s)"] if run.get("warnings") else []
+        stage = run["stage"] if run["stage"] == "Done" else f"[red]{run['stage']}[/red]"
+        table.add_row(run["started"].replace("T", " ").rstrip("Z"), "+".join(run["triggers"]), run["kind"], stage,
+                      f"{run['seconds']:.1f}", _by_type(run["records"]), f"{run['created']:,}",
+                      f"{run['updated']:,}", f"{run['identical']:,}", str(run["executions"]),
+                      escape("; ".join(notes)))
+    return table
 
 
 @main.command()

@@ -16,8 +16,12 @@ queue; it does no I/O, so the webhook stays a thin adapter and everything here i
 
 Message shapes (``v`` 1)::
 
-    {"v": 1, "kind": "changes", "received": <now>, "changes": [{"r": "users", "id": "<object id>", "c": "updated"}]}
-    {"v": 1, "kind": "lifecycle", "event": "missed", "subscription": "<subscription id>", "resource": "users"}
+    {"v": 1, "kind": "changes", "trigger": "webhook", "received": <now>,
+     "changes": [{"r": "users", "id": "<object id>", "c": "updated"}]}
+    {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "missed", "subscription": "<subscription id>",
+     "resource": "users"}
+
+(``trigger`` names the producer in the run history, ``shared/history.py``.)
 
 ``counts`` holds only fixed keys (``COUNT_KEYS``), never ids or secrets, so it can be logged as is.
 """
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from shared.store import RAW_MESSAGE_LIMIT
 
 MESSAGE_VERSION = 1
+TRIGGER = "webhook"  # who queued the message, for the run history
 MAX_TOKEN_CHARS = 1024
 MAX_BODY_BYTES = 1024 * 1024
 TEXT_PLAIN = "text/plain; charset=utf-8"
@@ -173,8 +178,9 @@ def _one(item: object, secret: bytes | None, subscriptions: Mapping[str, str] | 
             counts["malformed"] += 1
             return
         counts[f"lifecycle:{event}" if event in LIFECYCLE_EVENTS else "lifecycle:other"] += 1
-        lifecycle.setdefault((event, subscription), {"v": MESSAGE_VERSION, "kind": "lifecycle", "event": event,
-                                                     "subscription": subscription, "resource": subscribed})
+        lifecycle.setdefault((event, subscription), {"v": MESSAGE_VERSION, "kind": "lifecycle", "trigger": TRIGGER,
+                                                     "event": event, "subscription": subscription,
+                                                     "resource": subscribed})
         _tenant(item, outcome)
         return
 
@@ -254,7 +260,7 @@ def _change_messages(changes: dict[tuple[str, str], str], now: float) -> list[di
     """``changes`` as as few ``changes`` messages as fit ``RAW_MESSAGE_LIMIT`` each (order kept)."""
     if not changes:
         return []
-    envelope = len(_dumps({"v": MESSAGE_VERSION, "kind": "changes", "received": now, "changes": []}).encode())
+    envelope = len(_dumps(_message([], now)).encode())
     messages: list[dict] = []
     batch: list[dict] = []
     size = envelope
@@ -271,4 +277,4 @@ def _change_messages(changes: dict[tuple[str, str], str], now: float) -> list[di
 
 
 def _message(batch: list[dict], now: float) -> dict:
-    return {"v": MESSAGE_VERSION, "kind": "changes", "received": now, "changes": batch}
+    return {"v": MESSAGE_VERSION, "kind": "changes", "trigger": TRIGGER, "received": now, "changes": batch}

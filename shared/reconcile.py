@@ -368,13 +368,15 @@ def new_result(clock: Callable[[], float] = time.time) -> FullRunResult:
 
 def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads: PayloadStore,
              progress: Progress = lambda stage, n: None, clock: Callable[[], float] = time.time,
-             options: RunOptions = RunOptions()) -> FullRunResult:
+             options: RunOptions = RunOptions(),
+             stamp: Callable[[FullRunResult, float], dict] = lambda result, started: {}) -> FullRunResult:
     """Read everything in scope, queue what changed since the last push, and return what happened.
 
     Idempotent: running it twice before the worker runs queues the same changes twice, which the worker
     coalesces. Raises the Graph errors of ``GraphClient`` and ``ScopeError`` before anything is queued.
     When the guard held departures back, the other changes are queued and the result says so
-    (``held_back``); the caller reports it (``MassDeactivation``).
+    (``held_back``); the caller reports it (``MassDeactivation``). ``stamp(result, started)`` gives fields added
+    to the queued message (its trigger and a summary for the run history).
     """
     started = clock()
     result = new_result(clock)
@@ -393,7 +395,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     result.graph_pages = graph.pages_read - pages_before
     if result.queued:
         queue.send({"v": MESSAGE_VERSION, "kind": "records", "payload": name, "records": result.queued,
-                    "run": result.run_id, "created": started})
+                    "run": result.run_id, "created": started, **stamp(result, started)})
         result.payload = name
     else:
         payloads.delete(name)

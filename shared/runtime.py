@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shared import history
 from shared.assets import AssetsClient
 from shared.graph import GraphClient, TokenProvider
 from shared.incremental import plan_catch_up
@@ -106,10 +107,14 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
         ensure_subscriptions(graph_client(settings), backend.state, settings)
     if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
         log.info("full reconciliation not due yet; queuing a delta catch-up")
-        backend.queue.send({"v": 1, "kind": "catchup", "created": now})
+        backend.queue.send({"v": 1, "kind": "catchup", "trigger": "timer", "created": now})
         return None
-    result = run_full(graph_client(settings), backend.state, backend.queue, backend.payloads,
-                      options=RunOptions.from_settings(settings))
+    tracker = history.StageTracker(backend.state, "timer", "full")
+    try:
+        result = _full_run(settings, backend, graph_client(settings), "timer", RunOptions.from_settings(settings),
+                           tracker)
+    finally:
+        tracker.finish()  # the worker takes over from here
     if result.held_back:
         raise guard_error(result, settings.max_deactivations)
     return result
@@ -120,9 +125,15 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     backend = open_backend(settings)
     if message.body.get("event") in RESUBSCRIBE and settings.webhook_url:  # lifecycle notification
         ensure_subscriptions(graph_client(settings), backend.state, settings)
-    catch_up, result = catch_up_planner(settings, backend.state)
-    pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), trigger=message,
-                         catch_up=catch_up)
+    kind = "full" if message.body.get("kind") == "records" else "catch-up"
+    tracker = history.StageTracker(backend.state, str(message.body.get("trigger") or "unknown"), kind)
+    catch_up, result = catch_up_planner(settings, backend.state, tracker)
+    try:
+        pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings),
+                             trigger=message, progress=tracker, catch_up=catch_up,
+                             on_pass=_recorder(settings, backend.state, result))
+    finally:
+        tracker.finish()
     if result.held_back:
         raise guard_error(result, settings.max_deactivations)
     return pushed
@@ -167,23 +178,54 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
     backend = backend or open_backend(settings)
     assets = assets or assets_client(settings)
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
-    progress("Starting", 0)
-    graph = graph or graph_client(settings)
-    catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph)
-    if full:
-        report = SyncReport(run_full(graph, backend.state, backend.queue, backend.payloads, progress,
-                                     options=options))
-    else:
-        backend.queue.send({"v": 1, "kind": "catchup", "created": time.time()})
-        report = SyncReport(caught_up)
-    while True:
-        pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
-                             catch_up=catch_up)
-        report.pushes.append(pushed)
-        if pushed.messages == 0:
-            break
+    tracker = history.StageTracker(backend.state, "cli", "full" if full else "catch-up")
+    progress = history.fanout(progress, tracker)
+    try:
+        progress("Starting", 0)
+        graph = graph or graph_client(settings)
+        catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph)
+        if full:
+            report = SyncReport(_full_run(settings, backend, graph, "cli", options, progress))
+        else:
+            backend.queue.send({"v": 1, "kind": "catchup", "trigger": "cli", "created": time.time()})
+            report = SyncReport(caught_up)
+        while True:
+            pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
+                                 catch_up=catch_up, on_pass=_recorder(settings, backend.state, caught_up))
+            report.pushes.append(pushed)
+            if pushed.messages == 0:
+                break
+    finally:
+        tracker.finish()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _full_run(settings: Settings, backend: Backend, graph: GraphClient, trigger: str, options: RunOptions,
+              progress: Progress) -> FullRunResult:
+    """``run_full`` with its queue message stamped for the run history (trigger, producer summary). A run
+    the worker will never see - nothing to push, or failed before queuing - is recorded here."""
+    started = time.time()
+    try:
+        result = run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options,
+                          stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
+    except Exception as error:
+        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), error=error))
+        raise
+    if result.payload is None:
+        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), result,
+                                                              max_deactivations=settings.max_deactivations))
+    return result
+
+
+def _recorder(settings: Settings, state: StateStore, caught_up: FullRunResult):
+    """The worker's ``on_pass``: one history record per pass that handled messages (failed ones included)."""
+    started = time.time()
+
+    def record(pushed: PushResult, error: BaseException | None) -> None:
+        history.append(state, history.pass_record(pushed, started, time.time(), error, caught_up,
+                                                  settings.max_deactivations))
+    return record
 
 
 def preview(settings: Settings, progress: Progress = lambda stage, n: None) -> PreviewReport:

@@ -1,4 +1,4 @@
-"""Importer status (SPEC §3) for ``check`` and ``status``, and the record of the last CLI run.
+"""Importer status (SPEC §3) for ``check`` and ``status``, and everything ``status`` shows.
 
 The importer status is the one word an Assets admin knows from other importers: IDLE, RUNNING, DISABLED,
 MISSING_MAPPING (the import source), INVALID_TOKEN, NO_TOKEN (the import token), INVALID_CREDENTIALS,
@@ -7,16 +7,13 @@ traceback; only invalid settings raise.
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 
+from shared import history
 from shared.errors import EntraAssetsError
-from shared.runtime import SyncReport, assets_client, graph_client, open_backend
+from shared.runtime import assets_client, graph_client, open_backend
 from shared.settings import Settings
 from shared.subscriptions import stored_subscriptions
-
-LAST_RUN = "runs/last"
 
 
 @dataclass
@@ -66,24 +63,22 @@ def check_all(settings: Settings) -> CheckReport:
     return report
 
 
-def record_run(settings: Settings, report: SyncReport, kind: str = "full") -> None:
-    """Remember the last CLI run for ``status`` (run history with more detail comes later)."""
-    last = {"kind": kind, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - report.seconds)),
-            "stage": "Failed" if any(p.errors for p in report.pushes) or report.full.held_back else "Done",
-            "users": report.full.users, "read": dict(report.full.read), "records_queued": report.full.queued,
-            "deactivated": sum(report.full.deactivated.values()), "held_back": sum(report.full.held_back.values()),
-            "records_pushed": report.records_pushed, "executions": report.executions,
-            "seconds": round(report.seconds, 3), "warnings": report.full.warnings.lines()}
-    open_backend(settings).state.commit({}, {LAST_RUN: json.dumps(last)})
+def collect_status(settings: Settings, now: float | None = None) -> dict:
+    """The data of ``status --json`` and of the status page: stable keys, documented in the README.
 
-
-def collect_status(settings: Settings) -> dict:
-    """The data of ``status --json`` (stable keys, documented in the README)."""
+    ``importer_status`` is the import source's status, RUNNING while one of our runs is going (``current``) even
+    before Assets sees an execution. ``runs`` is the history, newest first (``shared.history``). Raises only
+    SettingsError; a remote side that fails becomes ``importer_status`` and ``message``."""
     backend = open_backend(settings)
     status, message = _assets_status(settings)
+    current = history.read_current(backend.state, now)
+    if current is not None and status == "IDLE":
+        status = "RUNNING"
     depth = backend.queue.depth()
-    last = backend.state.checkpoint(LAST_RUN)
-    return {"importer_status": status, "message": message,
-            "last_run": json.loads(last) if last else None,
+    return {"importer_status": status, "message": message, "current": current,
+            "runs": history.read_runs(backend.state),
             "subscriptions": stored_subscriptions(backend.state),
-            "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison}}
+            "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
+            # Filled by the coordinator (issue 5): credential expiry warnings (shared/credentials.py) and the
+            # Jira user links (unmatched users). None until then.
+            "credentials": None, "jira": None}

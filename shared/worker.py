@@ -48,11 +48,14 @@ class PushResult:
     result_counts: Counter = field(default_factory=Counter)   # created/updated/identical from Assets
     errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    triggers: Counter = field(default_factory=Counter)    # who queued the messages: timer, webhook, cli (history)
+    summaries: list[dict] = field(default_factory=list)   # the producer summaries of the full runs carried
 
 
 def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
                 trigger: QueuedMessage | None = None, lease_ttl: float = 60,
-                progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None) -> PushResult:
+                progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None,
+                on_pass: Callable[[PushResult, BaseException | None], None] | None = None) -> PushResult:
     """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
 
     ``records`` messages point at a full run's payload. ``changes`` (from the webhook), ``lifecycle`` and
@@ -62,7 +65,8 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
 
     Returns a ``PushResult``; ``deferred`` is True when another writer holds the lease (the trigger message
     is then re-queued with a delay, so it does not burn a delivery attempt). Raises on failure, leaving every
-    message to be redelivered.
+    message to be redelivered. ``on_pass(result, error)`` runs after a pass that handled messages, failed ones
+    included, while the lease is still held (the run history: one writer).
     """
     if trigger is not None and not _valid(trigger):
         raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
@@ -75,10 +79,18 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
         queue.send(trigger.body, delay=DEFER_SECONDS)
         log.info("another worker holds the import source; message deferred by %ss", DEFER_SECONDS)
         return PushResult(deferred=True)
+    result, failure = PushResult(), None
     try:
-        return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up)
+        return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result)
+    except BaseException as error:
+        failure = error
+        raise
     finally:
-        lease.__exit__(None, None, None)
+        try:
+            if on_pass is not None and result.messages:
+                on_pass(result, failure)
+        finally:
+            lease.__exit__(None, None, None)
 
 
 def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMessage]:
@@ -131,11 +143,14 @@ def _lines(payloads: PayloadStore, message: QueuedMessage, checkpoints: dict) ->
 
 
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
-          progress: Progress, catch_up: CatchUp | None) -> PushResult:
+          progress: Progress, catch_up: CatchUp | None, result: PushResult) -> PushResult:
     started = time.monotonic()
-    result = PushResult()
     messages = _drain(queue, trigger)
     result.messages = len(messages)
+    for message in messages:
+        result.triggers[str(message.body.get("trigger") or "unknown")] += 1
+        if isinstance(message.body.get("summary"), dict):
+            result.summaries.append(message.body["summary"])
     checkpoints: dict[str, str | None] = {}
     with_payload = [m for m in messages if m.body["kind"] == "records"]
     pending = _coalesced(payloads, with_payload, checkpoints)

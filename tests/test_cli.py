@@ -31,9 +31,13 @@ def test_setup_sync_status(run):
     assert "records pushed" in result.output and f"{len(run.box.tenant.users):,}" in result.output
     status = run("status", "--json")
     data = json.loads(status.output)
-    assert data["importer_status"] == "IDLE"
-    assert data["last_run"]["records_pushed"] > len(run.box.tenant.users)
-    assert data["last_run"]["executions"] == 1 and data["queue"]["messages"] == 0
+    assert data["importer_status"] == "IDLE" and data["current"] is None
+    [last] = data["runs"]
+    assert last["triggers"] == ["cli"] and last["kind"] == "full" and last["stage"] == "Done"
+    assert last["records_pushed"] > len(run.box.tenant.users) == last["records"]["User"] == last["read"]["User"]
+    assert last["executions"] == 1 and data["queue"]["messages"] == 0
+    human = run("status")
+    assert human.exit_code == 0 and "last runs" in human.output and "cli" in human.output
 
 
 def test_check_reports_ready_and_each_failure(run):
@@ -71,4 +75,5 @@ def test_sync_without_full_catches_up_from_the_delta_link(run):
     assert result.exit_code == 0, result.output
     assert "delta catch-up" in result.output and len(run.box.assets.executions) == executions + 1
     assert run.box.assets.find("User", "Entra Object ID", uid).attributes["Job Title"] == ["Caught Up"]
-    assert json.loads(run("status", "--json").output)["last_run"]["kind"] == "incremental"
+    newest = json.loads(run("status", "--json").output)["runs"][0]
+    assert newest["kind"] == "catch-up" and newest["records"] == {"User": 1} and newest["updated"] == 1

@@ -65,7 +65,7 @@ def uid(n: int) -> str:
 def test_graph_user_notification_becomes_one_changes_message():
     outcome = post([user_note(uid(1))])
     assert (outcome.status, outcome.body) == (202, "")
-    assert outcome.messages == [{"v": 1, "kind": "changes", "received": NOW,
+    assert outcome.messages == [{"v": 1, "kind": "changes", "trigger": "webhook", "received": NOW,
                                  "changes": [{"r": "users", "id": uid(1), "c": "updated"}]}]
     assert outcome.counts == {"accepted": 1, "changes": 1}
     assert outcome.tenants == {TENANT}
@@ -207,8 +207,8 @@ def test_lifecycle_notifications(event):
     outcome = post([lifecycle_note(event), lifecycle_note(event), lifecycle_note(event, sub=GROUPS_SUB)])
     assert outcome.status == 202
     assert outcome.messages == [
-        {"v": 1, "kind": "lifecycle", "event": event, "subscription": USERS_SUB, "resource": "users"},
-        {"v": 1, "kind": "lifecycle", "event": event, "subscription": GROUPS_SUB, "resource": "groups"}]
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": event, "subscription": USERS_SUB, "resource": "users"},
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": event, "subscription": GROUPS_SUB, "resource": "groups"}]
     assert outcome.counts == {f"lifecycle:{event}": 3, "changes": 0}
 
 
@@ -220,10 +220,10 @@ def test_lifecycle_quirk_payload_and_mixed_request():
               "clientState": SECRET, "lifecycleEvent": "reauthorizationRequired"}
     outcome = post([user_note(uid(1)), quirky, lifecycle_note("futureEvent")])
     assert outcome.messages == [
-        {"v": 1, "kind": "changes", "received": NOW, "changes": [{"r": "users", "id": uid(1), "c": "updated"}]},
-        {"v": 1, "kind": "lifecycle", "event": "reauthorizationRequired", "subscription": GROUPS_SUB,
+        {"v": 1, "kind": "changes", "trigger": "webhook", "received": NOW, "changes": [{"r": "users", "id": uid(1), "c": "updated"}]},
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "reauthorizationRequired", "subscription": GROUPS_SUB,
          "resource": "groups"},
-        {"v": 1, "kind": "lifecycle", "event": "futureEvent", "subscription": USERS_SUB, "resource": "users"}]
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "futureEvent", "subscription": USERS_SUB, "resource": "users"}]
     assert outcome.counts == {"accepted": 1, "changes": 1, "lifecycle:reauthorizationRequired": 1,
                               "lifecycle:other": 1}
 
@@ -302,9 +302,9 @@ def test_handler_queues_the_changes_and_answers_202(handler, webhook_env):
     assert (response.status_code, response.get_body()) == (202, b"")
     [changes, lifecycle] = drain(webhook_env)
     assert before <= changes.pop("received") <= time.time()
-    assert changes == {"v": 1, "kind": "changes", "changes": [{"r": "users", "id": uid(1), "c": "deleted"},
+    assert changes == {"v": 1, "kind": "changes", "trigger": "webhook", "changes": [{"r": "users", "id": uid(1), "c": "deleted"},
                                                               {"r": "groups", "id": uid(2), "c": "deleted"}]}
-    assert lifecycle == {"v": 1, "kind": "lifecycle", "event": "missed", "subscription": USERS_SUB,
+    assert lifecycle == {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "missed", "subscription": USERS_SUB,
                          "resource": "users"}
 
 
