@@ -121,6 +121,7 @@ class AssetsEmulator:
         self._mapping_jobs: dict[str, dict] = {}
         self._lock = threading.RLock()
         self._server: RunningServer | None = None
+        self.object_api = None  # sandbox.assets_objects.AssetsObjectApi when Jira linking is emulated
 
     # -- lifecycle and knobs ------------------------------------------------------------------------------
 
@@ -216,6 +217,8 @@ class AssetsEmulator:
                 return _json({"code": 429, "message": "Rate limit exceeded"}, 429, {"Retry-After": retry_after})
         if too_large:
             return _json({"code": 413, "message": "Request entity too large"}, 413)
+        if self.object_api is not None and self.object_api.handles(request.path):  # object API: basic auth
+            return self.object_api.respond(request, body)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _json({"code": 401, "message": "Unauthorized"}, 401)
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sandbox.assets_emulator import AssetsEmulator
+from sandbox.assets_objects import AssetsObjectApi
 from sandbox.graph_emulator import GraphEmulator
+from sandbox.jira_emulator import SITE_EMAIL, SITE_TOKEN, JiraEmulator, accounts_for
 from sandbox.tenant import Tenant, generate_tenant
 
 GRAPH_TOKEN = "sandbox-graph-token"
@@ -18,21 +20,36 @@ class Sandbox:
     tenant: Tenant
     graph: GraphEmulator
     assets: AssetsEmulator
+    jira: JiraEmulator | None = None   # Jira site (user search) + the Assets object API, when linking is on
 
     def settings(self) -> dict[str, str]:
         """App settings (environment variables) that aim entra-assets at the emulators."""
         return {"GRAPH_BASE_URL": self.graph.base_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
-                "ASSETS_API_URL": self.assets.url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN}
+                "ASSETS_API_URL": self.assets.url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN} | self.jira_settings()
+
+    def jira_settings(self) -> dict[str, str]:
+        """JIRA_* settings (linking on) when the sandbox emulates a Jira site; {} otherwise."""
+        if self.jira is None:
+            return {}
+        return {"JIRA_SITE_URL": self.jira.url, "JIRA_EMAIL": SITE_EMAIL, "JIRA_API_TOKEN": SITE_TOKEN,
+                "JIRA_REQUESTS_PER_SECOND": "500"}
 
     def stop(self) -> None:
         self.graph.stop()
         self.assets.stop()
+        if self.jira is not None:
+            self.jira.stop()
 
 
 def start_sandbox(users: int = 2000, seed: int = 1, graph_port: int = 0, assets_port: int = 0,
-                  tenant: Tenant | None = None) -> Sandbox:
-    """Generate (or take) a tenant and start both emulators; ports 0 pick free ones."""
+                  tenant: Tenant | None = None, jira: bool = False) -> Sandbox:
+    """Generate (or take) a tenant and start both emulators; ports 0 pick free ones. With ``jira``, also a Jira
+    site with Atlassian accounts for most users (``sandbox.jira_emulator``) and the Assets object API."""
     tenant = tenant or generate_tenant(users=users, seed=seed)
     graph = GraphEmulator(tenant, token=GRAPH_TOKEN).start(port=graph_port)
     assets = AssetsEmulator(token=IMPORT_TOKEN).start(port=assets_port)
-    return Sandbox(tenant, graph, assets)
+    site = None
+    if jira:
+        site = JiraEmulator(accounts_for(tenant, seed), assets.workspace_id).start()
+        assets.object_api = AssetsObjectApi(assets, SITE_EMAIL, SITE_TOKEN, site.is_active_account)
+    return Sandbox(tenant, graph, assets, site)

@@ -29,6 +29,7 @@ import orjson
 
 from shared.derived import Derived
 from shared.errors import DeltaExpired
+from shared.links import kept_manager
 from shared.mapping import Record, deactivated, is_deactivated, make_record, map_group, map_user
 from shared.reconcile import (
     GROUPS_DELTA,
@@ -73,7 +74,8 @@ class _CatchUp(Planner):
     def _fresh(self, key: str) -> Iterator[Change]:
         """The full-run planner for one resource (initial delta round, departures included)."""
         options = RunOptions(object_types=(key,), max_deactivations=self.options.max_deactivations,
-                             allow_mass_deactivation=self.options.allow_mass_deactivation, types=self.options.types)
+                             allow_mass_deactivation=self.options.allow_mass_deactivation, types=self.options.types,
+                             linking=self.options.linking)
         planner = Planner(self.graph, self.state, options, self.scope, self.result, self.progress)
         planner.users_in_scope = self.users_in_scope
         yield from planner.changes()
@@ -98,16 +100,17 @@ class _CatchUp(Planner):
         self.progress("Fetching users", 0)
         round_ = self.graph.delta("users", [], link)
         derived = Derived(names=orjson.loads(self.state.checkpoint(NAMES) or "{}"))
-        for batch in _batches(round_.objects):
+        users = self.linker.users(round_.objects, self.scope.users, defer=False) if self.linker else round_.objects
+        for batch in _batches(users):
             last = self.state.records("user", [u["id"] for u in batch])
             for user in batch:
                 uid, scope = user["id"], self.scope.users
                 if "@removed" in user or (scope is not None and uid not in scope):
                     self._departure("user", uid, last.get(uid), departures)
                     continue
-                record = map_user(user, self.result.warnings, scope, self.result.unmatched)
+                record = map_user(user, self.result.warnings, scope, self.result.unmatched, self.accounts)
                 if "manager@delta" not in user and uid in last:  # relationship unchanged: not sent
-                    record = make_record("user", uid, {**record.data, "managerId": last[uid].get("managerId")})
+                    record = make_record("user", uid, {**record.data, **kept_manager(record.data, last[uid])})
                 derived.observe(user, record)
                 self.result.read["user"] += 1
                 yield from self._compare(record, user)
@@ -116,6 +119,8 @@ class _CatchUp(Planner):
                 yield from self._compare(record)
         self.checkpoints[USERS_DELTA] = round_.delta_link
         self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
+        if self.linker:
+            self.checkpoints.update(self.linker.checkpoints(full=False))
 
     def _group_round(self, link: str, departures: list[Change]) -> Iterator[Change]:
         self.progress("Fetching groups", 0)

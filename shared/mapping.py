@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -119,11 +119,13 @@ _USER_TEXT = (("upn", "userPrincipalName", "User Principal Name"), ("givenName",
 
 
 def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None,
-             unmatched: Warnings | None = None) -> Record:
+             unmatched: Warnings | None = None, accounts: Mapping[str, str | None] | None = None) -> Record:
     """One Graph user (delta JSON) as a User record. Never raises on odd values; fixes are counted.
 
     With a ``scope`` (the ids of the users in scope), a manager outside it is left empty and counted in
     ``unmatched``: Assets would otherwise link to a stale object, or to nothing, depending on history.
+    With ``accounts`` (Jira linking on: Entra user id -> Atlassian account id, ``shared.links``), the record
+    also carries the user's and the manager's account ids.
     """
     uid = user["id"]
     name = clean(user.get("displayName"), warnings, uid, "Name")
@@ -145,6 +147,10 @@ def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None
         "businessPhone": clean(phones[0], warnings, uid, "Business Phone") if phones else None,
         "accountEnabled": bool(enabled) if enabled is not None else None, "status": _status(enabled),
     }
+    if accounts is not None:
+        manager = data["managerId"]
+        data["atlassianAccountId"] = accounts.get(uid)
+        data["managerAtlassianAccountId"] = accounts.get(manager) if manager else None
     return make_record("user", uid, data)
 
 

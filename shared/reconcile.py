@@ -28,6 +28,7 @@ from shared.custom_mapping import customize, extract, graph_select, load_customi
 from shared.derived import Derived
 from shared.errors import MassDeactivation, RemoteError, ScopeError
 from shared.graph import GraphClient
+from shared.links import Linking, linking_for, with_link_attributes
 from shared.mapping import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
@@ -72,12 +73,14 @@ class RunOptions:
     max_deactivations: int = 500
     allow_mass_deactivation: bool = False
     types: tuple[ObjectType, ...] = OBJECT_TYPES   # after the MAPPING_FILE's additions, renames, omissions
+    linking: Linking | None = None                 # Jira user links (SPEC §5) when JIRA_* are set
 
     @classmethod
     def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False) -> RunOptions:
         """Raises ``MappingFileError`` for an invalid MAPPING_FILE."""
         return cls(settings.object_types, settings.user_filter, settings.group_filter, settings.scope_group_id,
-                   settings.max_deactivations, allow_mass_deactivation, object_types_for(settings))
+                   settings.max_deactivations, allow_mass_deactivation, object_types_for(settings),
+                   linking_for(settings))
 
     def type_keys(self) -> list[str]:
         """The record types this run owns: the chosen types, plus the derived ones when users are synced."""
@@ -164,9 +167,9 @@ def _ids(graph: GraphClient, path: str, odata_filter: str | None, setting: str) 
 
 def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
     """The object types as the MAPPING_FILE shapes them (the defaults without one). Raises MappingFileError."""
-    if not settings.mapping_file:
-        return OBJECT_TYPES
-    return customize(OBJECT_TYPES, load_customization(settings.mapping_file))
+    types = customize(OBJECT_TYPES, load_customization(settings.mapping_file)) if settings.mapping_file \
+        else OBJECT_TYPES
+    return with_link_attributes(types) if settings.jira_enabled else types
 
 
 def shape(record: Record, raw: dict, object_type: ObjectType) -> Record:
@@ -216,6 +219,8 @@ class Planner:
         self.seen: dict[str, set[str]] = defaultdict(set)
         self.users_in_scope: set[str] | None = None  # filled once users are read (None: users not synced)
         self.checkpoints: dict[str, str | None] = {}
+        self.linker = options.linking.linker(state, result.warnings, result.unmatched) if options.linking else None
+        self.accounts = self.linker.accounts if self.linker else None  # Entra id -> Atlassian account id
 
     def changes(self) -> Iterator[Change]:
         readers = {"user": self._users, "group": self._groups, "device": self._devices,
@@ -245,10 +250,11 @@ class Planner:
         derived = Derived(names=orjson.loads(self.state.checkpoint(NAMES) or "{}"))
         round_ = self.graph.delta("users", self._select("user", USER_SELECT))
         self.users_in_scope = set()
-        for user in round_.objects:
+        users = self.linker.users(round_.objects, scope, defer=True) if self.linker else round_.objects
+        for user in users:
             if "@removed" in user or (scope is not None and user["id"] not in scope):
                 continue  # gone or out of scope: a departure if it was pushed before
-            record = map_user(user, result.warnings, scope, result.unmatched)
+            record = map_user(user, result.warnings, scope, result.unmatched, self.accounts)
             derived.observe(user, record)
             self.users_in_scope.add(record.id)
             result.read["user"] += 1
@@ -260,6 +266,8 @@ class Planner:
             yield from self._compare(record)
         self.checkpoints[USERS_DELTA] = round_.delta_link
         self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
+        if self.linker:
+            self.checkpoints.update(self.linker.checkpoints(full=True))
 
     def _refs(self, links: Iterable[tuple[str, str]], kind: str, owner: str) -> list[str]:
         """The user ids among ``links`` ((id, object type) pairs), in scope; other object types are counted."""

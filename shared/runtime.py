@@ -16,6 +16,7 @@ from shared import history
 from shared.assets import AssetsClient
 from shared.graph import GraphClient, TokenProvider
 from shared.incremental import plan_catch_up
+from shared.links import link_hook
 from shared.preview import PreviewReport, run_preview
 from shared.reconcile import (
     FullRunResult,
@@ -131,7 +132,7 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     try:
         pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings),
                              trigger=message, progress=tracker, catch_up=catch_up,
-                             on_pass=_recorder(settings, backend.state, result))
+                             on_pass=_recorder(settings, backend.state, result), after=link_hook(settings))
     finally:
         tracker.finish()
     if result.held_back:
@@ -191,7 +192,8 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
             report = SyncReport(caught_up)
         while True:
             pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
-                                 catch_up=catch_up, on_pass=_recorder(settings, backend.state, caught_up))
+                                 catch_up=catch_up, on_pass=_recorder(settings, backend.state, caught_up),
+                                 after=link_hook(settings))
             report.pushes.append(pushed)
             if pushed.messages == 0:
                 break

@@ -75,6 +75,16 @@ class Settings:
     mapping_file: Path | None = None
     webhook_url: str | None = None
     webhook_client_state: Secret | None = None
+    jira_site_url: str | None = None          # SPEC §5: all three JIRA_* or none (linking off)
+    jira_email: str | None = None
+    jira_api_token: Secret | None = None
+    jira_lookups_per_run: int = 5000
+    jira_requests_per_second: float = 10.0
+
+    @property
+    def jira_enabled(self) -> bool:
+        """True when Jira user linking is configured (JIRA_SITE_URL, JIRA_EMAIL and JIRA_API_TOKEN)."""
+        return bool(self.jira_site_url and self.jira_email and self.jira_api_token)
 
     @property
     def uses_azure_storage(self) -> bool:
@@ -188,6 +198,39 @@ def _scope(get, values: dict, problems: list[str]) -> None:
         problems.append(f"MAPPING_FILE: no file at {mapping}")
     values["mapping_file"] = Path(mapping) if mapping else None
     _webhook(get, values, problems)
+    _jira(get, values, problems)
+
+
+def _jira(get, values: dict, problems: list[str]) -> None:
+    """JIRA_SITE_URL, JIRA_EMAIL, JIRA_API_TOKEN (all or none) and the lookup bounds (SPEC §5, shared.jira)."""
+    names = ("JIRA_SITE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN")
+    site, email, token = (get(n) for n in names)
+    missing = [n for n, v in zip(names, (site, email, token), strict=True) if not v]
+    if len(missing) < 3:
+        if missing:
+            problems.append(f"Jira user linking needs JIRA_SITE_URL, JIRA_EMAIL and JIRA_API_TOKEN together; "
+                            f"missing: {', '.join(missing)} (or unset all three to turn linking off)")
+        if site:
+            parts = urlsplit(site)
+            if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+                problems.append("JIRA_SITE_URL must be the https URL of the Jira site, e.g. "
+                                "https://example.atlassian.net (plain http only on loopback, for the sandbox)")
+            elif parts.path.strip("/") or parts.query:
+                problems.append("JIRA_SITE_URL must be the site's base URL only, e.g. https://example.atlassian.net")
+        if email and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
+            problems.append("JIRA_EMAIL must be the e-mail address of the Atlassian account that owns JIRA_API_TOKEN")
+    values["jira_site_url"] = site.rstrip("/") if site else None
+    values["jira_email"] = email
+    values["jira_api_token"] = Secret(token) if token else None
+    lookups = get("JIRA_LOOKUPS_PER_RUN")
+    values["jira_lookups_per_run"] = 5000
+    if lookups is not None:
+        if lookups.isdigit():
+            values["jira_lookups_per_run"] = int(lookups)
+        else:
+            problems.append(f"JIRA_LOOKUPS_PER_RUN '{lookups}' must be a whole number of Jira user searches (0 or more)")
+    values["jira_requests_per_second"] = _positive(get("JIRA_REQUESTS_PER_SECOND"), 10.0, "JIRA_REQUESTS_PER_SECOND",
+                                                   problems)
 
 
 def _webhook(get, values: dict, problems: list[str]) -> None:

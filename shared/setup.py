@@ -10,6 +10,7 @@ from jsonschema import Draft201909Validator
 
 from shared.custom_mapping import incompatible_changes, unmapped_attributes
 from shared.errors import IncompatibleSchema, RemoteError
+from shared.links import ensure_jira_user_attribute
 from shared.reconcile import object_types_for
 from shared.runtime import assets_client, graph_client, open_backend
 from shared.schema import build_document
@@ -66,6 +67,8 @@ def run_setup(settings: Settings) -> SetupOutcome:
                                      + "; ".join(refused))
         notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
     action = assets.submit_document(document, first)
+    if settings.jira_enabled:  # Jira User (type User) cannot come through the mapping: the object API makes it
+        notes += ensure_jira_user_attribute(settings, open_backend(settings).state)
     if settings.webhook_url:  # Graph validates the webhook during the create: it must be reachable now
         backend = open_backend(settings)
         notes += ensure_subscriptions(graph_client(settings), backend.state, settings).lines()

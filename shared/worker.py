@@ -33,6 +33,7 @@ DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes
 Progress = Callable[[str, int], None]
 CatchUp = Callable[[], tuple[Iterator[Record], dict]]   # planned records, checkpoints filled once consumed
 CATCH_UP_KINDS = ("changes", "lifecycle", "catchup")
+AfterDone = Callable[[StateStore, dict, Callable[[], None]], object]  # (state, pushed records by type, renew)
 
 
 @dataclass
@@ -50,12 +51,14 @@ class PushResult:
     seconds: dict[str, float] = field(default_factory=dict)
     triggers: Counter = field(default_factory=Counter)    # who queued the messages: timer, webhook, cli (history)
     summaries: list[dict] = field(default_factory=list)   # the producer summaries of the full runs carried
+    links: object | None = None    # Jira User links written after DONE (shared.links.LinkOutcome), if linking is on
 
 
 def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
                 trigger: QueuedMessage | None = None, lease_ttl: float = 60,
                 progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None,
-                on_pass: Callable[[PushResult, BaseException | None], None] | None = None) -> PushResult:
+                on_pass: Callable[[PushResult, BaseException | None], None] | None = None,
+                after: AfterDone | None = None) -> PushResult:
     """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
 
     ``records`` messages point at a full run's payload. ``changes`` (from the webhook), ``lifecycle`` and
@@ -66,7 +69,8 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     Returns a ``PushResult``; ``deferred`` is True when another writer holds the lease (the trigger message
     is then re-queued with a delay, so it does not burn a delivery attempt). Raises on failure, leaving every
     message to be redelivered. ``on_pass(result, error)`` runs after a pass that handled messages, failed ones
-    included, while the lease is still held (the run history: one writer).
+    included, while the lease is still held (the run history: one writer). ``after(state, records, renew)``
+    runs after the commit of every pass (Jira User links, ``shared.links``); it must not raise.
     """
     if trigger is not None and not _valid(trigger):
         raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
@@ -81,7 +85,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
         return PushResult(deferred=True)
     result, failure = PushResult(), None
     try:
-        return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result)
+        return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after)
     except BaseException as error:
         failure = error
         raise
@@ -143,7 +147,8 @@ def _lines(payloads: PayloadStore, message: QueuedMessage, checkpoints: dict) ->
 
 
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
-          progress: Progress, catch_up: CatchUp | None, result: PushResult) -> PushResult:
+          progress: Progress, catch_up: CatchUp | None, result: PushResult, after: AfterDone | None = None
+          ) -> PushResult:
     started = time.monotonic()
     messages = _drain(queue, trigger)
     result.messages = len(messages)
@@ -180,6 +185,8 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
             raise
         _read_outcome(body, result, hashes, records)
     state.commit(hashes, checkpoints, records)
+    if after is not None:  # after DONE and the commit: a failure there never undoes the execution
+        result.links = after(state, records, renew)
     for message in messages:
         if message is not trigger:  # the Functions host completes the trigger message itself
             queue.delete(message)

@@ -1,0 +1,202 @@
+"""Jira Cloud side of user linking (SPEC §5): the site client, a client-side rate limit and the account cache.
+
+Facts this module relies on (checked with the docs; UNCONFIRMED where marked):
+- Find users: ``GET {site}/rest/api/3/user/search?query=<text>`` returns a JSON *array* of users; ``query`` is
+  matched against ``displayName`` and ``emailAddress`` *by prefix*, so the answer may hold other people and
+  must be filtered (https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-user-search/).
+  Needs the *Browse users and groups* global permission; without it Jira answers an empty list, not 403.
+- ``emailAddress`` is shown only when the user's profile visibility allows it
+  (https://developer.atlassian.com/cloud/jira/platform/profile-visibility/), so a hidden address means "no
+  match" here - never a guess. Only ``accountType == "atlassian"`` (not ``app`` or ``customer``) and
+  ``active`` accounts are accepted; the comparison is exact after case folding of the whole address.
+- Basic auth with the Atlassian account e-mail and an API token
+  (https://developer.atlassian.com/cloud/jira/platform/basic-auth-for-rest-apis/).
+- Rate limits: 429 with ``Retry-After`` (seconds) and ``X-RateLimit-*`` headers
+  (https://developer.atlassian.com/cloud/jira/platform/rate-limiting/). ``shared.transport`` retries 429 and
+  honours ``Retry-After``; on top of it ``TokenBucket`` paces our own requests so that a first run over many
+  users does not run into the limit (or starve other integrations of the site) in the first place.
+- The Assets workspace id: ``GET {site}/rest/servicedeskapi/assets/workspace`` → ``{"values":
+  [{"workspaceId": ...}]}`` (https://developer.atlassian.com/cloud/assets/assets-rest-api-guide/workflow/).
+
+The cache (``AccountCache``) lives in the state store as one checkpoint: keys are a SHA-256 of the
+case-folded e-mail (so the state holds no e-mail address), values the account id or "" (no match) with the
+time of the check. Misses are checked again after a day, hits after about 30 days (spread over 30-45 days by
+the key, so that a first run's 100,000 entries do not all expire on the same night). ``JiraDirectory``
+resolves e-mails through the cache, within a budget of searches per run: an e-mail past the budget is
+``PENDING`` and keeps its previous value until a later run.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import httpx
+import orjson
+
+from shared.errors import EntraAssetsError, RemoteError
+from shared.transport import Failure, GaveUp, Transport, classify
+
+MISS_TTL = 24 * 3600.0          # an e-mail without an account is searched again after a day
+HIT_TTL = 30 * 24 * 3600.0      # a match is confirmed again after 30-45 days (spread by key)
+PENDING = object()              # resolve(): not searched this run (budget spent); keep the previous value
+
+
+class JiraError(EntraAssetsError):
+    """The Jira site refused the linking credentials or answered something unexpected. ``status`` is the
+    importer status shown by ``check``/``status``."""
+
+    status = "INVALID_CREDENTIALS"
+
+
+class TokenBucket:
+    """Client-side rate limit: at most ``rate`` requests a second on average, bursts of ``burst``. Thread-safe;
+    ``take`` sleeps until a token is free. ``clock``/``sleep`` are injectable for tests."""
+
+    def __init__(self, rate: float, burst: int = 10, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.rate, self.burst = rate, max(1, burst)
+        self._tokens, self._clock, self._sleep = float(self.burst), clock, sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def take(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait:
+            self.waited += wait
+            self._sleep(wait)
+
+
+def basic_auth(email: str, token: str) -> str:
+    """The ``Authorization`` header value for Atlassian basic auth (e-mail + API token)."""
+    return "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
+
+
+class JiraClient:
+    """The two Jira site calls linking needs. Raises ``JiraError`` on 401/403 and ``RemoteError`` otherwise."""
+
+    def __init__(self, transport: Transport, site_url: str, email: str, token: str, bucket: TokenBucket):
+        self.transport, self.site_url, self.bucket = transport, site_url.rstrip("/"), bucket
+        self._auth = basic_auth(email, token)
+        self.searches = 0
+
+    def _get(self, path: str, params: dict | None = None) -> object:
+        self.bucket.take()
+        try:
+            response = self.transport.send("GET", f"{self.site_url}{path}", params=params,
+                                           headers={"Authorization": self._auth, "Accept": "application/json"})
+        except GaveUp as exc:
+            raise RemoteError(f"the Jira site kept failing (HTTP {exc.status}) after retries: {exc}") from None
+        failure = classify(response.status_code)
+        if failure is Failure.CREDENTIALS:
+            raise JiraError("the Jira site rejected JIRA_EMAIL/JIRA_API_TOKEN (401): check that JIRA_EMAIL is the "
+                            "e-mail of the Atlassian account that created the API token, and create a new token at "
+                            "https://id.atlassian.com/manage-profile/security/api-tokens if it was revoked or expired")
+        if failure is Failure.PERMISSION:
+            raise JiraError(f"the Jira site refused {path} (403): the account of JIRA_EMAIL needs the 'Browse users "
+                            "and groups' global permission and Jira Service Management access to Assets")
+        if response.status_code != 200:
+            raise RemoteError(f"the Jira site answered {response.status_code} to GET {path}: {response.text[:200]}")
+        return orjson.loads(response.content)
+
+    def search_users(self, email: str) -> list[dict]:
+        """The users ``/rest/api/3/user/search?query=<email>`` returns (prefix matches; filter with
+        ``account_for``). One request; the e-mail goes in the query string only, never in a log line."""
+        self.searches += 1
+        found = self._get("/rest/api/3/user/search", {"query": email, "maxResults": "20"})
+        return [u for u in found if isinstance(u, dict)] if isinstance(found, list) else []
+
+    def workspace_id(self) -> str:
+        """The site's Assets workspace id. Raises ``RemoteError`` when the site has no Assets (JSM Premium)."""
+        body = self._get("/rest/servicedeskapi/assets/workspace")
+        values = body.get("values") if isinstance(body, dict) else None
+        if not values or not isinstance(values[0], dict) or not values[0].get("workspaceId"):
+            raise RemoteError("the Jira site lists no Assets workspace: Assets needs Jira Service Management "
+                              "Premium or Enterprise on JIRA_SITE_URL")
+        return str(values[0]["workspaceId"])
+
+
+def account_for(users: Iterable[dict], email: str) -> str | None:
+    """The account id of the one active Atlassian account whose visible ``emailAddress`` equals ``email``
+    (case-insensitive), else None. Two such accounts (should not happen) count as no match. Pure."""
+    wanted = email.strip().casefold()
+    found = {u.get("accountId") for u in users
+             if u.get("accountType") == "atlassian" and u.get("active") is True and u.get("accountId")
+             and isinstance(u.get("emailAddress"), str) and u["emailAddress"].strip().casefold() == wanted}
+    return found.pop() if len(found) == 1 else None
+
+
+def email_key(email: str) -> str:
+    """The cache key of an e-mail: the first 32 hex digits of SHA-256 of the case-folded address."""
+    return hashlib.sha256(email.strip().casefold().encode()).hexdigest()[:32]
+
+
+class AccountCache:
+    """``email key -> [account id or "", checked at (epoch s)]``, loaded from and dumped to one checkpoint."""
+
+    def __init__(self, raw: str | None):
+        self.entries: dict[str, list] = orjson.loads(raw) if raw else {}
+        self.changed = False
+
+    def get(self, key: str, now: float) -> tuple[str | None, bool] | None:
+        """(account or None, still fresh) for a cached key, or None when never checked."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        account, checked = entry[0] or None, float(entry[1])
+        ttl = MISS_TTL if account is None else HIT_TTL * (1 + int(key[:4], 16) / 0xFFFF / 2)
+        return account, now - checked < ttl
+
+    def put(self, key: str, account: str | None, now: float) -> None:
+        self.entries[key] = [account or "", round(now)]
+        self.changed = True
+
+    def dump(self) -> str:
+        return orjson.dumps(self.entries).decode()
+
+
+class JiraDirectory:
+    """E-mail → Atlassian account id, through the cache, at most ``budget`` searches per run (per instance)."""
+
+    def __init__(self, client: JiraClient | None, cache: AccountCache, budget: int,
+                 clock: Callable[[], float] = time.time):
+        self.client, self.cache, self.budget, self.clock = client, cache, budget, clock
+        self.searched = 0
+        self.pending = 0
+
+    def resolve(self, emails: Iterable[str]) -> dict[str, object]:
+        """``{email: account id | None | PENDING}`` for each e-mail: fresh cache entries as they are, others
+        searched while the budget lasts (the result cached), the rest PENDING. Raises ``JiraError``."""
+        now = self.clock()
+        out: dict[str, object] = {}
+        for email in emails:
+            key = email_key(email)
+            cached = self.cache.get(key, now)
+            if cached is not None and cached[1]:
+                out[email] = cached[0]
+            elif self.client is not None and self.searched < self.budget:
+                self.searched += 1
+                account = account_for(self.client.search_users(email), email)
+                self.cache.put(key, account, now)
+                out[email] = account
+            else:
+                self.pending += 1
+                # A stale entry is still the best value we have; with none, the caller keeps its previous one.
+                out[email] = cached[0] if cached is not None else PENDING
+        return out
+
+
+def jira_client(settings, http: httpx.Client, sleep: Callable[[float], None] = time.sleep) -> JiraClient:
+    """A client for the configured site (``settings.jira_enabled`` must be true)."""
+    bucket = TokenBucket(settings.jira_requests_per_second, burst=max(1, int(settings.jira_requests_per_second)),
+                         sleep=sleep)
+    return JiraClient(Transport(http, sleep=sleep), settings.jira_site_url, settings.jira_email,
+                      settings.jira_api_token.reveal(), bucket)

@@ -1,0 +1,346 @@
+"""Jira user links (SPEC §5): which Atlassian account each user is, pushed with the import, then ``Jira User``.
+
+How it fits the pipeline (a deviation from SPEC §5's "the worker resolves": the *producers* resolve):
+1. Where User records are built - the full run's planner and the delta catch-up - each batch of users is
+   resolved through a ``JiraDirectory`` (cache + rate-limited searches, ``shared.jira``) *before* mapping, and
+   the pure ``map_user`` gets a plain lookup {Entra id: account id}. ``Atlassian Account ID`` and ``Manager
+   Atlassian Account ID`` are then part of the record and of its hash: a new match changes the hash and is
+   pushed by the usual diff; nothing changes, nothing is pushed.
+2. After the execution is DONE, the worker (``apply_links``) sets the Assets *User* attribute ``Jira User``
+   through the object API for the users of that execution whose account differs from the link last set (kept
+   in the state), and clears it when the match is gone. Failures are reported and retried on the next pass;
+   they never undo the execution.
+
+The manager's account comes from the accounts resolved in this run, else from the manager's stored record.
+In a full run, a user whose manager comes later in the listing is held back until the manager is resolved
+(at most ``MAX_DEFERRED`` users; past that, and in a catch-up, the stored value is used): a manager whose
+account changed reaches the reports' ``Manager Atlassian Account ID`` by the next full run at the latest.
+
+State (checkpoints): ``jira/cache`` (e-mail hash → account, ``shared.jira``), ``jira/links`` (Entra id → the
+account ``Jira User`` holds), ``jira/pending`` (links still to write), ``jira/unmatched`` (ids of users with an
+e-mail and no account, for ``status``), ``jira/target`` (object type and attribute ids in Assets).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+import httpx
+import orjson
+
+from shared.assets_objects import USER_ATTRIBUTE_TYPE, ObjectApi
+from shared.errors import EntraAssetsError, RemoteError
+from shared.jira import PENDING, AccountCache, JiraDirectory, jira_client
+from shared.mapping import Warnings, clean, manager_of
+from shared.schema import Attr, ObjectType
+from shared.store import StateStore
+
+log = logging.getLogger(__name__)
+
+ACCOUNT = Attr("Atlassian Account ID", "atlassianAccountId",
+               description="Atlassian account whose e-mail matches the user's (set by entra-assets)")
+MANAGER_ACCOUNT = Attr("Manager Atlassian Account ID", "managerAtlassianAccountId",
+                       description="Atlassian account of the user's manager (set by entra-assets)")
+JIRA_USER = "Jira User"
+IDENTITY = "Entra Object ID"
+CACHE, LINKS, PENDING_LINKS = "jira/cache", "jira/links", "jira/pending"
+UNMATCHED, TARGET = "jira/unmatched", "jira/target"
+UNMATCHED_KIND = "no Jira account with the user's e-mail"
+NOT_LOOKED_UP = "Jira account not looked up yet (JIRA_LOOKUPS_PER_RUN reached; next run)"
+BATCH = 200                 # users resolved together (one stored-records read for their managers)
+MAX_DEFERRED = 50_000       # users held back in a full run until their manager is resolved
+AQL_BATCH = 50              # Entra ids per AQL "IN (...)" query
+WRITES_PER_PASS = 2000      # Jira User writes per worker pass; the rest stays pending for the next pass
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def with_link_attributes(types: tuple[ObjectType, ...]) -> tuple[ObjectType, ...]:
+    """``types`` with the two text attributes added to User (before ``Status``). Pure."""
+    out = []
+    for t in types:
+        if t.key == "user" and not any(a.locator == ACCOUNT.locator for a in t.attributes):
+            head = tuple(a for a in t.attributes if a.type != "status")
+            tail = tuple(a for a in t.attributes if a.type == "status")
+            t = replace(t, attributes=(*head, ACCOUNT, MANAGER_ACCOUNT, *tail))
+        out.append(t)
+    return tuple(out)
+
+
+def user_email(user: dict) -> str | None:
+    """The e-mail a user is matched by: ``mail`` as the record carries it (cleaned, valid), else None."""
+    email = clean(user.get("mail"))
+    return email if email and _EMAIL.match(email) else None
+
+
+def kept_manager(data: dict, last: dict) -> dict:
+    """The manager fields of a catch-up record whose ``manager@delta`` Graph left out (unchanged): as last
+    pushed, the manager's account included when linking is on."""
+    kept = {"managerId": last.get("managerId")}
+    if MANAGER_ACCOUNT.locator in data:
+        kept[MANAGER_ACCOUNT.locator] = last.get(MANAGER_ACCOUNT.locator)
+    return kept
+
+
+class AccountLinker:
+    """One run's account resolution: ``users()`` passes Graph users through, resolving them in batches;
+    ``accounts`` is the lookup to map them with; ``checkpoints()`` what to commit with the run."""
+
+    def __init__(self, directory: JiraDirectory, state: StateStore, warnings: Warnings, unmatched: Warnings):
+        self.directory, self.state, self.warnings, self.unmatched = directory, state, warnings, unmatched
+        self.resolved: dict[str, str | None] = {}
+        self.stored: dict[str, str | None] = {}
+        self.accounts = ChainMap(self.resolved, self.stored)
+        self.unmatched_ids: set[str] = set()
+
+    def users(self, objects: Iterable[dict], scope, defer: bool) -> Iterator[dict]:
+        """``objects`` again, each user resolved before it is yielded. With ``defer`` (full runs), users whose
+        manager is not resolved yet come at the end (or when ``MAX_DEFERRED`` is reached)."""
+        deferred: list[dict] = []
+        for batch in _batches(objects):
+            live = [u for u in batch if "@removed" not in u and (scope is None or u["id"] in scope)]
+            self._resolve(live)
+            if not defer:
+                self._stored_managers(live)
+                yield from batch
+                continue
+            for user in batch:
+                manager = manager_of(user)
+                if manager and manager not in self.resolved and "@removed" not in user:
+                    deferred.append(user)
+                else:
+                    yield user
+            if len(deferred) >= MAX_DEFERRED:
+                self._stored_managers(deferred)
+                yield from deferred
+                deferred = []
+        self._stored_managers([u for u in deferred if manager_of(u) not in self.resolved])
+        yield from deferred
+
+    def _resolve(self, users: list[dict]) -> None:
+        emails = {u["id"]: e for u in users if (e := user_email(u))}
+        found = self.directory.resolve(set(emails.values()))
+        waiting = [uid for uid, e in emails.items() if found[e] is PENDING]
+        previous = self.state.records("user", waiting) if waiting else {}
+        for user in users:
+            uid = user["id"]
+            email = emails.get(uid)
+            account = found[email] if email else None
+            if account is PENDING:
+                self.warnings.add(NOT_LOOKED_UP, uid)
+                account = (previous.get(uid) or {}).get(ACCOUNT.locator)
+            elif email and account is None:
+                self.unmatched.add(UNMATCHED_KIND, uid)
+                self.unmatched_ids.add(uid)
+            self.resolved[uid] = account
+
+    def _stored_managers(self, users: list[dict]) -> None:
+        wanted = {manager_of(u) for u in users} - self.resolved.keys() - self.stored.keys() - {None}
+        if wanted:
+            records = self.state.records("user", wanted)
+            for manager in wanted:
+                self.stored[manager] = (records.get(manager) or {}).get(ACCOUNT.locator)
+
+    def checkpoints(self, full: bool) -> dict[str, str | None]:
+        """The cache (when searches changed it) and the unmatched ids: replaced by a full run, merged by a
+        catch-up (users it mapped leave the list unless still unmatched)."""
+        out: dict[str, str | None] = {}
+        if self.directory.cache.changed:
+            out[CACHE] = self.directory.cache.dump()
+        if self.resolved:
+            ids = set(self.unmatched_ids)
+            if not full:
+                ids |= set(orjson.loads(self.state.checkpoint(UNMATCHED) or "[]")) - self.resolved.keys()
+            out[UNMATCHED] = orjson.dumps(sorted(ids)).decode()
+        return out
+
+
+@dataclass(frozen=True)
+class Linking:
+    """What a run needs to link users (``RunOptions.linking``); None there when JIRA_* are unset."""
+
+    settings: object = field(repr=False)
+
+    def linker(self, state: StateStore, warnings: Warnings, unmatched: Warnings) -> AccountLinker:
+        client = jira_client(self.settings, _http())
+        directory = JiraDirectory(client, AccountCache(state.checkpoint(CACHE)), self.settings.jira_lookups_per_run)
+        return AccountLinker(directory, state, warnings, unmatched)
+
+
+def linking_for(settings) -> Linking | None:
+    return Linking(settings) if settings.jira_enabled else None
+
+
+def _http() -> httpx.Client:
+    return httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0),
+                        headers={"User-Agent": "entra-assets/0.1 (+https://github.com/entra-assets)"})
+
+
+def _batches(objects: Iterable[dict], size: int = BATCH) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for obj in objects:
+        batch.append(obj)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ------------------------------------------------------------------------------------------------------------
+# After the execution: the Jira User attribute
+
+
+@dataclass
+class LinkOutcome:
+    """What one pass did to ``Jira User``: links set, cleared, users not found in Assets, left for later."""
+
+    set: int = 0
+    cleared: int = 0
+    missing: int = 0
+    left: int = 0
+    error: str | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"Jira User links: {self.set} set, {self.cleared} cleared"
+               + (f", {self.left} left for the next pass" if self.left else "")] if self.set or self.cleared or \
+            self.left else []
+        if self.error:
+            out.append(f"Jira User links not written (retried next pass): {self.error}")
+        return out
+
+
+def object_api(settings, http: httpx.Client | None = None) -> ObjectApi:
+    """The object API of the site's Assets workspace (workspace id from the Jira site)."""
+    http = http or _http()
+    site = jira_client(settings, http)
+    return ObjectApi(site.transport, settings.assets_api_url, site.workspace_id(), settings.jira_email,
+                     settings.jira_api_token.reveal(), site.bucket)
+
+
+def find_target(api: ObjectApi, schema_key: str, create: bool) -> dict[str, str]:
+    """The ids of entra-assets' User object type, its identity attribute and its ``Jira User`` attribute,
+    creating that attribute (type User) when ``create``. Schemas whose key is ``schema_key`` are tried first.
+    Raises ``RemoteError`` naming what is missing."""
+    schemas = sorted(api.schemas(), key=lambda s: s.get("objectSchemaKey") != schema_key)
+    for schema in schemas:
+        for object_type in api.object_types(str(schema["id"])):
+            if object_type.get("name") != "User":
+                continue
+            type_id = str(object_type["id"])
+            by_name = {a.get("name"): a for a in api.attributes(type_id)}
+            if IDENTITY not in by_name:
+                continue
+            jira = by_name.get(JIRA_USER)
+            if jira is None:
+                if not create:
+                    raise RemoteError(f"the User object type has no '{JIRA_USER}' attribute: run `entra-assets setup`")
+                jira = api.create_user_attribute(type_id, JIRA_USER, "Jira user of this person (set by entra-assets)")
+            elif jira.get("type") != USER_ATTRIBUTE_TYPE:
+                raise RemoteError(f"User already has an attribute '{JIRA_USER}' that is not of type User: rename or "
+                                  "delete it in Assets (Schema › User › Attributes), then run `entra-assets setup`")
+            return {"type": type_id, "identity": str(by_name[IDENTITY]["id"]), "jira": str(jira["id"])}
+    raise RemoteError("no object schema of the Assets workspace has entra-assets' User object type (with "
+                      f"'{IDENTITY}'): run `entra-assets setup` with ASSETS_IMPORT_TOKEN of that schema's import first")
+
+
+def ensure_jira_user_attribute(settings, state: StateStore) -> list[str]:
+    """``setup``: make sure User has the ``Jira User`` attribute (type User); remember the ids. Returns notes."""
+    target = find_target(object_api(settings), settings.schema_key, create=True)
+    state.commit({}, {TARGET: orjson.dumps(target).decode()})
+    note = (f"Jira user linking on: User attribute '{JIRA_USER}' is set through the Assets object API after "
+            "each import (it needs the account of JIRA_EMAIL to be an Assets schema manager)")
+    return [note]
+
+
+def wanted_links(user_records: dict | None) -> dict[str, str | None]:
+    """{Entra id: account id or None} of the User records pushed (records pushed without linking: none)."""
+    wanted: dict[str, str | None] = {}
+    for uid, data in (user_records or {}).items():
+        record = data if isinstance(data, dict) else orjson.loads(orjson.dumps(data))
+        if ACCOUNT.locator in record:
+            wanted[uid] = record[ACCOUNT.locator]
+    return wanted
+
+
+def apply_links(state: StateStore, user_records: dict | None, api: Callable[[], ObjectApi], schema_key: str,
+                renew: Callable[[], None] = lambda: None) -> LinkOutcome:
+    """Set ``Jira User`` on the objects whose account differs from the last link set: the users of this
+    execution, plus links left pending by an earlier pass. Commits the new links and what is left pending.
+    Never raises for an API failure: it is in ``outcome.error`` and the links stay pending."""
+    outcome = LinkOutcome()
+    pending = orjson.loads(state.checkpoint(PENDING_LINKS) or "{}")
+    wanted = pending | wanted_links(user_records)
+    if not wanted:
+        return outcome
+    links: dict[str, str] = orjson.loads(state.checkpoint(LINKS) or "{}")
+    todo = {uid: account for uid, account in wanted.items() if links.get(uid) != account}
+    try:
+        if todo:
+            _write(api(), state, schema_key, todo, links, outcome, renew)
+    except EntraAssetsError as error:
+        outcome.error = str(error)
+        if isinstance(error, RemoteError):
+            state.commit({}, {TARGET: None})  # ids may be stale (attribute deleted...): look them up again
+    outcome.left = len(todo)
+    state.commit({}, {LINKS: orjson.dumps(links).decode() if links else None,
+                      PENDING_LINKS: orjson.dumps(todo).decode() if todo else None})
+    log.info("Jira User: %d set, %d cleared, %d not in Assets, %d pending", outcome.set, outcome.cleared,
+             outcome.missing, outcome.left)
+    return outcome
+
+
+def _write(api: ObjectApi, state: StateStore, schema_key: str, todo: dict, links: dict, outcome: LinkOutcome,
+           renew: Callable[[], None]) -> None:
+    """Write ``todo`` links in batches (AQL to find the objects, one PUT each), moving each done one from
+    ``todo`` into ``links``; at most ``WRITES_PER_PASS``."""
+    raw = state.checkpoint(TARGET)
+    target = orjson.loads(raw) if raw else find_target(api, schema_key, create=False)
+    if not raw:
+        state.commit({}, {TARGET: orjson.dumps(target).decode()})
+    uids = sorted(todo)[:WRITES_PER_PASS]
+    for start in range(0, len(uids), AQL_BATCH):
+        chunk = uids[start:start + AQL_BATCH]
+        quoted = ", ".join('"' + u.replace("\\", "\\\\").replace('"', '\\"') + '"' for u in chunk)
+        found = {}
+        for obj in api.find(f'objectTypeId = {target["type"]} AND "{IDENTITY}" IN ({quoted})'):
+            for attribute in obj.get("attributes") or ():
+                if str(attribute.get("objectTypeAttributeId")) == target["identity"]:
+                    for value in attribute.get("objectAttributeValues") or ():
+                        found[str(value.get("value"))] = str(obj["id"])
+        for uid in chunk:
+            account = todo[uid]
+            if uid not in found:  # not in Assets (its record failed there): nothing to link, drop it
+                outcome.missing += 1
+                del todo[uid]
+                continue
+            api.set_values(found[uid], target["type"], target["jira"], [account] if account else [])
+            del todo[uid]
+            if account:
+                links[uid] = account
+                outcome.set += 1
+            else:
+                links.pop(uid, None)
+                outcome.cleared += 1
+        renew()
+
+
+def link_hook(settings) -> Callable[[dict, Callable[[], None]], LinkOutcome] | None:
+    """The worker's after-DONE step for these settings, or None when linking is off."""
+    if not settings.jira_enabled:
+        return None
+    return lambda state, records, renew: apply_links(state, records.get("user"), lambda: object_api(settings),
+                                                     settings.schema_key, renew)
+
+
+def unmatched_users(state: StateStore) -> list[dict]:
+    """Users with an e-mail that matches no Jira account, as of the last runs (for ``status``): object ids
+    only, never e-mails. Empty when linking is off or has not run."""
+    return [{"id": uid, "reason": UNMATCHED_KIND} for uid in orjson.loads(state.checkpoint(UNMATCHED) or "[]")]
+
+
+def linked_count(state: StateStore) -> int:
+    """How many users have ``Jira User`` set by entra-assets."""
+    return len(orjson.loads(state.checkpoint(LINKS) or "{}"))
