@@ -62,7 +62,7 @@ def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -
     """Run the demo; returns the exit status (0 when every check held)."""
     console = console or Console()
     started = time.monotonic()
-    box = start_sandbox(users=users, seed=seed)
+    box = start_sandbox(users=users, seed=seed, jira=True)  # Jira user links on (SPEC §5)
     try:
         with tempfile.TemporaryDirectory(prefix="entra-assets-demo-") as home:
             settings = load_settings({**box.settings(), "ENTRA_ASSETS_HOME": home})
@@ -135,6 +135,8 @@ def _summary(box: Sandbox, console: Console, second: SyncReport, third: SyncRepo
                       if status == "Deleted")
     for name, value in sorted(deleted.items()):
         table.add_row(f"{name} objects marked Deleted (kept)", f"{value:,}")
+    linked = sum(1 for o in box.assets.objects("User") if o.attributes.get("Jira User"))
+    table.add_row("User objects linked to a Jira user (Jira User)", f"{linked:,}")
     table.add_row("Assets executions in all", str(len(box.assets.executions)))
     table.add_row("demo time", f"{seconds:.1f} s")
     console.print(table)
