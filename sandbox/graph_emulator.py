@@ -19,6 +19,8 @@ Emulated (all below ``/v1.0``), for users, groups, devices and servicePrincipals
 - ``POST /$batch`` (reference §4.3): up to 20 GET requests answered as the emulator answers them one by one,
   ``dependsOn`` (424 after a failed dependency), per-item throttling (``throttle_batch_items``).
 - ``GET /organization``.
+- ``GET /applications/{id}`` and ``GET /applications(appId='{appId}')`` (app registrations, their secrets' and
+  certificates' dates): ``sandbox/graph_applications.py``. Tokens of a real identity flow: ``authorizer``.
 - ``/subscriptions`` (create with the validation handshake, list, get, renew, delete) and the change
   notifications sent to subscribers: ``sandbox/graph_subscriptions.py`` (knobs on ``subscriptions``).
 Errors carry Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
@@ -109,6 +111,7 @@ import orjson
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
+from sandbox.graph_applications import handle_applications
 from sandbox.graph_directory import (
     DEFAULT_USER_PROPERTIES,
     EXPAND_ITEMS,
@@ -239,6 +242,9 @@ class GraphEmulator:
         self._server: RunningServer | None = None
         # /subscriptions and change notifications (sandbox/graph_subscriptions.py); knobs and ``deliveries`` there
         self.subscriptions = Subscriptions(tenant)
+        # Tokens other than ``token``: a callable (Authorization header, path) that raises GraphError 401/403, set
+        # by sandbox/identity_emulator.py ``attach`` so that tokens from a real identity flow are accepted.
+        self.authorizer: Callable[[str, str], None] | None = None
 
     @property
     def page_size(self) -> int:
@@ -330,7 +336,9 @@ class GraphEmulator:
                              {"WWW-Authenticate": 'Bearer realm=""'})
         if auth == f"Bearer {NO_PERMISSIONS_TOKEN}":
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-        if auth != f"Bearer {self.token}":
+        if auth != f"Bearer {self.token}" and self.authorizer is not None:
+            self.authorizer(auth, request.path)
+        elif auth != f"Bearer {self.token}":
             raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
                              {"WWW-Authenticate": 'Bearer realm=""'})
         return self._route(request, item)
@@ -343,6 +351,8 @@ class GraphEmulator:
             if request.method != "POST":
                 raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
             return self._batch(request)
+        if segments and segments[0].startswith("applications"):
+            return handle_applications(self.tenant, request, segments, self._base(request))
         if segments and segments[0] == "subscriptions":
             return self.subscriptions.handle(request, segments[1:], self._base(request))
         if request.method != "GET":

@@ -135,6 +135,9 @@ class Tenant:
         self._removed: dict[str, str] = {}  # id → "changed" | "deleted" for objects no longer present
         self._former_manager: dict[str, str] = {}  # id → the manager whose link was removed last
         self._rng = random.Random(f"tenant-changes-{seed}")
+        # App registrations (object id -> Graph application), served at /applications by
+        # sandbox/graph_applications.py; their secrets and certificates are added by sandbox/identity_emulator.py.
+        self.applications: dict[str, dict] = {}
 
     @property
     def version(self) -> int:
@@ -749,6 +752,10 @@ def generate_tenant(users: int = 2000, seed: int = 1, groups: int | None = None,
     _generate_groups(tenant, random.Random(f"groups-{seed}"), groups, ids)
     _generate_devices(tenant, random.Random(f"devices-{seed}"), devices, ids)
     _generate_service_principals(tenant, random.Random(f"apps-{seed}"), applications, ids)
+    app_rng = random.Random(f"app-registration-{seed}")  # the sync app's own registration (no credential yet)
+    oid = _guid(app_rng)
+    tenant.applications[oid] = {"id": oid, "appId": _guid(app_rng), "displayName": "Entra Assets sync",
+                                "passwordCredentials": [], "keyCredentials": []}
     device_group = tenant.orders["groups"][_DEVICE_GROUP] if groups > _DEVICE_GROUP else None
     if device_group:
         windows = [d for d in tenant.orders["devices"][:400] if tenant.devices[d]["operatingSystem"] == "Windows"]

@@ -66,8 +66,11 @@ class AssetsClient:
         except GaveUp as exc:
             raise RemoteError(f"Assets kept failing (HTTP {exc.status}) after retries: {exc}") from None
         if classify(response.status_code) in (Failure.CREDENTIALS, Failure.PERMISSION):
-            raise AssetsTokenError(f"Assets rejected the import token ({response.status_code}): it is wrong, or a "
-                                   "newer token was generated for the import - update ASSETS_IMPORT_TOKEN")
+            # A regenerated token silently invalidates the old one (401, reference/assets-imports-api.md §1)
+            raise AssetsTokenError(f"Assets rejected the import token ({response.status_code}): it was revoked (a "
+                                   "newer token was generated) or is wrong - generate a new one in Assets > (the "
+                                   "schema) > Import > External import > Generate new token and update "
+                                   "ASSETS_IMPORT_TOKEN")
         return response
 
     def _json(self, method: str, url: str, body=None, expect=(200,), params=None) -> dict:

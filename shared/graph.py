@@ -8,6 +8,7 @@ minutes of CPU just to build objects we immediately flatten again.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,8 +32,11 @@ _AUTHORITIES = {
 }
 # The least-privileged application permission that reads each resource (reference/graph.md §1.1).
 PERMISSIONS = {"users": "User.Read.All", "groups": "GroupMember.Read.All", "devices": "Device.Read.All",
-               "servicePrincipals": "Application.Read.All"}
+               "servicePrincipals": "Application.Read.All", "applications": "Application.Read.All"}
 _RESYNC_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
+# Hosts MSAL knows (msal/authority.py WELL_KNOWN_AUTHORITY_HOSTS, the ones of reference/graph.md §6).
+_MICROSOFT_AUTHORITIES = {"login.microsoftonline.com", "login.microsoft.com", "login.windows.net",
+                          "login.microsoftonline.us", "login.chinacloudapi.cn", "login.partner.microsoftonline.cn"}
 
 
 class TokenProvider:
@@ -60,10 +64,7 @@ class TokenProvider:
                 try:
                     token = self._get_credential().get_token(self.scope)
                 except Exception as exc:  # noqa: BLE001 - azure-identity raises several types; all mean "no token"
-                    raise GraphCredentialsError(
-                        f"could not get a Microsoft Graph token with the {s.graph_auth} credential "
-                        f"({type(exc).__name__}): check AZURE_TENANT_ID, AZURE_CLIENT_ID and the credential"
-                    ) from None
+                    raise GraphCredentialsError(sign_in_failure(s, exc)) from None
                 self._token, self._expires = token.token, token.expires_on
             return self._token
 
@@ -75,21 +76,69 @@ class TokenProvider:
 
 def build_credential(settings: Settings):
     """The azure-identity credential for the settings: client secret, certificate, or (with neither)
-    ``DefaultAzureCredential`` - managed identity, workload identity or a developer's Azure CLI login."""
+    ``DefaultAzureCredential`` - managed identity, workload identity or a developer's Azure CLI login.
+
+    The authority is AZURE_AUTHORITY_HOST when set (azure-identity's own variable), else the one of the cloud
+    that GRAPH_BASE_URL names. MSAL validates an authority it does not know by asking
+    login.microsoftonline.com ("instance discovery"), which fails for private authorities (Azure Stack, the
+    sandbox's identity emulator): for those it is turned off, as azure-identity's docs advise."""
     from azure import identity
 
     host = urlsplit(settings.graph_base_url).hostname or ""
-    authority = _AUTHORITIES.get(host, identity.AzureAuthorityHosts.AZURE_PUBLIC_CLOUD)
+    authority = settings.authority_host or _AUTHORITIES.get(host, identity.AzureAuthorityHosts.AZURE_PUBLIC_CLOUD)
+    known = (urlsplit(authority).hostname or authority) in _MICROSOFT_AUTHORITIES
+    options = {"authority": authority} | ({} if known else {"disable_instance_discovery": True})
     if settings.client_secret:
         return identity.ClientSecretCredential(settings.tenant_id, settings.client_id,
-                                               settings.client_secret.reveal(), authority=authority)
+                                               settings.client_secret.reveal(), **options)
     if settings.client_certificate_path:
         password = settings.client_certificate_password
         return identity.CertificateCredential(
             settings.tenant_id, settings.client_id, str(settings.client_certificate_path),
-            password=password.reveal() if password else None, authority=authority)
-    return identity.DefaultAzureCredential(authority=authority, managed_identity_client_id=settings.client_id,
-                                           exclude_interactive_browser_credential=True)
+            password=password.reveal() if password else None, **options)
+    return identity.DefaultAzureCredential(managed_identity_client_id=settings.client_id,
+                                           exclude_interactive_browser_credential=True, **options)
+
+
+_PORTAL_APP = "Entra > App registrations > (the app)"
+# What an admin does about each Entra sign-in error (https://learn.microsoft.com/entra/identity-platform/
+# reference-error-codes); {app} is the client id, {tenant} the tenant id - neither is a secret.
+_SIGN_IN_ERRORS = {
+    "7000215": "the client secret of app {app} is wrong (AADSTS7000215): copy the secret's Value - not its "
+               f"Secret ID - from {_PORTAL_APP} > Certificates & secrets (or create a new secret there) into "
+               "AZURE_CLIENT_SECRET",
+    "7000222": "the client secret of app {app} has expired (AADSTS7000222): create a new secret in "
+               f"{_PORTAL_APP} > Certificates & secrets and update AZURE_CLIENT_SECRET",
+    "700016": "there is no app with client id {app} in tenant {tenant} (AADSTS700016): check AZURE_CLIENT_ID "
+              f"(the Application (client) ID in {_PORTAL_APP} > Overview) and AZURE_TENANT_ID",
+    "90002": "tenant {tenant} was not found (AADSTS90002): check AZURE_TENANT_ID (Entra > Overview > Tenant ID) "
+             "and, for a national cloud, GRAPH_BASE_URL and AZURE_AUTHORITY_HOST",
+    "700027": "the certificate of app {app} was refused (AADSTS700027: not uploaded to the app, or expired): "
+              f"upload its public part in {_PORTAL_APP} > Certificates & secrets, or renew it, and update "
+              "AZURE_CLIENT_CERTIFICATE_PATH",
+    "500011": "the Microsoft Graph of GRAPH_BASE_URL is not known to tenant {tenant} (AADSTS500011): use the "
+              "Graph of the tenant's cloud",
+}
+_SIGN_IN_ERRORS["700024"] = _SIGN_IN_ERRORS["700027"]
+_AADSTS = re.compile(r"AADSTS(\d+)")
+
+
+def sign_in_failure(settings: Settings, exc: BaseException) -> str:
+    """One actionable line for a failed Entra sign-in, from the AADSTS code in ``exc`` or its chain (MSAL
+    chains the server's answer, e.g. a failed tenant discovery). Never includes the exception's text, which
+    could carry more than a code."""
+    code, seen = None, exc
+    while seen is not None and code is None:
+        match = _AADSTS.search(str(seen))
+        code, seen = (match.group(1) if match else None), seen.__cause__ or seen.__context__
+    names = {"app": settings.client_id or "(AZURE_CLIENT_ID unset)", "tenant": settings.tenant_id or "(unset)"}
+    if code in _SIGN_IN_ERRORS:
+        return _SIGN_IN_ERRORS[code].format(**names)
+    if code:
+        return (f"Entra refused the sign-in of app {names['app']} (AADSTS{code}): see "
+                f"https://login.microsoftonline.com/error?code={code}")
+    return (f"could not get a Microsoft Graph token with the {settings.graph_auth} credential "
+            f"({type(exc).__name__}): check AZURE_TENANT_ID, AZURE_CLIENT_ID and the credential")
 
 
 @dataclass
@@ -202,7 +251,8 @@ class GraphClient:
     def _error(self, response: httpx.Response, url: str) -> Exception:
         code, message = _graph_error(response)
         kind = classify(response.status_code)
-        resource = urlsplit(url).path.rsplit("/v1.0/", 1)[-1].split("/", 1)[0] or "the directory"
+        # the first segment names the resource; "applications(appId='...')" is the applications alternate key
+        resource = urlsplit(url).path.rsplit("/v1.0/", 1)[-1].split("/", 1)[0].split("(", 1)[0] or "the directory"
         if kind is Failure.CREDENTIALS:
             return GraphCredentialsError(
                 f"Microsoft Graph rejected the credentials (401 {code}): check AZURE_TENANT_ID, AZURE_CLIENT_ID "
@@ -210,8 +260,10 @@ class GraphClient:
         if kind is Failure.PERMISSION:
             needed = self.permission_hint.get(resource, "the read permission for " + resource)
             return GraphPermissionError(
-                f"Microsoft Graph denied access to /{resource} (403 {code}): grant the application permission "
-                f"{needed} to the app registration and give admin consent")
+                f"Microsoft Graph denied access to /{resource} (403 {code}): the app registration lacks the "
+                f"application permission {needed} - add it in Entra > App registrations > (the app) > API "
+                "permissions > Add a permission > Microsoft Graph > Application permissions, then 'Grant admin "
+                "consent'")
         if response.status_code == 410 or code.lower() in _RESYNC_CODES:
             return DeltaExpired(f"the stored delta link for /{resource} expired ({response.status_code} {code})")
         error = RemoteError(f"Microsoft Graph answered {response.status_code} {code} for /{resource}: {message}")

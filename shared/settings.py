@@ -6,6 +6,7 @@ log line, an error or ``status`` output.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -56,6 +57,9 @@ class Settings:
     client_secret: Secret | None = None
     client_certificate_path: Path | None = None
     client_certificate_password: Secret | None = None
+    authority_host: str | None = None                   # AZURE_AUTHORITY_HOST (azure-identity's own variable)
+    client_credential_expires: dt.datetime | None = None  # AZURE_CLIENT_CREDENTIAL_EXPIRES: fallback expiry date
+    import_token_expires: dt.datetime | None = None       # ASSETS_IMPORT_TOKEN_EXPIRES
     graph_base_url: str = DEFAULT_GRAPH_BASE_URL
     graph_access_token: Secret | None = None
     assets_import_token: Secret | None = None
@@ -132,6 +136,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     values["client_certificate_path"] = Path(cert) if cert else None
     password = get("AZURE_CLIENT_CERTIFICATE_PASSWORD")
     values["client_certificate_password"] = Secret(password) if password else None
+    _credentials(get, values, problems)
 
     values["graph_base_url"] = _url(get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL, "GRAPH_BASE_URL", problems)
     values["assets_api_url"] = _url(get("ASSETS_API_URL") or DEFAULT_ASSETS_API_URL, "ASSETS_API_URL", problems)
@@ -249,6 +254,29 @@ def _webhook(get, values: dict, problems: list[str]) -> None:
         problems.append(f"WEBHOOK_CLIENT_STATE is {len(state)} characters long; Graph accepts at most 128")
     values["webhook_url"] = url
     values["webhook_client_state"] = Secret(state) if state else None
+
+
+def _credentials(get, values: dict, problems: list[str]) -> None:
+    """AZURE_AUTHORITY_HOST (sign-in authority, https) and the optional expiry dates of the credentials."""
+    host = get("AZURE_AUTHORITY_HOST")
+    if host and "://" not in host:
+        host = f"https://{host}"  # azure-identity accepts a bare host name and means https
+    if host and (urlsplit(host).scheme != "https" or not urlsplit(host).hostname):
+        problems.append(f"AZURE_AUTHORITY_HOST '{host}' must be an https authority such as "
+                        "https://login.microsoftonline.us (Microsoft's sign-in only speaks TLS)")
+    values["authority_host"] = host.rstrip("/") if host else None
+    hints = {"AZURE_CLIENT_CREDENTIAL_EXPIRES": "the client secret's or certificate's 'Expires' date from Entra > "
+                                                "App registrations > <app> > Certificates & secrets",
+             "ASSETS_IMPORT_TOKEN_EXPIRES": "the date by which the import token must be replaced"}
+    for name, key in (("AZURE_CLIENT_CREDENTIAL_EXPIRES", "client_credential_expires"),
+                      ("ASSETS_IMPORT_TOKEN_EXPIRES", "import_token_expires")):
+        raw, values[key] = get(name), None
+        if raw:
+            try:
+                moment = dt.datetime.fromisoformat(raw)
+                values[key] = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+            except ValueError:
+                problems.append(f"{name} '{raw}' is not a date: give {hints[name]} as YYYY-MM-DD")
 
 
 def _url(value: str, name: str, problems: list[str]) -> str:

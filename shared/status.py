@@ -7,10 +7,14 @@ traceback; only invalid settings raise.
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from shared import history
-from shared.errors import EntraAssetsError
+from shared.assets import CONFIG_STATUSES
+from shared.credentials import credential_report, describe
+from shared.credentials import warnings as credential_warnings
+from shared.errors import EntraAssetsError, GraphPermissionError
 from shared.runtime import assets_client, graph_client, open_backend
 from shared.settings import Settings
 from shared.subscriptions import stored_subscriptions
@@ -21,6 +25,8 @@ class CheckReport:
     status: str = "IDLE"
     ready: bool = True
     lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # credential expiry warnings (also in ``lines``)
+    credentials: dict = field(default_factory=dict)     # shared.credentials.credential_report
 
 
 def _assets_status(settings: Settings) -> tuple[str, str]:
@@ -37,18 +43,28 @@ def _assets_status(settings: Settings) -> tuple[str, str]:
 _RESOURCES = {"user": "users", "group": "groups", "device": "devices", "application": "servicePrincipals"}
 
 
-def check_all(settings: Settings) -> CheckReport:
-    """Check Graph (credentials, the read permission of every synced resource) and Assets (token, import
-    source). Raises only SettingsError."""
+def check_all(settings: Settings, now: dt.datetime | None = None) -> CheckReport:
+    """Check Graph (credentials, the read permission of every synced resource), Assets (token, import source)
+    and when the credentials expire (``shared.credentials``: warnings from 30 days ahead, in ``warnings`` and
+    as "warning:" lines). Every missing Graph permission is named, not only the first. Raises only
+    SettingsError. Writes one thing: the import token's first-seen time, once per accepted token."""
     report = CheckReport()
     report.lines.append(f"settings: ok (Graph credential: {settings.graph_auth}; "
                         f"store: {'Azure Storage' if settings.uses_azure_storage else settings.home})")
     graph = graph_client(settings)
+    resources = [_RESOURCES[t] for t in settings.object_types]
+    denied: list[str] = []
     try:
-        resources = [_RESOURCES[t] for t in settings.object_types]
         for resource in resources:
-            graph.get(resource, {"$top": "1", "$select": "id"})
-        report.lines.append(f"Microsoft Graph: ok (can read {', '.join(resources)})")
+            try:
+                graph.get(resource, {"$top": "1", "$select": "id"})
+            except GraphPermissionError as error:
+                denied.append(str(error))
+        if denied:
+            report.status, report.ready = "MISSING_PERMISSIONS", False
+            report.lines.extend(f"Microsoft Graph: {line}" for line in denied)
+        else:
+            report.lines.append(f"Microsoft Graph: ok (can read {', '.join(resources)})")
     except EntraAssetsError as error:
         report.status, report.ready = error.status or "ERROR", False
         report.lines.append(f"Microsoft Graph: {error}")
@@ -60,6 +76,13 @@ def check_all(settings: Settings) -> CheckReport:
     if report.ready:
         report.lines.append("the import's 'Missing objects' setting must be Ignore for every object type "
                             "(this cannot be read through the import token: check it in Assets)")
+    signed_in = report.status != "INVALID_CREDENTIALS"
+    report.credentials = credential_report(settings, graph if signed_in else None, open_backend(settings).state,
+                                           now, record_token=status in CONFIG_STATUSES)  # Assets took the token
+    report.lines.append(f"Graph credential: {describe(report.credentials['graph_credential'])}")
+    report.lines.append(f"Assets import token: {describe(report.credentials['import_token'])}")
+    report.warnings = credential_warnings(report.credentials)
+    report.lines.extend(f"warning: {warning}" for warning in report.warnings)
     return report
 
 
