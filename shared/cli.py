@@ -141,6 +141,8 @@ def _print_sync(report, title: str) -> None:
     for push in report.pushes:
         for error in push.errors:
             out.print(f"[red]Assets reported:[/red] {escape(error)}")
+        for line in push.links.lines() if push.links is not None else ():  # Jira User links (shared.links)
+            out.print(escape(line))
 
 
 @main.command()
