@@ -4,7 +4,9 @@ import azure.functions as func
 from functions.graph_webhook import bp as graph_webhook_bp
 from functions.submit_worker import bp as submit_worker_bp
 from functions.timer_sync import bp as timer_sync_bp
+from shared.telemetry import setup_function_app
 
+setup_function_app()  # correlation ids and redaction in every log record; App Insights export when configured
 app = func.FunctionApp()
 app.register_functions(timer_sync_bp)
 app.register_functions(submit_worker_bp)

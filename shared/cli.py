@@ -20,6 +20,7 @@ from rich.table import Table
 
 from shared.errors import EntraAssetsError, SettingsError
 from shared.settings import Settings, load_settings
+from shared.telemetry import LOG_FORMATS, configure_logging, correlation, export_from, log_format_from
 
 console = Console(stderr=True, soft_wrap=True)
 # Piped output (CI logs, `| tee`) gets 120 columns instead of rich's 80, so the demo's tables stay readable.
@@ -43,10 +44,20 @@ def _fail(error: EntraAssetsError) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
-def main(verbose: bool) -> None:
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Log lines on stderr as text or JSON objects (default: LOG_FORMAT, else text).")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, log_format: str | None) -> None:
     """Keep Jira Service Management Assets in step with Microsoft Entra ID."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = log_format or log_format_from(os.environ)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    configure_logging(logging.INFO if verbose else logging.WARNING, log_format)  # shared/telemetry.py
+    ctx.with_resource(correlation())  # one correlation id per command, in its log lines and queued messages
+    export = export_from(os.environ)  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set
+    if export is not None:
+        ctx.call_on_close(export.flush)
 
 
 @contextmanager

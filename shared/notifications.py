@@ -21,7 +21,8 @@ Message shapes (``v`` 1)::
     {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "missed", "subscription": "<subscription id>",
      "resource": "users"}
 
-(``trigger`` names the producer in the run history, ``shared/history.py``.)
+(``trigger`` names the producer in the run history, ``shared/history.py``; ``cid``, when given, is the POST's
+correlation id, ``shared/telemetry.py``.)
 
 ``counts`` holds only fixed keys (``COUNT_KEYS``), never ids or secrets, so it can be logged as is.
 """
@@ -120,10 +121,10 @@ def _is_json(content_type: str | None) -> bool:
 
 def handle_notification_request(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, *,
                                 client_state: str | None, subscriptions: Mapping[str, str] | None,
-                                now: float) -> WebhookOutcome:
+                                now: float, cid: str | None = None) -> WebhookOutcome:
     """Answer one POST to the webhook; see the module docstring. ``client_state`` is the revealed secret (None
     or empty: nothing is accepted); ``subscriptions`` maps our subscription ids to "users"/"groups" (None: not
-    known yet, nothing is accepted)."""
+    known yet, nothing is accepted); ``cid``, the request's correlation id, goes into every queued message."""
     token = _get(query, "validationToken")
     if token is not None:
         return _validation(token)
@@ -145,8 +146,8 @@ def handle_notification_request(query: Mapping[str, str], headers: Mapping[str, 
     lifecycle: dict[tuple[str, str], dict] = {}
     for item in items:
         _one(item, secret, subscriptions, outcome, changes, lifecycle)
-    outcome.messages.extend(_change_messages(changes, now))
-    outcome.messages.extend(lifecycle.values())
+    outcome.messages.extend(_change_messages(changes, now, cid))
+    outcome.messages.extend({**m, "cid": cid} if cid else m for m in lifecycle.values())
     outcome.counts["changes"] += len(changes)
     return outcome
 
@@ -256,11 +257,11 @@ def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _change_messages(changes: dict[tuple[str, str], str], now: float) -> list[dict]:
+def _change_messages(changes: dict[tuple[str, str], str], now: float, cid: str | None = None) -> list[dict]:
     """``changes`` as as few ``changes`` messages as fit ``RAW_MESSAGE_LIMIT`` each (order kept)."""
     if not changes:
         return []
-    envelope = len(_dumps(_message([], now)).encode())
+    envelope = len(_dumps(_message([], now, cid)).encode())
     messages: list[dict] = []
     batch: list[dict] = []
     size = envelope
@@ -268,13 +269,14 @@ def _change_messages(changes: dict[tuple[str, str], str], now: float) -> list[di
         entry = {"r": resource, "id": object_id, "c": change}
         extra = len(_dumps(entry).encode()) + (1 if batch else 0)  # a comma between entries
         if batch and size + extra > RAW_MESSAGE_LIMIT:
-            messages.append(_message(batch, now))
+            messages.append(_message(batch, now, cid))
             batch, size, extra = [], envelope, extra - 1
         batch.append(entry)
         size += extra
-    messages.append(_message(batch, now))
+    messages.append(_message(batch, now, cid))
     return messages
 
 
-def _message(batch: list[dict], now: float) -> dict:
-    return {"v": MESSAGE_VERSION, "kind": "changes", "trigger": TRIGGER, "received": now, "changes": batch}
+def _message(batch: list[dict], now: float, cid: str | None = None) -> dict:
+    message = {"v": MESSAGE_VERSION, "kind": "changes", "trigger": TRIGGER, "received": now, "changes": batch}
+    return message | {"cid": cid} if cid else message  # the correlation id (shared/telemetry.py)

@@ -31,6 +31,7 @@ from shared.reconcile import (
 from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
 from shared.subscriptions import ensure_subscriptions
+from shared.telemetry import StampingQueue, run
 from shared.transport import Transport
 from shared.worker import CatchUp, PushResult, push_queued
 
@@ -61,10 +62,12 @@ def open_backend(settings: Settings) -> Backend:
         container, queue, poison = azure_clients(
             settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
             account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name)
-        return Backend(AzureStateStore(container), AzureQueue(queue, poison), AzurePayloadStore(container))
+        # Messages carry the correlation id of the notification or run that queued them (shared/telemetry.py).
+        return Backend(AzureStateStore(container), StampingQueue(AzureQueue(queue, poison)),
+                       AzurePayloadStore(container))
     from shared.store_local import LocalPayloadStore, LocalQueue, LocalStateStore
 
-    return Backend(LocalStateStore(settings.home), LocalQueue(settings.home, settings.queue_name),
+    return Backend(LocalStateStore(settings.home), StampingQueue(LocalQueue(settings.home, settings.queue_name)),
                    LocalPayloadStore(settings.home))
 
 
@@ -159,12 +162,14 @@ class SyncReport:
 
 def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, **kwargs) -> SyncReport:
     """``entra-assets sync --full``: a forced full run, then the worker until the queue is empty (``_sync``)."""
-    return _sync(settings, progress, full=True, **kwargs)
+    with run("sync_full"):  # joins the CLI command's correlation id (or starts one)
+        return _sync(settings, progress, full=True, **kwargs)
 
 
 def sync_incremental(settings: Settings, progress: Progress = lambda stage, n: None, **kwargs) -> SyncReport:
     """``entra-assets sync``: a delta catch-up through the queue and the worker (``_sync``)."""
-    return _sync(settings, progress, full=False, **kwargs)
+    with run("sync_incremental"):
+        return _sync(settings, progress, full=False, **kwargs)
 
 
 def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backend | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from shared import telemetry
 from shared.assets import AssetsClient, Execution
 from shared.mapping import Record
 from shared.reconcile import NAMES
@@ -85,7 +87,8 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
         return PushResult(deferred=True)
     result, failure = PushResult(), None
     try:
-        return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after)
+        with telemetry.span("worker_pass"):
+            return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after)
     except BaseException as error:
         failure = error
         raise
@@ -152,6 +155,10 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     started = time.monotonic()
     messages = _drain(queue, trigger)
     result.messages = len(messages)
+    cids, more = telemetry.carried_cids(m.body for m in messages)  # the notifications and runs coalesced here
+    if messages:
+        log.info("worker drained %d message(s)", len(messages),
+                 extra={"event": "worker.drained", "messages": len(messages), "cids": cids})
     for message in messages:
         result.triggers[str(message.body.get("trigger") or "unknown")] += 1
         if isinstance(message.body.get("summary"), dict):
@@ -172,6 +179,11 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         progress("Submitting data", 0)
         execution = assets.start()
         result.executions = 1
+        execution_id = _execution_id(execution)
+        span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below
+        log.info("Assets execution %s started for %d message(s); correlation ids: %s%s", execution_id,
+                 len(messages), ", ".join(cids) or "none", f" (+{more} more)" if more else "",
+                 extra={"event": "execution.started", "execution": execution_id, "cids": cids})
         try:
             sending = time.monotonic()
             _send(assets, execution, itertools.chain([first], pending), result, (hashes, records), renew, progress)
@@ -180,10 +192,14 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
             progress("Waiting for Assets", result.records)
             body = assets.wait(execution, tick=renew)
             result.seconds["wait"] = time.monotonic() - waiting
-        except BaseException:
+        except BaseException as error:
+            telemetry.failed(span, error)
             assets.cancel(execution)
             raise
+        finally:
+            span.end()
         _read_outcome(body, result, hashes, records)
+        _log_finished(execution_id, cids, result)
     state.commit(hashes, checkpoints, records)
     if after is not None:  # after DONE and the commit: a failure there never undoes the execution
         result.links = after(state, records, renew)
@@ -195,6 +211,24 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     result.seconds["push"] = time.monotonic() - started
     progress("Done", result.records)
     return result
+
+
+def _execution_id(execution: Execution) -> str:
+    """The execution's id from its links (``.../executions/{id}/status``), for logs; "unknown" if absent."""
+    match = re.search(r"/executions/([0-9A-Za-z-]{1,64})/", execution.status)
+    return match.group(1) if match else "unknown"
+
+
+def _log_finished(execution_id: str, cids: list[str], result: PushResult) -> None:
+    """The execution's outcome in counts (Assets' error texts may quote data: only their number is logged)."""
+    counts = result.result_counts
+    log.info("Assets execution %s finished: %d records in %d chunk(s); created %d, updated %d, identical %d; "
+             "%d error(s)", execution_id, result.records, result.chunks, counts["objectsCreated"],
+             counts["objectsUpdated"], counts["objectsIdentical"], len(result.errors),
+             extra={"event": "execution.finished", "execution": execution_id, "cids": cids,
+                    "records": result.records, "errors": len(result.errors)})
+    telemetry.count("entra_assets.records_pushed", result.records)
+    telemetry.count("entra_assets.executions", 1, outcome="errors" if result.errors else "ok")
 
 
 def _as_line(record: Record) -> Line:

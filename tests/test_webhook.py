@@ -302,6 +302,8 @@ def test_handler_queues_the_changes_and_answers_202(handler, webhook_env):
     assert (response.status_code, response.get_body()) == (202, b"")
     [changes, lifecycle] = drain(webhook_env)
     assert before <= changes.pop("received") <= time.time()
+    cid = changes.pop("cid")  # one correlation id per POST, in every message it queued (shared/telemetry.py)
+    assert len(cid) == 16 and lifecycle.pop("cid") == cid
     assert changes == {"v": 1, "kind": "changes", "trigger": "webhook", "changes": [{"r": "users", "id": uid(1), "c": "deleted"},
                                                               {"r": "groups", "id": uid(2), "c": "deleted"}]}
     assert lifecycle == {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "missed", "subscription": USERS_SUB,

@@ -6,6 +6,7 @@ import azure.functions as func
 
 from shared.runtime import timer_tick
 from shared.settings import load_settings
+from shared.telemetry import SpanKind, invocation
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 @bp.function_name("timer_sync")
 @bp.timer_trigger(arg_name="timer", schedule="%TIMER_SYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@invocation("timer_sync", SpanKind.CONSUMER)  # a correlation id per tick, stamped on what it queues
 def timer_sync(timer: func.TimerRequest) -> None:
     """Settings errors and Graph errors raise: the run shows as failed in the Functions monitor."""
     if timer.past_due:
