@@ -53,7 +53,8 @@ def main(ctx: click.Context, verbose: bool, log_format: str | None) -> None:
         log_format = log_format or log_format_from(os.environ)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    configure_logging(logging.INFO if verbose else logging.WARNING, log_format)  # shared/telemetry.py
+    handler = configure_logging(logging.INFO if verbose else logging.WARNING, log_format)  # shared/telemetry.py
+    ctx.call_on_close(lambda: logging.getLogger().removeHandler(handler))  # in-process callers keep no stale handler
     ctx.with_resource(correlation())  # one correlation id per command, in its log lines and queued messages
     export = export_from(os.environ)  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set
     if export is not None:
