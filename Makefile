@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean chromium
 
 $(STAMP): pyproject.toml requirements.txt package.json
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/entra-assets demo
 
-test: $(STAMP)
+# The status page test drives a real headless Chromium (Debian's package, through Playwright); the demo does
+# not need it. Installing it needs root (CI images run as root); elsewhere: sudo apt-get install chromium.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)

@@ -2,6 +2,7 @@
 import azure.functions as func
 
 from functions.graph_webhook import bp as graph_webhook_bp
+from functions.status_page import bp as status_page_bp
 from functions.submit_worker import bp as submit_worker_bp
 from functions.timer_sync import bp as timer_sync_bp
 from shared.telemetry import setup_function_app
@@ -11,3 +12,4 @@ app = func.FunctionApp()
 app.register_functions(timer_sync_bp)
 app.register_functions(submit_worker_bp)
 app.register_functions(graph_webhook_bp)
+app.register_functions(status_page_bp)

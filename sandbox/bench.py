@@ -149,7 +149,7 @@ def live_latency(changes: int = 200, users: int = 2000) -> dict:
                                                    .attributes.get("Job Title") == [t])
                     timings.append(timed_change(box, title, lambda u=uid, t=title: box.tenant.update_user(
                         u, jobTitle=t), find).latency)
-                responses = webhook_load(f"{host.url}/graph-webhook", rate=100, seconds=5)
+                responses = webhook_load(host.function_url("graph-webhook"), rate=100, seconds=5)
             strategies = catch_up_strategies(box, env, changed=1000)
     finally:
         box.stop()

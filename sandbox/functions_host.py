@@ -4,7 +4,10 @@ The Functions host (`func`, Core Tools) cannot be installed without internet, so
 demo and the end-to-end tests run the functions registered in ``function_app.py`` - the same handlers Azure
 runs - with what the host would do around them:
 
-- HTTP functions over real HTTP on loopback (cheroot), at ``/api/<route>``, function keys not checked;
+- HTTP functions over real HTTP on loopback (cheroot), at ``/api/<route>``; routes whose auth level is not
+  anonymous need the host's function key, as in Azure: the ``code`` query parameter or the ``x-functions-key``
+  header, else 401 with an empty body and the function is not called
+  (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to);
 - the queue trigger: poll the queue (Azurite or the embedded one), call the handler with one message, delete
   it on success, leave it to reappear after the visibility timeout on failure, and move it to
   ``<queue>-poison`` after ``maxDequeueCount`` (5) deliveries, as host.json says;
@@ -15,9 +18,11 @@ https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-que
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from datetime import UTC, datetime
@@ -47,11 +52,13 @@ def _functions() -> dict[str, func.FunctionBuilder]:
 
 
 class FunctionsHost:
-    """Runs the HTTP, queue and timer functions until ``stop``. ``url`` is the HTTP base (``…/api``)."""
+    """Runs the HTTP, queue and timer functions until ``stop``. ``url`` is the HTTP base (``…/api``);
+    ``function_key`` the key of every function (random unless given); ``function_url(route)`` a URL with it."""
 
-    def __init__(self, run_timer: bool = True):
+    def __init__(self, run_timer: bool = True, function_key: str | None = None):
         self.functions = _functions()
         self.run_timer = run_timer
+        self.function_key = function_key or secrets.token_urlsafe(32)
         self.url = ""
         self.invocations: list[tuple[str, float, str]] = []   # (function, seconds, "ok" or the error type)
         self._stop = threading.Event()
@@ -67,6 +74,10 @@ class FunctionsHost:
             thread.start()
             self._threads.append(thread)
         return self
+
+    def function_url(self, route: str) -> str:
+        """``{url}/{route}?code={function_key}``: what Azure's portal shows as a function's URL."""
+        return f"{self.url}/{route}?code={self.function_key}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -97,6 +108,9 @@ class FunctionsHost:
             return [b"no such function"]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         query = environ.get("QUERY_STRING", "")
+        if not self._authorized(target, route, environ, query):
+            start_response("401 Unauthorized", [("Content-Length", "0")])
+            return [b""]
         request = func.HttpRequest(
             environ["REQUEST_METHOD"], f"http://localhost{environ['PATH_INFO']}?{query}",
             headers={k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
@@ -112,6 +126,15 @@ class FunctionsHost:
         content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
         start_response(f"{response.status_code} X", headers + [("Content-Type", content_type)])
         return [response.get_body()]
+
+    def _authorized(self, target: func.FunctionBuilder, route: str, environ: dict, query: str) -> bool:
+        """True for an anonymous route, or when the request carries the function key (compared in constant
+        time)."""
+        level = next((b.auth_level for b in target.get_bindings() if getattr(b, "route", None) == route), None)
+        if level in (None, func.AuthLevel.ANONYMOUS):
+            return True
+        given = dict(parse_qsl(query, keep_blank_values=True)).get("code") or environ.get("HTTP_X_FUNCTIONS_KEY")
+        return bool(given) and hmac.compare_digest(given.encode(), self.function_key.encode())
 
     # -- queue trigger --------------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def live(box: Sandbox, env: dict[str, str]) -> Iterator[FunctionsHost]:
     os.environ.update(env | {"WEBHOOK_CLIENT_STATE": CLIENT_STATE, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"})
     host = FunctionsHost(run_timer=False).start()
     try:
-        os.environ["WEBHOOK_URL"] = f"{host.url}/graph-webhook"
+        os.environ["WEBHOOK_URL"] = host.function_url("graph-webhook")  # with its key, as in Azure
         run_setup(settings())  # creates the subscriptions: Graph's handshake reaches the webhook
         yield host
     finally:

@@ -247,7 +247,9 @@ def runs_table(runs: list[dict], title: str = "last runs (newest first)") -> Tab
 @main.command()
 @click.option("--port", default=7071, show_default=True, help="Loopback port of the HTTP functions (/api/...).")
 @click.option("--no-timer", is_flag=True, help="Do not run timer_sync on its schedule.")
-def serve(port: int, no_timer: bool) -> None:
+@click.option("--function-key", envvar="ENTRA_ASSETS_FUNCTION_KEY", default=None,
+              help="The key the HTTP functions require (code=... or x-functions-key); random when not given.")
+def serve(port: int, no_timer: bool, function_key: str | None) -> None:
     """Run the app's functions on this machine - the webhook over HTTP on loopback, the queue worker, the
     timer - calling the same handlers Azure runs (the Functions host itself cannot be installed offline)."""
     from sandbox.functions_host import FunctionsHost
@@ -256,9 +258,12 @@ def serve(port: int, no_timer: bool) -> None:
         settings = _settings()
     except EntraAssetsError as error:
         _fail(error)
-    host = FunctionsHost(run_timer=not no_timer).start(port=port)
-    out.print(f"graph_webhook at {host.url}/graph-webhook; submit_worker on queue {settings.queue_name}"
-              + ("" if no_timer else f"; timer_sync on '{settings.timer_schedule}'") + ". Ctrl+C stops.")
+    host = FunctionsHost(run_timer=not no_timer, function_key=function_key).start(port=port)
+    # The key is printed to this terminal only (as the Azure portal shows it to its admin), never logged.
+    out.print(f"graph_webhook at {host.function_url('graph-webhook')}\nstatus page at {host.function_url('status')}"
+              f"\nsubmit_worker on queue {settings.queue_name}"
+              + ("" if no_timer else f"; timer_sync on '{settings.timer_schedule}'") + ". Ctrl+C stops.",
+              highlight=False)
     try:
         while True:
             time.sleep(3600)

@@ -116,8 +116,8 @@ class RunRecord:
 
 
 def producer_summary(result, started: float) -> dict:
-    """What a full run's ``records`` message carries for the history (``result`` is a ``FullRunResult``): small
-    and bounded (counts per type, at most ``MAX_LINES`` warnings), far under the queue message limit."""
+    """What a full run's ``records`` message carries for the history (``result``: a ``FullRunResult``).
+    Small and bounded (counts per type, at most ``MAX_LINES`` warnings), far under the queue message limit."""
     return {"run": result.run_id, "started": started, "read": by_name(result.read),
             "deactivated": by_name(result.deactivated), "held_back": by_name(result.held_back),
             "warnings": _lines(result.warnings.lines())}
@@ -126,8 +126,9 @@ def producer_summary(result, started: float) -> dict:
 def held_back_line(held_back: Mapping[str, int], max_deactivations: int) -> str:
     """The guard's one line for the history (counts only; ``guard_error`` gives the full message)."""
     counts = ", ".join(f"{n:,} {name}" for name, n in sorted(held_back.items()))
-    return (f"{sum(held_back.values()):,} departures not marked Deleted ({counts}): more than MAX_DEACTIVATIONS="
-            f"{max_deactivations}; if they are real, run `entra-assets sync --full --allow-mass-deactivation`")
+    return (f"{sum(held_back.values()):,} departures not marked Deleted ({counts}): more than "
+            f"MAX_DEACTIVATIONS={max_deactivations}; if they are real, run "
+            "`entra-assets sync --full --allow-mass-deactivation`")
 
 
 def pass_record(push, started: float, ended: float, error: BaseException | None = None,
@@ -159,9 +160,10 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         started=iso(started), seconds=round(ended - started, 3),
         stage="Failed" if errors or held_back else "Done", messages=push.messages,
         run=",".join(s["run"] for s in summaries if s.get("run")) or None,
-        read=dict(read), records=by_name(push.by_type), records_pushed=push.records, executions=push.executions,
-        created=push.result_counts["objectsCreated"], updated=push.result_counts["objectsUpdated"],
-        identical=push.result_counts["objectsIdentical"], deactivated=dict(deactivated), held_back=dict(held_back),
+        read=dict(read), records=by_name(push.by_type), records_pushed=push.records,
+        executions=push.executions, created=push.result_counts["objectsCreated"],
+        updated=push.result_counts["objectsUpdated"], identical=push.result_counts["objectsIdentical"],
+        deactivated=dict(deactivated), held_back=dict(held_back),
         errors=_lines(errors), warnings=_lines(warnings))
 
 
@@ -184,8 +186,8 @@ def append(state: StateStore, record: RunRecord, *, wait: float = LEASE_WAIT_SEC
            sleep: Callable[[float], None] = time.sleep) -> bool:
     """Add ``record`` as the newest entry (a quiet catch-up merges into a quiet newest entry with the same
     triggers), keeping ``MAX_RUNS``. Under the ``history`` lease, so concurrent appends are not lost. Returns
-    False - logged, not raised - when the lease stayed busy for ``wait`` seconds or the store failed: a run must
-    not fail (and be pushed again) because its history entry could not be written."""
+    False - logged, not raised - when the lease stayed busy for ``wait`` seconds or the store failed: a run
+    must not fail (and be pushed again) because its history entry could not be written."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -256,8 +258,8 @@ class StageTracker:
         if stage in ("Done", "Failed"):
             return  # the end of a pass is not the end of the run; finish() says that
         if changed or now - self.written >= self.every:
-            self._write({"stage": stage, "trigger": self.trigger, "kind": self.kind, "started": iso(self.started),
-                         "count": count, "updated": iso(now)})
+            self._write({"stage": stage, "trigger": self.trigger, "kind": self.kind,
+                         "started": iso(self.started), "count": count, "updated": iso(now)})
             self.written = now
 
     def finish(self) -> None:

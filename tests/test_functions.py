@@ -22,7 +22,7 @@ def functions():
 
 
 def test_bindings_as_the_host_reads_them(functions):
-    assert set(functions) == {"timer_sync", "submit_worker", "graph_webhook"}
+    assert set(functions) == {"timer_sync", "submit_worker", "graph_webhook", "status_page"}
     timer = json.loads(functions["timer_sync"].get_function_json())["bindings"][0]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%TIMER_SYNC_SCHEDULE%"
     assert timer["runOnStartup"] is False

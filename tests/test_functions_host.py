@@ -31,9 +31,9 @@ def running(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
     run_setup(settings)
     sync_full(settings)  # before the host runs: its queue worker would compete for the same messages
     host = FunctionsHost(run_timer=False).start()
-    monkeypatch.setenv("WEBHOOK_URL", f"{host.url}/graph-webhook")
+    monkeypatch.setenv("WEBHOOK_URL", host.function_url("graph-webhook"))
     # Now the subscriptions: Graph's validation handshake reaches the webhook through the host.
-    run_setup(load_settings({**env, "WEBHOOK_URL": f"{host.url}/graph-webhook"}))
+    run_setup(load_settings({**env, "WEBHOOK_URL": host.function_url("graph-webhook")}))
     yield box, host, open_backend(settings)
     host.stop()
 
@@ -44,7 +44,7 @@ def _notify(host: FunctionsHost, backend, uid: str, client_state: str = SECRET) 
                        "resource": f"Users/{uid}", "tenantId": "t",
                        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid}",
                                         "id": uid}}]}
-    return httpx.post(f"{host.url}/graph-webhook", json=body, timeout=10)
+    return httpx.post(host.function_url("graph-webhook"), json=body, timeout=10)
 
 
 def _eventually(check, seconds: float = 10.0, every: float = 0.05) -> None:
@@ -73,7 +73,8 @@ def test_a_change_travels_from_the_tenant_through_graph_notifications_to_assets(
 
 def test_a_forged_notification_queues_nothing(running):
     box, host, backend = running
-    handshake = httpx.post(f"{host.url}/graph-webhook", params={"validationToken": "abc <b>"}, timeout=10)
+    handshake = httpx.post(f"{host.url}/graph-webhook", timeout=10,
+                           params={"validationToken": "abc <b>", "code": host.function_key})
     assert handshake.status_code == 200 and handshake.text == "abc <b>"
     assert handshake.headers["content-type"].startswith("text/plain")
     workers = len([i for i in host.invocations if i[0] == "submit_worker"])
@@ -105,7 +106,8 @@ def test_a_burst_of_10000_changes_in_1000_notifications_is_a_handful_of_executio
         for i in range(0, len(ids), 10):  # 1,000 POSTs of 10 notifications, as fast as the webhook takes them
             value = [{"subscriptionId": "s-users", "changeType": "updated", "clientState": SECRET,
                       "resource": f"Users/{uid}", "resourceData": {"id": uid}} for uid in ids[i:i + 10]]
-            assert httpx.post(f"{host.url}/graph-webhook", json={"value": value}, timeout=10).status_code == 202
+            response = httpx.post(host.function_url("graph-webhook"), json={"value": value}, timeout=10)
+            assert response.status_code == 202
         _eventually(lambda: all(o.attributes.get("Job Title") == ["Burst"] for o in assets.objects("User")), 120, 1)
         burst = assets.executions[first:]
         # Coalesced: each worker pass takes everything waiting, so the count follows how many passes the ~60 s
