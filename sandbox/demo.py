@@ -83,9 +83,33 @@ def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -
             console.print(table)
             console.print("changes made in the tenant: " + ", ".join(changes))
             live_ok = _live_changes(box, {**box.settings(), "ENTRA_ASSETS_HOME": home}, console)
-            return _summary(box, console, second, third, time.monotonic() - started) if live_ok else 1
+            status = _summary(box, console, second, third, time.monotonic() - started) if live_ok else 1
+            return status if _history(box, settings, console) else 1
     finally:
         box.stop()
+
+
+def _history(box: Sandbox, settings, console: Console) -> bool:
+    """What ``entra-assets status`` shows after the demo, checked against Assets: one history entry per
+    execution with Assets' own counts, and every object in Assets created by exactly one of them."""
+    from shared.cli import runs_table
+    from shared.history import read_runs
+    from shared.runtime import open_backend
+    from shared.schema import OBJECT_TYPES
+
+    runs = read_runs(open_backend(settings).state)
+    console.print(runs_table(runs, title="entra-assets status: the run history (newest first)"))
+    reported = Counter()
+    for execution in box.assets.executions:
+        for entry in execution.result_map.values():
+            reported.update(created=entry["objectsCreated"], updated=entry["objectsUpdated"])
+    in_assets = sum(len(box.assets.objects(t.name)) for t in OBJECT_TYPES)
+    ok = (sum(r["executions"] for r in runs) == len(box.assets.executions)
+          and sum(r["created"] for r in runs) == reported["created"] == in_assets
+          and sum(r["updated"] for r in runs) == reported["updated"])
+    if not ok:
+        console.print("[red]the run history does not match what Assets reported[/red]")
+    return ok
 
 
 def _live_changes(box: Sandbox, env: dict[str, str], console: Console) -> bool:

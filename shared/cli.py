@@ -219,26 +219,28 @@ def status(as_json: bool, limit: int) -> None:
     out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
 
 
-def _by_type(counts: dict) -> str:
-    return ", ".join(f"{name} {n:,}" for name, n in counts.items()) or "-"
+def _by_type(counts: dict, most: int = 3) -> str:
+    top = sorted(counts.items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {n:,}" for name, n in top[:most]) + (", …" if len(top) > most else "")
 
 
 def runs_table(runs: list[dict], title: str = "last runs (newest first)") -> Table:
-    """The run history as a table (``status``, the demo)."""
+    """The run history as a table (``status``, the demo); ``status --json`` and the page have every detail."""
     table = Table(title=title)
-    for column in ("started (UTC)", "trigger", "kind", "stage", "seconds", "records pushed", "created",
-                   "updated", "identical", "executions", "notes"):
-        table.add_column(column, justify="right" if column in ("seconds", "created", "updated", "identical",
-                                                                "executions") else "left")
+    numbers = ("s", "pushed", "created", "updated", "identical", "exec.")
+    for column in ("started (UTC)", "trigger", "kind", "stage", *numbers, "notes"):
+        table.add_column(column, justify="right" if column in numbers else "left",
+                         no_wrap=column in ("started (UTC)", "kind"))
     for run in runs:
         repeated = run.get("repeated") or 1
-        notes = [f"{repeated} quiet runs, last at {run.get('last_started')}"] if repeated > 1 else []
+        notes = [f"{repeated} quiet runs, the last at {run.get('last_started', '')[11:19]}"] if repeated > 1 else []
+        notes += [_by_type(run["records"])] if run.get("records") else []
         notes += [f"marked Deleted: {_by_type(run['deactivated'])}"] if run.get("deactivated") else []
         notes += run.get("errors") or []
         notes += [f"{len(run['warnings'])} warning(s)"] if run.get("warnings") else []
         stage = run["stage"] if run["stage"] == "Done" else f"[red]{run['stage']}[/red]"
-        table.add_row(run["started"].replace("T", " ").rstrip("Z"), "+".join(run["triggers"]), run["kind"], stage,
-                      f"{run['seconds']:.1f}", _by_type(run["records"]), f"{run['created']:,}",
+        table.add_row(run["started"][5:19].replace("T", " "), "+".join(run["triggers"]), run["kind"], stage,
+                      f"{run['seconds']:.1f}", f"{run['records_pushed']:,}", f"{run['created']:,}",
                       f"{run['updated']:,}", f"{run['identical']:,}", str(run["executions"]),
                       escape("; ".join(notes)))
     return table
