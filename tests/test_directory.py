@@ -1,6 +1,8 @@
 """The whole directory over real HTTP: groups, devices, applications, departures, the guard, scoping, preview."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -128,8 +130,9 @@ def test_the_guard_stops_mass_deactivation_and_the_override_lets_it_through(box,
     assert "3 objects would be marked Deleted" in result.output and "--allow-mass-deactivation" in result.output
     assert all(statuses(box.assets, "User")[u] == "Active" for u in victims)
     assert box.assets.find("User", "Entra Object ID", hire) is not None  # the other changes went through
-    status = CliRunner().invoke(main, ["status", "--json"])
-    assert '"held_back": 3' in status.output
+    newest = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)["runs"][0]
+    assert newest["held_back"] == {"User": 3} and newest["stage"] == "Failed"
+    assert "MAX_DEACTIVATIONS=2" in newest["errors"][-1]
     result = CliRunner().invoke(main, ["sync", "--full", "--allow-mass-deactivation"])
     assert result.exit_code == 0, result.output
     assert all(statuses(box.assets, "User")[u] == "Deleted" for u in victims)
