@@ -38,7 +38,7 @@ background:#dfe1e6}.ok{background:#e3fcef;color:#006644}.busy{background:#deebff
 .bad{background:#ffebe6;color:#bf2600}table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #dfe1e6;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f5f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.failed td{background:#fff4f2}ul.notes{margin:0;padding-left:1rem}dl{margin:0}dt{font-weight:600}
+tr.failed td{background:#fff4f2}td.started,td.kind{white-space:nowrap}ul.notes{margin:0;padding-left:1rem}dl{margin:0}dt{font-weight:600}
 """
 
 
@@ -104,7 +104,7 @@ def _document(title: str, body: str, refresh: bool = False) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """``3.2 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    """``3.2 s``, ``4 min 05 s``, ``2 h 03 min``, ``29 d 13 h``."""
     if seconds is None:
         return "-"
     if seconds < 60:
@@ -112,7 +112,8 @@ def duration(seconds: float | None) -> str:
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+    hours = minutes // 60
+    return f"{hours} h {minutes % 60:02d} min" if hours < 48 else f"{hours // 24} d {hours % 24} h"
 
 
 def _epoch(stamp: str) -> float | None:

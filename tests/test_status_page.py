@@ -15,7 +15,7 @@ from shared.runtime import sync_full, timer_tick
 from shared.settings import load_settings
 from shared.setup import run_setup
 from shared.status import collect_status
-from shared.status_page import HEADERS, render_html, respond, wants_json
+from shared.status_page import HEADERS, duration, render_html, respond, wants_json
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -50,6 +50,11 @@ def test_every_value_is_escaped_and_the_page_is_self_contained():
     assert 'id="jira"' in page and 'id="credentials"' not in page  # a section appears once its module fills it
     assert "refresh" not in page  # no run going: no reload
     assert 'http-equiv="refresh"' in render_html(_data(current={"stage": "Submitting data", "count": 5}), 0.0)
+
+
+def test_durations_read_naturally():
+    assert [duration(s) for s in (0.25, 65, 7380, 29 * 86400 + 13 * 3600 + 5)] == [
+        "0.2 s", "1 min 05 s", "2 h 03 min", "29 d 13 h"]
 
 
 def test_invalid_settings_are_named_not_leaked():
