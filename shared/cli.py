@@ -217,6 +217,18 @@ def status(as_json: bool, limit: int) -> None:
     for resource, subscription in sorted(data["subscriptions"].items()):
         out.print(f"subscription {resource}: expires {escape(str(subscription.get('expires')))}")
     out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
+    from shared.credentials import describe
+
+    credentials = data["credentials"]
+    out.print(f"Graph credential: {escape(describe(credentials['graph_credential']))}")
+    out.print(f"Assets import token: {escape(describe(credentials['import_token']))}")
+    for warning in credentials["warnings"]:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if data["jira"] is not None:
+        jira = data["jira"]
+        sample = ", ".join(jira["unmatched_ids"][:5]) + (", …" if jira["unmatched"] > 5 else "")
+        out.print(f"Jira user links: {jira['linked']:,} linked, {jira['unmatched']:,} unmatched"
+                  + (f" ({sample}; all in --json)" if sample else ""))
 
 
 def _by_type(counts: dict, most: int = 3) -> str:

@@ -8,6 +8,7 @@ traceback; only invalid settings raise.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 
 from shared import history
@@ -15,6 +16,7 @@ from shared.assets import CONFIG_STATUSES
 from shared.credentials import credential_report, describe
 from shared.credentials import warnings as credential_warnings
 from shared.errors import EntraAssetsError, GraphPermissionError
+from shared.links import linked_count, unmatched_users
 from shared.runtime import assets_client, graph_client, open_backend
 from shared.settings import Settings
 from shared.subscriptions import stored_subscriptions
@@ -24,6 +26,7 @@ from shared.subscriptions import stored_subscriptions
 class CheckReport:
     status: str = "IDLE"
     ready: bool = True
+    message: str = ""                                   # what to do about ``status`` when it is not ready
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # credential expiry warnings (also in ``lines``)
     credentials: dict = field(default_factory=dict)     # shared.credentials.credential_report
@@ -61,17 +64,17 @@ def check_all(settings: Settings, now: dt.datetime | None = None) -> CheckReport
             except GraphPermissionError as error:
                 denied.append(str(error))
         if denied:
-            report.status, report.ready = "MISSING_PERMISSIONS", False
+            report.status, report.ready, report.message = "MISSING_PERMISSIONS", False, " ".join(denied)
             report.lines.extend(f"Microsoft Graph: {line}" for line in denied)
         else:
             report.lines.append(f"Microsoft Graph: ok (can read {', '.join(resources)})")
     except EntraAssetsError as error:
-        report.status, report.ready = error.status or "ERROR", False
+        report.status, report.ready, report.message = error.status or "ERROR", False, str(error)
         report.lines.append(f"Microsoft Graph: {error}")
     status, message = _assets_status(settings)
     report.lines.append(f"Assets import: {status}" + (f" - {message}" if message else ""))
     if report.ready:
-        report.status = status
+        report.status, report.message = status, message
         report.ready = status in ("IDLE", "RUNNING")
     if report.ready:
         report.lines.append("the import's 'Missing objects' setting must be Ignore for every object type "
@@ -89,19 +92,27 @@ def check_all(settings: Settings, now: dt.datetime | None = None) -> CheckReport
 def collect_status(settings: Settings, now: float | None = None) -> dict:
     """The data of ``status --json`` and of the status page: stable keys, documented in the README.
 
-    ``importer_status`` is the import source's status, RUNNING while one of our runs is going (``current``) even
-    before Assets sees an execution. ``runs`` is the history, newest first (``shared.history``). Raises only
+    ``importer_status`` is what ``check`` finds (SPEC §3: the Entra side's INVALID_CREDENTIALS or
+    MISSING_PERMISSIONS first, then the import token and source), RUNNING while one of our runs is going
+    (``current``) even before Assets sees an execution; ``message`` says what to do about it. ``runs`` is the
+    history, newest first (``shared.history``); ``credentials`` the expiry report with its warnings
+    (``shared.credentials``); ``jira`` the user links (null when linking is off). Costs what ``check`` costs:
+    a token, one Graph read per synced resource and the registration, one Assets request. Raises only
     SettingsError; a remote side that fails becomes ``importer_status`` and ``message``."""
+    now = time.time() if now is None else now
+    check = check_all(settings, dt.datetime.fromtimestamp(now, dt.UTC))
     backend = open_backend(settings)
-    status, message = _assets_status(settings)
+    status = check.status
     current = history.read_current(backend.state, now)
     if current is not None and status == "IDLE":
         status = "RUNNING"
     depth = backend.queue.depth()
-    return {"importer_status": status, "message": message, "current": current,
+    jira = None
+    if settings.jira_enabled:
+        unmatched = [user["id"] for user in unmatched_users(backend.state)]
+        jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched}
+    return {"importer_status": status, "message": check.message, "current": current,
             "runs": history.read_runs(backend.state),
             "subscriptions": stored_subscriptions(backend.state),
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
-            # Filled by the coordinator (issue 5): credential expiry warnings (shared/credentials.py) and the
-            # Jira user links (unmatched users). None until then.
-            "credentials": None, "jira": None}
+            "credentials": {**check.credentials, "warnings": check.warnings}, "jira": jira}

@@ -140,9 +140,7 @@ def render_html(data: dict, now: float) -> str:
              + message + "</p>",
              _current(data.get("current")), _runs(data.get("runs") or []),
              _subscriptions(data.get("subscriptions") or {}, now), _queue(data.get("queue") or {})]
-    for key, title in (("credentials", "Credentials"), ("jira", "Jira user links")):
-        if data.get(key) is not None:
-            parts.append(f'<h2>{title}</h2><div id="{key}">{_generic(data[key])}</div>')
+    parts += [_credentials(data.get("credentials")), _jira(data.get("jira"))]
     return _document(f"entra-assets: {status}", "".join(parts), refresh=bool(data.get("current")))
 
 
@@ -219,10 +217,33 @@ def _queue(queue: dict) -> str:
             f"{_e(hint)}</p>")
 
 
-def _generic(value: object) -> str:
-    """A value of a section filled by another module, whatever its shape, escaped."""
-    if isinstance(value, dict):
-        return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_generic(v)}</dd>" for k, v in value.items()) + "</dl>"
-    if isinstance(value, list):
-        return "<ul>" + "".join(f"<li>{_generic(v)}</li>" for v in value) + "</ul>" if value else "-"
-    return _e(value)
+def _credentials(report: dict | None) -> str:
+    """The Graph credential and the import token: kind, expiry, source, and the 30-day warnings."""
+    if not report:
+        return ""
+    rows = []
+    for key, title in (("graph_credential", "Microsoft Graph credential"), ("import_token", "Assets import token")):
+        entry = report.get(key) or {}
+        left = entry.get("days_left")
+        rows.append(f"<tr><td>{title}</td><td>{_e(entry.get('kind'))}</td>"
+                    f"<td>{_e(str(entry.get('expires') or '-')[:10])}</td>"
+                    f'<td class="n">{_e("-" if left is None else left)}</td><td>{_e(entry.get("source"))}</td>'
+                    f'<td class="n">{_e(entry.get("age_days") if entry.get("age_days") is not None else "-")}</td>'
+                    "</tr>")
+    warnings = "".join(f'<li class="badge bad">{_e(w)}</li>' for w in report.get("warnings") or [])
+    return ('<h2>Credentials</h2><table id="credentials"><thead><tr><th>Credential</th><th>Kind</th>'
+            "<th>Expires</th><th>Days left</th><th>Known from</th><th>Age (days)</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>" + (f'<ul id="credential-warnings">{warnings}</ul>' if warnings else ""))
+
+
+def _jira(jira: dict | None) -> str:
+    """Jira user links (SPEC §5): how many are set, and the users whose e-mail matched no account (ids)."""
+    if not jira:
+        return ""
+    ids = jira.get("unmatched_ids") or []
+    sample = "".join(f"<li><code>{_e(uid)}</code></li>" for uid in ids[:MAX_ROWS])
+    more = f'<p class="muted">{len(ids) - MAX_ROWS} more in the JSON.</p>' if len(ids) > MAX_ROWS else ""
+    return (f'<h2>Jira user links</h2><p id="jira"><span class="linked">{int(jira.get("linked") or 0):,}</span> '
+            f'users linked to their Jira account; <span class="unmatched">{int(jira.get("unmatched") or 0):,}'
+            "</span> unmatched (their e-mail matches no Jira account, or its owner hides it)</p>"
+            + (f'<ul id="unmatched">{sample}</ul>{more}' if ids else ""))

@@ -275,3 +275,23 @@ def _assert_secret_nowhere(secret: str, output: str, caplog, identity) -> None:
     assert secret not in output
     assert all(secret not in record.getMessage() for record in caplog.records if record.levelno >= logging.DEBUG)
     assert all(secret not in json.dumps(r.json) for r in identity.requests)
+
+
+def test_status_reports_the_entra_side_and_the_expiry_warning(identity, env, monkeypatch, caplog):
+    """`status` (and the status page, same data) says what `check` says: the Entra side's status first."""
+    app = env["AZURE_CLIENT_ID"]
+    secret = identity.add_secret(app, days(10))
+    for name, value in {**env, "AZURE_CLIENT_SECRET": secret}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "importer status: IDLE" in result.output and "warning: the client secret of app" in result.output
+    data = json.loads(CliRunner().invoke(main, ["status", "--json"]).stdout)
+    assert data["credentials"]["graph_credential"]["days_left"] == 10 and len(data["credentials"]["warnings"]) == 1
+    identity.revoke(app, "Device.Read.All")
+    data = json.loads(CliRunner().invoke(main, ["status", "--json"]).stdout)
+    assert data["importer_status"] == "MISSING_PERMISSIONS" and "Device.Read.All" in data["message"]
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret-value")
+    data = json.loads(CliRunner().invoke(main, ["status", "--json"]).stdout)
+    assert data["importer_status"] == "INVALID_CREDENTIALS" and "AADSTS7000215" in data["message"]
+    _assert_secret_nowhere(secret, json.dumps(data), caplog, identity)

@@ -12,6 +12,7 @@ from shared.links import NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_users, user_em
 from shared.runtime import open_backend, preview, sync_full, sync_incremental
 from shared.settings import load_settings
 from shared.setup import run_setup
+from shared.status import collect_status
 
 
 @pytest.fixture
@@ -113,6 +114,9 @@ def test_unmatched_users_are_listed_by_preview_and_for_status(box, settings):
     assert box.assets.executions == []  # preview writes nothing
     sync_full(settings)
     assert {u["id"] for u in unmatched_users(open_backend(settings).state)} == unmatched
+    jira = collect_status(settings)["jira"]  # what `status` and the status page show
+    assert set(jira["unmatched_ids"]) == unmatched and jira["unmatched"] == len(unmatched)
+    assert jira["linked"] == len([u for u in box.tenant.users if jira_user(box, u)]) > 0
 
 
 def test_lookups_past_the_budget_wait_for_the_next_run(box, tmp_path):

@@ -43,11 +43,18 @@ def test_format_negotiation():
 
 
 def test_every_value_is_escaped_and_the_page_is_self_contained():
-    page = render_html(_data(jira={"unmatched": [EVIL]}), now=1_795_000_000.0)
+    credentials = {"graph_credential": {"kind": "client_secret", "expires": "2026-12-01T00:00:00+00:00",
+                                        "days_left": 8, "source": "app registration", "age_days": None},
+                   "import_token": {"kind": "import_token", "expires": None, "days_left": None,
+                                    "source": "unknown", "age_days": 3}, "warnings": [EVIL]}
+    page = render_html(_data(jira={"linked": 2, "unmatched": 1, "unmatched_ids": [EVIL]}, credentials=credentials),
+                       now=1_795_000_000.0)
     assert "<script" not in page and "<img" not in page
-    assert page.count("&lt;script&gt;") == 4  # message, error, subscription id, the jira section
+    assert page.count("&lt;script&gt;") == 5  # message, error, subscription id, unmatched id, credential warning
     assert "http://" not in page and "https://" not in page  # nothing to fetch
-    assert 'id="jira"' in page and 'id="credentials"' not in page  # a section appears once its module fills it
+    assert 'id="jira"' in page and 'id="credential-warnings"' in page and "2026-12-01" in page
+    bare = render_html(_data(), now=1_795_000_000.0)
+    assert 'id="jira"' not in bare and 'id="credentials"' not in bare  # linking off, no report: no section
     assert "refresh" not in page  # no run going: no reload
     assert 'http-equiv="refresh"' in render_html(_data(current={"stage": "Submitting data", "count": 5}), 0.0)
 
