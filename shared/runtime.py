@@ -55,10 +55,7 @@ def open_backend(settings: Settings) -> Backend:
     if settings.uses_azure_storage:
         from shared.store_azure import AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
 
-        credential = None
-        if not settings.storage_connection_string:
-            from azure.identity import DefaultAzureCredential
-            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        credential = None if settings.storage_connection_string else storage_credential(settings)
         container, queue, poison = azure_clients(
             settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
             account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name)
@@ -69,6 +66,23 @@ def open_backend(settings: Settings) -> Backend:
 
     return Backend(LocalStateStore(settings.home), StampingQueue(LocalQueue(settings.home, settings.queue_name)),
                    LocalPayloadStore(settings.home))
+
+
+def storage_credential(settings: Settings):
+    """The identity that reaches the storage account when there is no connection string.
+
+    In Azure, the Functions host's own convention: ``AzureWebJobsStorage__credential=managedidentity`` (with
+    ``__clientId`` for a user-assigned identity) means the app's managed identity - the one the template gives
+    the storage roles. Elsewhere (an admin's machine) ``DefaultAzureCredential`` without its environment
+    credential: an exported ``AZURE_CLIENT_SECRET`` belongs to the Graph app registration, which has no storage
+    roles, and would otherwise be tried first (every storage call would answer 403).
+    https://learn.microsoft.com/azure/azure-functions/functions-reference#common-properties-for-identity-based-connections
+    """
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if (settings.storage_credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    return DefaultAzureCredential(exclude_environment_credential=True, exclude_managed_identity_credential=True)
 
 
 def _http() -> httpx.Client:

@@ -66,6 +66,8 @@ class Settings:
     assets_api_url: str = DEFAULT_ASSETS_API_URL
     storage_connection_string: Secret | None = None
     storage_account_name: str | None = None
+    storage_credential: str | None = None   # AzureWebJobsStorage__credential: "managedidentity" in Azure
+    storage_client_id: str | None = None    # AzureWebJobsStorage__clientId: a user-assigned identity
     home: Path = field(default_factory=lambda: Path(".entra-assets"))
     queue_name: str = "entra-assets-changes"
     timer_schedule: str = "0 */15 * * * *"
@@ -145,6 +147,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raw = get(name)
         values[key] = Secret(raw) if raw else None
     values["storage_account_name"] = get("AzureWebJobsStorage__accountName")
+    values["storage_credential"] = get("AzureWebJobsStorage__credential")
+    values["storage_client_id"] = get("AzureWebJobsStorage__clientId")
     values["home"] = Path(get("ENTRA_ASSETS_HOME") or ".entra-assets")
 
     queue = get("SYNC_QUEUE_NAME") or "entra-assets-changes"

@@ -37,10 +37,10 @@ NOT_IN_AZURE = {
     "AZURE_CLIENT_CERTIFICATE_PATH": "a certificate file on disk; the template offers a client secret in Key "
                                      "Vault or the app's managed identity instead",
     "AZURE_CLIENT_CERTIFICATE_PASSWORD": "goes with AZURE_CLIENT_CERTIFICATE_PATH",
+    "AzureWebJobsStorage__clientId": "a user-assigned identity; the template gives the app a system-assigned one",
 }
 # Set by the template for the Functions platform (host, Application Insights), not read by our code.
 PLATFORM = {
-    "AzureWebJobsStorage__credential",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }

@@ -49,3 +49,20 @@ def test_secrets_are_masked_everywhere():
 def test_loopback_http_is_allowed_for_emulators():
     s = load_settings({"GRAPH_BASE_URL": "http://127.0.0.1:8765/v1.0/", "ASSETS_API_URL": "http://localhost:1"})
     assert s.graph_base_url == "http://127.0.0.1:8765/v1.0"
+
+
+def test_storage_by_identity_never_signs_in_as_the_graph_app_registration():
+    """With a client secret exported for Graph, storage must still use the app's managed identity (Azure) or
+    the admin's own login: the app registration has no storage roles (infra/main.bicep)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    from shared.runtime import storage_credential
+
+    base = {"AzureWebJobsStorage__accountName": "acct", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c",
+            "AZURE_CLIENT_SECRET": "s"}
+    in_azure = storage_credential(load_settings({**base, "AzureWebJobsStorage__credential": "managedidentity"}))
+    assert isinstance(in_azure, ManagedIdentityCredential)
+    elsewhere = storage_credential(load_settings(base))
+    assert isinstance(elsewhere, DefaultAzureCredential)
+    kinds = {type(c).__name__ for c in elsewhere.credentials}
+    assert "EnvironmentCredential" not in kinds and "ManagedIdentityCredential" not in kinds
