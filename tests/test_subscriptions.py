@@ -315,6 +315,8 @@ def test_failed_deliveries_are_retried_and_recorded(graph_emulator, subs, tenant
     uid = list(tenant.users)[5]
     tenant.update_user(uid, city="Oslo")
     assert wait_for(lambda: receiver.items(), 2)
+    # The emulator records a delivery once the receiver's answer is back, a moment after the receiver saw it.
+    assert wait_for(lambda: len([d for d in subs.deliveries if d.kind == "notification"]) >= 3, 2)
     attempts = [d for d in subs.deliveries if d.kind == "notification"]
     assert [(d.attempt, d.status, d.ok) for d in attempts] == [(1, 500, False), (2, 500, False), (3, 202, True)]
     assert attempts[1].sent >= attempts[0].sent + 0.05 and all(d.elapsed >= 0 for d in attempts)
