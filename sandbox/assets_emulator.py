@@ -30,7 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.assets_apply import AssetsObject, MissingPolicy, ObjectStore, TypeResult, apply_execution
 from sandbox.assets_mapping import DocumentRejected, ObjectTypeDef, SchemaModel, merge_document, to_document
-from sandbox.http import RecordedRequest, RunningServer, serve
+from sandbox.http import RecordedRequest, Served
 
 DEFAULT_WORKSPACE_ID = "5a6f1c2e-0b1d-4c8e-9f3a-7d2e4b6a8c10"
 DEFAULT_IMPORT_SOURCE_ID = "3e9f7a52-64d1-4b0c-a8e2-1f5c9d7b3a46"
@@ -98,7 +98,7 @@ def _invalid(code: str, message: str) -> Response:
     return _json({"dataValidationErrors": [{"code": code, "message": message}]}, 400)
 
 
-class AssetsEmulator:
+class AssetsEmulator(Served):
     """A WSGI app emulating one External import source of one workspace. Thread-safe."""
 
     def __init__(self, *, token: str = "sandbox-import-token", workspace_id: str = DEFAULT_WORKSPACE_ID,
@@ -112,7 +112,6 @@ class AssetsEmulator:
         self.max_body_bytes = max_body_bytes
         self.requests: list[RecordedRequest] = []
         self.executions: list[Execution] = []
-        self.url = ""
         self._model: SchemaModel | None = None
         self._store = ObjectStore()
         self._enabled = True
@@ -120,22 +119,10 @@ class AssetsEmulator:
         self._policies: dict[str, MissingPolicy] = {}
         self._mapping_jobs: dict[str, dict] = {}
         self._lock = threading.RLock()
-        self._server: RunningServer | None = None
         self.object_api = None  # sandbox.assets_objects.AssetsObjectApi when Jira linking is emulated
 
     # -- lifecycle and knobs ------------------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> AssetsEmulator:
-        """Serve on ``host:port`` (0 = a free port) in a background thread; sets ``url``. Returns self."""
-        self._server = serve(self, host, port)
-        self.url = self._server.url
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        if self._server:
-            self._server.stop()
-            self._server = None
 
     def reset_log(self) -> None:
         """Forget the recorded requests."""

@@ -141,7 +141,7 @@ from sandbox.graph_directory import (
     view,
 )
 from sandbox.graph_subscriptions import Subscriptions
-from sandbox.http import RecordedRequest, RunningServer, serve
+from sandbox.http import RecordedRequest, Served
 from sandbox.tenant import Change, Tenant
 
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_USER_PROPERTIES", "DELTA_PAGE_SIZES", "DEVICE_DELTA_PAGE_SIZE",
@@ -219,7 +219,7 @@ def _select_from_token(res: Resource, indices: list[int] | None) -> tuple[str, .
     return None if indices is None else tuple(res.token_properties[i] for i in indices)
 
 
-class GraphEmulator:
+class GraphEmulator(Served):
     """A WSGI app answering Graph's directory endpoints from a ``Tenant``. Thread-safe; see the module docstring."""
 
     def __init__(self, tenant: Tenant, *, token: str = "sandbox-graph-token", page_size: int = DEFAULT_PAGE_SIZE,
@@ -239,7 +239,6 @@ class GraphEmulator:
         self._change_cache: OrderedDict[tuple, list[Change]] = OrderedDict()
         self._transitive_cache: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
         self._lock = threading.RLock()
-        self._server: RunningServer | None = None
         # /subscriptions and change notifications (sandbox/graph_subscriptions.py); knobs and ``deliveries`` there
         self.subscriptions = Subscriptions(tenant)
         # Tokens other than ``token``: a callable (Authorization header, path) that raises GraphError 401/403, set
@@ -259,17 +258,15 @@ class GraphEmulator:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> GraphEmulator:
         """Serve on ``host:port`` (0 = a free port) in a background thread; sets ``base_url``. Returns self."""
-        self._server = serve(self, host, port)
-        self.base_url = f"{self._server.url}/v1.0"
+        super().start(host, port)
+        self.base_url = f"{self.url}/v1.0"
         self.subscriptions.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and the notification dispatcher (idempotent)."""
         self.subscriptions.stop()
-        if self._server:
-            self._server.stop()
-            self._server = None
+        super().stop()
 
     def reset_log(self) -> None:
         """Forget the recorded requests (and batch items)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Self
 
 from cheroot import wsgi
 
@@ -50,3 +51,22 @@ def serve(app, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> Runn
     thread = threading.Thread(target=server.serve, name=f"sandbox-{bound_port}", daemon=True)
     thread.start()
     return RunningServer(url=f"http://{host}:{bound_port}", server=server, thread=thread)
+
+
+class Served:
+    """``start``/``stop`` for an emulator that is its own WSGI app (it defines ``__call__``)."""
+
+    url: str = ""
+    _server: RunningServer | None = None
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
+        """Serve on ``host:port`` (0 = a free port) in a background thread; sets ``url``. Returns self."""
+        self._server = serve(self, host, port)
+        self.url = self._server.url
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._server:
+            self._server.stop()
+            self._server = None

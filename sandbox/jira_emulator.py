@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import orjson
 from werkzeug.wrappers import Request, Response
 
-from sandbox.http import RecordedRequest, RunningServer, serve
+from sandbox.http import RecordedRequest, Served
 
 SITE_EMAIL = "sandbox-admin@sandbox.example"
 SITE_TOKEN = "sandbox-jira-api-token"
@@ -98,7 +98,7 @@ def _error(status: int, message: str, headers: dict | None = None) -> Response:
     return _json({"errorMessages": [message], "errors": {}}, status, headers)
 
 
-class JiraEmulator:
+class JiraEmulator(Served):
     """A WSGI app emulating a Jira Cloud site's user search and Assets workspace discovery. Thread-safe."""
 
     def __init__(self, accounts: list[JiraAccount], workspace_id: str, *, email: str = SITE_EMAIL,
@@ -108,21 +108,9 @@ class JiraEmulator:
         self.email, self.token = email, token
         self.max_per_second = max_per_second
         self.requests: list[RecordedRequest] = []
-        self.url = ""
         self._recent: deque[float] = deque()
         self._throttle = (0, "1")
         self._lock = threading.RLock()
-        self._server: RunningServer | None = None
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> JiraEmulator:
-        self._server = serve(self, host, port)
-        self.url = self._server.url
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
-            self._server = None
 
     # -- knobs and inspection -----------------------------------------------------------------------------
 
