@@ -7,7 +7,8 @@ from sandbox.assets_emulator import AssetsEmulator
 from sandbox.assets_objects import AssetsObjectApi
 from sandbox.graph_emulator import GraphEmulator
 from sandbox.jira_emulator import SITE_EMAIL, SITE_TOKEN, JiraEmulator, accounts_for
-from sandbox.tenant import Tenant, generate_tenant
+from sandbox.tenant import Tenant
+from sandbox.tenant_generator import generate_tenant
 
 GRAPH_TOKEN = "sandbox-graph-token"
 IMPORT_TOKEN = "sandbox-import-token"

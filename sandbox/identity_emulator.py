@@ -182,7 +182,7 @@ class IdentityEmulator:
         raise KeyError(app_id)
 
     def sync_app_id(self) -> str:
-        """The appId of the tenant's "Entra Assets sync" registration (sandbox/tenant.py)."""
+        """The appId of the tenant's "Entra Assets sync" registration (sandbox/tenant_generator.py)."""
         with self.tenant.lock:
             return next(a["appId"] for a in self.tenant.applications.values()
                         if a["displayName"] == "Entra Assets sync")

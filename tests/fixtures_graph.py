@@ -7,7 +7,8 @@ import pytest
 
 from sandbox.emulators import GRAPH_TOKEN
 from sandbox.graph_emulator import GraphEmulator
-from sandbox.tenant import Tenant, generate_tenant
+from sandbox.tenant import Tenant
+from sandbox.tenant_generator import generate_tenant
 
 
 @pytest.fixture

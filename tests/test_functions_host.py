@@ -11,7 +11,7 @@ from sandbox.assets_emulator import AssetsEmulator
 from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN, Sandbox
 from sandbox.functions_host import FunctionsHost
 from sandbox.graph_emulator import GraphEmulator
-from sandbox.tenant import generate_tenant
+from sandbox.tenant_generator import generate_tenant
 from shared.runtime import open_backend, sync_full
 from shared.settings import load_settings
 from shared.setup import run_setup

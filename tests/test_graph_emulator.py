@@ -15,7 +15,7 @@ from sandbox.graph_emulator import (
     GraphEmulator,
 )
 from sandbox.odata import FilterError, compile_filter
-from sandbox.tenant import generate_tenant
+from sandbox.tenant_generator import generate_tenant
 from shared.graph import GraphClient
 from shared.mapping import APPLICATION_SELECT, DEVICE_SELECT, USER_SELECT, manager_of
 from shared.transport import Transport

@@ -20,7 +20,8 @@ from function_app import app
 from sandbox.appinsights_emulator import AppInsightsEmulator
 from sandbox.emulators import Sandbox
 from sandbox.live import CLIENT_STATE
-from sandbox.tenant import Tenant, generate_tenant
+from sandbox.tenant import Tenant
+from sandbox.tenant_generator import generate_tenant
 from shared import telemetry
 from shared.runtime import open_backend
 from shared.settings import load_settings

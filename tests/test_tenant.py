@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from sandbox.tenant import Change, generate_tenant
+from sandbox.tenant import Change
+from sandbox.tenant_generator import generate_tenant
 from shared.mapping import USER_SELECT, fold
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
