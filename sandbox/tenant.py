@@ -1,8 +1,8 @@
-"""The state of the sandbox's Microsoft Entra tenant: users, groups, devices, service principals and a change log.
+"""The sandbox's Microsoft Entra tenant: users, groups, devices, service principals and a change log.
 
-The seeded synthetic content comes from ``sandbox/tenant_generator.py`` (``generate_tenant``); this module owns
-the model: objects (id → Graph properties), their relationships (``managers``, ``members``, ``group_owners``,
-``device_owners``, ``sp_owners``), the mutation methods and the change log.
+The seeded synthetic content comes from ``sandbox/tenant_generator.py`` (``generate_tenant``); this module
+owns the model: objects (id → Graph properties), their relationships (``managers``, ``members``,
+``group_owners``, ``device_owners``, ``sp_owners``), the mutation methods and the change log.
 
 Change log: every mutation bumps ``version`` by one per object it touches and appends (kind, id, changed
 properties, member link) to an append-only log; ``changes_since(version, kind=...)`` turns a slice of the log

@@ -1,4 +1,4 @@
-"""A seeded synthetic Microsoft Entra tenant: users, groups, devices and service principals (``sandbox.tenant.Tenant``).
+"""A seeded synthetic Microsoft Entra tenant: users, groups, devices and service principals in a ``Tenant``.
 
 ``generate_tenant(users, seed, groups, devices, applications)`` is deterministic for its arguments and cheap
 (plain dicts; 100,000 users, 5,000 groups, 80,000 devices and 2,000 service principals in a few seconds).
