@@ -14,7 +14,9 @@ What a round yields, compared with a full run:
 - ``@removed`` objects (and users that left the scope) as departures (``Status = Deleted``), held back by the
   same ``MAX_DEACTIVATIONS`` guard - a held-back departure is found again by the next full run;
 - derived objects (departments, locations ...) only when a changed user names a new one: their aggregates
-  (the most common company of a department ...) need every user, so the full run keeps them current.
+  (the most common company of a department ...) need every user, so the full run keeps them current;
+- with Jira linking on, users whose account lookup is pending or due, looked up with the searches the round
+  left (``AccountLinker.sweep``, SPEC §5): their last pushed record with the new account, where it changed.
 Devices and applications have no change notifications (SPEC §1); full runs keep them current.
 
 An expired or missing delta link (410, ``syncStateNotFound``) starts a fresh round for that resource: the
@@ -54,6 +56,11 @@ BATCH = 500  # objects of a round mapped together (one state lookup of their las
 
 class _CatchUp(Planner):
     """Plans the changes since the stored delta links. ``changes()`` yields; ``checkpoints`` fills."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.linker:  # planned in the worker, under its lease: a catch-up's short lookup budget
+            self.linker.for_catch_up()
 
     def changes(self) -> Iterator[Change]:
         departures: list[Change] = []
@@ -120,6 +127,11 @@ class _CatchUp(Planner):
         self.checkpoints[USERS_DELTA] = round_.delta_link
         self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
         if self.linker:
+            # Pending and due Jira lookups with the searches left (SPEC §5, AccountLinker.sweep): stored data
+            # with the new account, already shaped - not through _compare, which would re-shape it from Graph.
+            for record in self.linker.sweep(self.scope.users, self.hashes):
+                self.result.updated["user"] += 1
+                yield Change("update", record)
             self.checkpoints.update(self.linker.checkpoints(full=False))
 
     def _group_round(self, link: str, departures: list[Change]) -> Iterator[Change]:

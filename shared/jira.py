@@ -19,11 +19,14 @@ Facts this module relies on (checked with the docs; UNCONFIRMED where marked):
   [{"workspaceId": ...}]}`` (https://developer.atlassian.com/cloud/assets/assets-rest-api-guide/workflow/).
 
 The cache (``AccountCache``) lives in the state store as one checkpoint: keys are a SHA-256 of the
-case-folded e-mail (so the state holds no e-mail address), values the account id or "" (no match) with the
-time of the check. Misses are checked again after a day, hits after about 30 days (spread over 30-45 days by
-the key, so that a first run's 100,000 entries do not all expire on the same night). ``JiraDirectory``
-resolves e-mails through the cache, within a budget of searches per run: an e-mail past the budget is
-``PENDING`` and keeps its previous value until a later run.
+case-folded e-mail (so the state holds no e-mail address), values the account id or "" (no match), the time
+of the check and the Entra id of the user it was searched for (entries written before that field existed
+have none). Misses are checked again after a day, hits after about 30 days (spread over 30-45 days by the
+key, so that a first run's 100,000 entries do not all expire on the same night); ``due`` lists the expired
+entries by user id, so that a catch-up can re-check them without reading every stored user
+(``shared.links.AccountLinker.sweep``). ``JiraDirectory`` resolves e-mails through the cache, within a budget
+of searches per run (and, for catch-ups, of seconds): an e-mail past the budget is ``PENDING`` and keeps its
+previous value until a later catch-up or run.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import base64
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 import orjson
@@ -140,11 +143,17 @@ def email_key(email: str) -> str:
 
 
 class AccountCache:
-    """``email key -> [account id or "", checked at (epoch s)]``, loaded from and dumped to one checkpoint."""
+    """``email key -> [account id or "", checked at (epoch s), Entra id searched for]``, loaded from and dumped
+    to one checkpoint. Entries from before the Entra id was kept have two items; they are read the same."""
 
     def __init__(self, raw: str | None):
         self.entries: dict[str, list] = orjson.loads(raw) if raw else {}
         self.changed = False
+
+    @staticmethod
+    def _fresh(key: str, account: str | None, checked: float, now: float) -> bool:
+        ttl = MISS_TTL if account is None else HIT_TTL * (1 + int(key[:4], 16) / 0xFFFF / 2)
+        return now - checked < ttl
 
     def get(self, key: str, now: float) -> tuple[str | None, bool] | None:
         """(account or None, still fresh) for a cached key, or None when never checked."""
@@ -152,29 +161,55 @@ class AccountCache:
         if entry is None:
             return None
         account, checked = entry[0] or None, float(entry[1])
-        ttl = MISS_TTL if account is None else HIT_TTL * (1 + int(key[:4], 16) / 0xFFFF / 2)
-        return account, now - checked < ttl
+        return account, self._fresh(key, account, checked, now)
 
-    def put(self, key: str, account: str | None, now: float) -> None:
-        self.entries[key] = [account or "", round(now)]
+    def put(self, key: str, account: str | None, now: float, owner: str | None = None) -> None:
+        """Record a search's answer; ``owner`` is the Entra id of the user searched for (what ``due`` lists)."""
+        self.entries[key] = [account or "", round(now)] + ([owner] if owner else [])
         self.changed = True
+
+    def forget(self, key: str) -> None:
+        """Drop an entry (its user left, or its e-mail changed): a later lookup of the address searches again."""
+        if self.entries.pop(key, None) is not None:
+            self.changed = True
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """(key, Entra id) of the expired entries that name their user, the longest expired first. A pass over
+        the entries in memory (about 0.1 s for 100,000): no stored user is read to find them."""
+        expired = [(float(entry[1]), key, entry[2]) for key, entry in self.entries.items()
+                   if len(entry) > 2 and entry[2] and not self._fresh(key, entry[0] or None, float(entry[1]), now)]
+        expired.sort()
+        return [(key, owner) for _, key, owner in expired]
 
     def dump(self) -> str:
         return orjson.dumps(self.entries).decode()
 
 
 class JiraDirectory:
-    """E-mail → Atlassian account id, through the cache, at most ``budget`` searches per run (per instance)."""
+    """E-mail → Atlassian account id, through the cache, at most ``budget`` searches per run (per instance) and,
+    with a ``time_limit``, no search started more than that many seconds after the first one."""
 
     def __init__(self, client: JiraClient | None, cache: AccountCache, budget: int,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, time_limit: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.client, self.cache, self.budget, self.clock = client, cache, budget, clock
+        self.time_limit, self._monotonic, self._started = time_limit, monotonic, None
         self.searched = 0
         self.pending = 0
 
-    def resolve(self, emails: Iterable[str]) -> dict[str, object]:
+    def remaining(self) -> int:
+        """Searches this instance may still make (0 once the budget or the time limit is spent)."""
+        if self.client is None:
+            return 0
+        if self._started is not None and self.time_limit is not None \
+                and self._monotonic() - self._started >= self.time_limit:
+            return 0
+        return max(0, self.budget - self.searched)
+
+    def resolve(self, emails: Iterable[str], owners: Mapping[str, str] | None = None) -> dict[str, object]:
         """``{email: account id | None | PENDING}`` for each e-mail: fresh cache entries as they are, others
-        searched while the budget lasts (the result cached), the rest PENDING. Raises ``JiraError``."""
+        searched while the budget lasts (the result cached, with ``owners[email]``, the Entra id searched for),
+        the rest PENDING. Raises ``JiraError``."""
         now = self.clock()
         out: dict[str, object] = {}
         for email in emails:
@@ -182,10 +217,12 @@ class JiraDirectory:
             cached = self.cache.get(key, now)
             if cached is not None and cached[1]:
                 out[email] = cached[0]
-            elif self.client is not None and self.searched < self.budget:
+            elif self.client is not None and self.remaining() > 0:
+                if self._started is None:
+                    self._started = self._monotonic()
                 self.searched += 1
                 account = account_for(self.client.search_users(email), email)
-                self.cache.put(key, account, now)
+                self.cache.put(key, account, now, (owners or {}).get(email))
                 out[email] = account
             else:
                 self.pending += 1

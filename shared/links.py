@@ -11,21 +11,30 @@ How it fits the pipeline (a deviation from SPEC §5's "the worker resolves": the
    in the state), and clears it when the match is gone. Failures are reported and retried on the next pass;
    they never undo the execution.
 
+3. Lookups the budget left for later are not left for the next *full* run (daily: a 100,000-user directory
+   would take 20 days at 5,000 a run). Every catch-up spends its own budget (``CATCH_UP_LOOKUPS`` searches,
+   ``CATCH_UP_SECONDS`` of searching) in ``AccountLinker.sweep`` on users whose lookup is pending (their ids
+   wait in ``jira/lookups``) or due (their cache entry expired: ``AccountCache.due``), reading only those
+   users' stored records, and emits their stored record with the new account where it changed.
+
 The manager's account comes from the accounts resolved in this run, else from the manager's stored record.
 In a full run, a user whose manager comes later in the listing is held back until the manager is resolved
 (at most ``MAX_DEFERRED`` users; past that, and in a catch-up, the stored value is used): a manager whose
-account changed reaches the reports' ``Manager Atlassian Account ID`` by the next full run at the latest.
+account changed reaches the reports' ``Manager Atlassian Account ID`` by the next full run at the latest. A
+sweep sets it only between users of the same sweep (finding a user's reports would mean reading every record).
 
-State (checkpoints): ``jira/cache`` (e-mail hash → account, ``shared.jira``), ``jira/links`` (Entra id → the
-account ``Jira User`` holds), ``jira/pending`` (links still to write), ``jira/unmatched`` (ids of users with an
-e-mail and no account, for ``status``), ``jira/target`` (object type and attribute ids in Assets).
+State (checkpoints): ``jira/cache`` (e-mail hash → account, ``shared.jira``), ``jira/lookups`` (sorted ids of
+users whose lookup is pending), ``jira/links`` (Entra id → the account ``Jira User`` holds), ``jira/pending``
+(links still to write), ``jira/unmatched`` (ids of users with an e-mail and no account, for ``status``),
+``jira/target`` (object type and attribute ids in Assets). Like every checkpoint they are committed with the
+run's records, after the execution is DONE.
 """
 from __future__ import annotations
 
 import logging
 import re
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import httpx
@@ -33,8 +42,8 @@ import orjson
 
 from shared.assets_objects import USER_ATTRIBUTE_TYPE, ObjectApi
 from shared.errors import EntraAssetsError, RemoteError
-from shared.jira import PENDING, AccountCache, JiraDirectory, jira_client
-from shared.mapping import Warnings, clean, manager_of
+from shared.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_client
+from shared.mapping import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.schema import Attr, ObjectType
 from shared.store import StateStore
 
@@ -47,9 +56,16 @@ MANAGER_ACCOUNT = Attr("Manager Atlassian Account ID", "managerAtlassianAccountI
 JIRA_USER = "Jira User"
 IDENTITY = "Entra Object ID"
 CACHE, LINKS, PENDING_LINKS = "jira/cache", "jira/links", "jira/pending"
-UNMATCHED, TARGET = "jira/unmatched", "jira/target"
+UNMATCHED, TARGET, LOOKUPS = "jira/unmatched", "jira/target", "jira/lookups"
 UNMATCHED_KIND = "no Jira account with the user's e-mail"
-NOT_LOOKED_UP = "Jira account not looked up yet (JIRA_LOOKUPS_PER_RUN reached; next run)"
+NOT_LOOKED_UP = "Jira account not looked up yet (lookup budget of the run reached; the next catch-ups do it)"
+# A catch-up plans inside the worker's pass, under the writer lease (60 s, renewed only between chunks sent
+# to Assets), so its searches are bounded in number and in time: at the default 10 requests a second, about
+# 200 searches a catch-up, i.e. some 19,000 a day from the 15-minute timer alone (plus one catch-up per change
+# notification) - a 100,000-user directory is linked in days, not weeks. The count cap keeps a fast site
+# from turning one catch-up into a long one; JIRA_LOOKUPS_PER_RUN still applies when it is smaller.
+CATCH_UP_LOOKUPS = 1000
+CATCH_UP_SECONDS = 20.0
 BATCH = 200                 # users resolved together (one stored-records read for their managers)
 MAX_DEFERRED = 50_000       # users held back in a full run until their manager is resolved
 AQL_BATCH = 50              # Entra ids per AQL "IN (...)" query
@@ -86,7 +102,8 @@ def kept_manager(data: dict, last: dict) -> dict:
 
 class AccountLinker:
     """One run's account resolution: ``users()`` passes Graph users through, resolving them in batches;
-    ``accounts`` is the lookup to map them with; ``checkpoints()`` what to commit with the run."""
+    ``accounts`` is the lookup to map them with; ``sweep()`` (catch-ups) resolves pending and due users from
+    their stored records; ``checkpoints()`` what to commit with the run."""
 
     def __init__(self, directory: JiraDirectory, state: StateStore, warnings: Warnings, unmatched: Warnings):
         self.directory, self.state, self.warnings, self.unmatched = directory, state, warnings, unmatched
@@ -94,6 +111,15 @@ class AccountLinker:
         self.stored: dict[str, str | None] = {}
         self.accounts = ChainMap(self.resolved, self.stored)
         self.unmatched_ids: set[str] = set()
+        self.waiting: set[str] = set()    # users whose lookup the budget left for later (-> jira/lookups)
+        self.settled: set[str] = set()    # pending users a sweep found nothing to look up for (left, no e-mail)
+        self._lookups: list[str] | None = None  # jira/lookups as read by this run (catch-ups only)
+
+    def for_catch_up(self) -> AccountLinker:
+        """Bound this run's searches as a catch-up's (``CATCH_UP_LOOKUPS``, ``CATCH_UP_SECONDS``)."""
+        self.directory.budget = min(self.directory.budget, CATCH_UP_LOOKUPS)
+        self.directory.time_limit = CATCH_UP_SECONDS
+        return self
 
     def users(self, objects: Iterable[dict], scope, defer: bool) -> Iterator[dict]:
         """``objects`` again, each user resolved before it is yielded. With ``defer`` (full runs), users whose
@@ -101,6 +127,8 @@ class AccountLinker:
         deferred: list[dict] = []
         for batch in _batches(objects):
             live = [u for u in batch if "@removed" not in u and (scope is None or u["id"] in scope)]
+            if len(live) < len(batch):  # departures of this run: no lookup, and none by a sweep of the same run
+                self.settled.update({u["id"] for u in batch} - {u["id"] for u in live})
             self._resolve(live)
             if not defer:
                 self._stored_managers(live)
@@ -121,7 +149,7 @@ class AccountLinker:
 
     def _resolve(self, users: list[dict]) -> None:
         emails = {u["id"]: e for u in users if (e := user_email(u))}
-        found = self.directory.resolve(set(emails.values()))
+        found = self.directory.resolve(set(emails.values()), {e: uid for uid, e in emails.items()})
         waiting = [uid for uid, e in emails.items() if found[e] is PENDING]
         previous = self.state.records("user", waiting) if waiting else {}
         for user in users:
@@ -130,11 +158,16 @@ class AccountLinker:
             account = found[email] if email else None
             if account is PENDING:
                 self.warnings.add(NOT_LOOKED_UP, uid)
+                self.waiting.add(uid)
                 account = (previous.get(uid) or {}).get(ACCOUNT.locator)
-            elif email and account is None:
-                self.unmatched.add(UNMATCHED_KIND, uid)
-                self.unmatched_ids.add(uid)
+            else:
+                self._note(uid, email, account)
             self.resolved[uid] = account
+
+    def _note(self, uid: str, email: str | None, account: str | None) -> None:
+        if email and account is None:
+            self.unmatched.add(UNMATCHED_KIND, uid)
+            self.unmatched_ids.add(uid)
 
     def _stored_managers(self, users: list[dict]) -> None:
         wanted = {manager_of(u) for u in users} - self.resolved.keys() - self.stored.keys() - {None}
@@ -143,9 +176,72 @@ class AccountLinker:
             for manager in wanted:
                 self.stored[manager] = (records.get(manager) or {}).get(ACCOUNT.locator)
 
+    def sweep(self, scope: Container[str] | None, hashes: Mapping[str, Mapping[str, str]]) -> Iterator[Record]:
+        """A catch-up's use of the searches its user round left: the users whose lookup is pending
+        (``jira/lookups``, in id order), then those whose cache entry expired longest ago, at most as
+        many as searches remain, read from the state in one ``records`` call. Yields, for each whose account
+        (or manager's account, when the manager was swept too) changed, the stored record with the new values.
+
+        Users the round mapped are left to it; users not in ``scope``, departed (``D`` hash, ``hashes["user"]``
+        read only when there is someone to look up), never pushed, without an e-mail or pushed without link
+        attributes leave the pending list (a full run puts them back if they still need a lookup) and their
+        expired cache entry is dropped. Does no search and reads no record when nothing is pending or due."""
+        remaining = self.directory.remaining()
+        if remaining <= 0:
+            return
+        self._lookups = orjson.loads(self.state.checkpoint(LOOKUPS) or "[]")
+        done = self.resolved.keys() | self.settled  # mapped or departed in this catch-up's round
+        wanted = [uid for uid in self._lookups if uid not in done][:remaining]
+        due: dict[str, str] = {}  # Entra id -> key of its expired cache entry
+        if len(wanted) < remaining:
+            taken = set(wanted)
+            for key, uid in self.directory.cache.due(self.directory.clock()):
+                if uid not in taken and uid not in done and uid not in due:
+                    due[uid] = key
+                    if len(wanted) + len(due) >= remaining:
+                        break
+        if not wanted and not due:
+            return
+        log.info("Jira lookups in this catch-up: %d pending, %d due again", len(wanted), len(due))
+        live = self._live([*wanted, *due], due, scope, hashes)
+        found = self.directory.resolve({e for _, e in live.values()}, {e: uid for uid, (_, e) in live.items()})
+        accounts: dict[str, str | None] = {}
+        for uid, (_, email) in live.items():
+            if found[email] is not PENDING:  # PENDING: the time limit struck; still pending next time
+                accounts[uid] = self.resolved[uid] = found[email]
+                self._note(uid, email, accounts[uid])
+        for uid, account in accounts.items():
+            data = live[uid][0]
+            new = {**data, ACCOUNT.locator: account}
+            manager = data.get("managerId")
+            if manager in accounts and MANAGER_ACCOUNT.locator in data:
+                new[MANAGER_ACCOUNT.locator] = accounts[manager]
+            if new != data:
+                yield make_record("user", uid, new)
+
+    def _live(self, ids: list[str], due: dict[str, str], scope: Container[str] | None,
+              hashes: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[dict, str]]:
+        """{Entra id: (stored data, e-mail)} of ``ids`` worth a lookup; the others are settled, and expired
+        cache entries that no longer belong to their user are dropped."""
+        stored, pushed = self.state.records("user", ids), hashes["user"]
+        live: dict[str, tuple[dict, str]] = {}
+        for uid in ids:
+            data, digest = stored.get(uid), pushed.get(uid)
+            email = user_email({"mail": data.get("email")}) if data else None
+            if data is None or digest is None or is_deactivated(digest) or (scope is not None and uid not in scope) \
+                    or email is None or ACCOUNT.locator not in data:
+                self.settled.add(uid)
+                email = None
+            if uid in due and (email is None or email_key(email) != due[uid]):
+                self.directory.cache.forget(due[uid])  # the user left or changed address: an orphan entry
+            if email is not None:
+                live[uid] = (data, email)
+        return live
+
     def checkpoints(self, full: bool) -> dict[str, str | None]:
-        """The cache (when searches changed it) and the unmatched ids: replaced by a full run, merged by a
-        catch-up (users it mapped leave the list unless still unmatched)."""
+        """The cache (when searches changed it), the unmatched ids and the pending lookups: replaced by a full
+        run, merged by a catch-up (users it mapped or swept leave the lists unless still unmatched or pending).
+        A catch-up that changed nothing returns nothing."""
         out: dict[str, str | None] = {}
         if self.directory.cache.changed:
             out[CACHE] = self.directory.cache.dump()
@@ -154,6 +250,14 @@ class AccountLinker:
             if not full:
                 ids |= set(orjson.loads(self.state.checkpoint(UNMATCHED) or "[]")) - self.resolved.keys()
             out[UNMATCHED] = orjson.dumps(sorted(ids)).decode()
+        if full:
+            out[LOOKUPS] = orjson.dumps(sorted(self.waiting)).decode() if self.waiting else None
+        elif self.resolved or self.settled:
+            before = set(orjson.loads(self.state.checkpoint(LOOKUPS) or "[]") if self._lookups is None
+                         else self._lookups)
+            after = (before - self.resolved.keys() - self.settled) | self.waiting
+            if after != before:
+                out[LOOKUPS] = orjson.dumps(sorted(after)).decode() if after else None
         return out
 
 

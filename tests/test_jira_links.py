@@ -2,14 +2,25 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 
 from sandbox.emulators import start_sandbox
 from sandbox.jira_emulator import SITE_EMAIL, SITE_TOKEN
+from shared import links
 from shared.errors import SettingsError
-from shared.jira import JiraError, TokenBucket, account_for, basic_auth
-from shared.links import NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_users, user_email
-from shared.runtime import open_backend, preview, sync_full, sync_incremental
+from shared.jira import (
+    PENDING,
+    AccountCache,
+    JiraDirectory,
+    JiraError,
+    TokenBucket,
+    account_for,
+    basic_auth,
+    jira_client,
+)
+from shared.links import CACHE, LOOKUPS, NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_users, user_email
+from shared.runtime import Backend, open_backend, preview, sync_full, sync_incremental
 from shared.settings import load_settings
 from shared.setup import run_setup
 from shared.status import collect_status
@@ -129,6 +140,125 @@ def test_lookups_past_the_budget_wait_for_the_next_run(box, tmp_path):
         sync_full(settings)
     expected = {uid: expected_account(box, uid) for uid in box.tenant.users}
     assert all(jira_user(box, uid) == ([a] if a else []) for uid, a in expected.items())
+
+
+class CountingState:
+    """The state store, counting the stored user records and hash lists a run reads."""
+
+    def __init__(self, inner):
+        self.inner, self.user_ids_read, self.hash_reads = inner, [], []
+
+    def records(self, type_key, ids):
+        ids = list(ids)
+        if type_key == "user":
+            self.user_ids_read.append(len(ids))
+        return self.inner.records(type_key, ids)
+
+    def hashes(self, type_key):
+        self.hash_reads.append(type_key)
+        return self.inner.hashes(type_key)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def counted(settings) -> tuple[Backend, CountingState]:
+    backend = open_backend(settings)
+    state = CountingState(backend.state)
+    return Backend(state, backend.queue, backend.payloads), state
+
+
+def test_catch_ups_finish_the_lookups_a_full_run_left(box, tmp_path):
+    settings = load_settings({**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "h"), "JIRA_LOOKUPS_PER_RUN": "50"})
+    run_setup(settings)
+    emails = {e.casefold() for u in box.tenant.users.values() if (e := user_email(u))}
+    first = sync_full(settings)
+    assert box.jira.searches() == 50 and first.full.warnings.counts[NOT_LOOKED_UP] > 0
+    pending = orjson.loads(open_backend(settings).state.checkpoint(LOOKUPS))
+    assert len(pending) == first.full.warnings.counts[NOT_LOOKED_UP]
+    mails = [user_email(box.tenant.users[u]).casefold() for u in pending]
+    gone = next(u for u, m in zip(pending, mails, strict=True) if mails.count(m) == 1 and sum(
+        1 for x in box.tenant.users.values() if (user_email(x) or "").casefold() == m) == 1)
+    box.tenant.delete_user(gone, permanent=True)  # a pending user who leaves is never looked up
+    searches, executions = [], []
+    for _ in range(10):  # catch-ups only: no full run from here on
+        box.jira.reset_log()
+        box.assets.reset_log()
+        backend, state = counted(settings)
+        report = sync_incremental(settings, backend=backend)
+        searches.append(box.jira.searches())
+        executions.append(report.executions)
+        assert sum(state.user_ids_read) <= 50 + 10  # the sweep's users (+ the departure's reports), not all
+        if searches[-1] == 0:
+            break
+    assert all(0 < n <= 50 for n in searches[:-1]), searches
+    # Every address still in the directory was searched exactly once over the runs: no user was searched
+    # twice, none was left out, and the departed user's address was never searched.
+    assert 50 + sum(searches) == len(emails) - 1
+    assert len(searches) >= 3  # 50 a catch-up: the rest took several
+    # The last catch-up found nothing pending: no search, no execution, no stored user read.
+    assert searches[-1] == 0 and executions[-1] == 0 and object_writes(box) == []
+    assert state.user_ids_read == [] and "user" not in state.hash_reads
+    assert open_backend(settings).state.checkpoint(LOOKUPS) is None
+    expected = {uid: expected_account(box, uid) for uid in box.tenant.users}
+    for uid, account in expected.items():
+        obj = box.assets.find("User", "Entra Object ID", uid)
+        assert jira_user(box, uid) == ([account] if account else []), uid
+        assert obj.attributes.get("Atlassian Account ID", []) == ([account] if account else []), uid
+    # Reports of users linked by a catch-up get their manager's account with the next full run, searching nothing.
+    box.jira.reset_log()
+    sync_full(settings)
+    assert box.jira.searches() == 0
+    for uid in box.tenant.users:
+        manager = box.tenant.managers.get(uid)
+        account = expected.get(manager) if manager else None
+        obj = box.assets.find("User", "Entra Object ID", uid)
+        assert obj.attributes.get("Manager Atlassian Account ID", []) == ([account] if account else []), uid
+
+
+def test_catch_ups_check_expired_cache_entries_again(box, settings, monkeypatch):
+    sync_full(settings)
+    state = open_backend(settings).state
+    unmatched = sorted(u for u in box.tenant.users if user_email(box.tenant.users[u]) and not expected_account(box, u))
+    misses = {box.tenant.users[u]["mail"].casefold() for u in unmatched}
+    newcomer = unmatched[-1]  # joins Jira after the first lookup
+    joined = box.jira.add_account(box.tenant.users[newcomer]["mail"].upper(), "Newcomer")
+    assert expected_account(box, newcomer) == joined.account_id
+    box.jira.reset_log()
+    assert sync_incremental(settings).executions == 0 and box.jira.searches() == 0  # the miss is still fresh
+    cache = orjson.loads(state.checkpoint(CACHE))
+    for entry in cache.values():  # two days later: misses are due again (a day), matches are not (30+ days)
+        entry[1] -= 2 * 24 * 3600
+    state.commit({}, {CACHE: orjson.dumps(cache).decode()})
+    monkeypatch.setattr(links, "CATCH_UP_LOOKUPS", 20)  # smaller than JIRA_LOOKUPS_PER_RUN (5,000)
+    box.assets.reset_log()
+    searches, pushed = [], 0
+    for _ in range(len(misses) // 20 + 3):
+        box.jira.reset_log()
+        report = sync_incremental(settings)
+        searches.append(box.jira.searches())
+        pushed += report.records_pushed
+        if searches[-1] == 0:
+            break
+    assert all(0 < n <= 20 for n in searches[:-1]) and searches[-1] == 0 and report.executions == 0, searches
+    assert sum(searches) == len(misses)  # each due address once, no match searched again
+    assert pushed == 1 and jira_user(box, newcomer) == [joined.account_id]  # only the newcomer's record changed
+    assert len(object_writes(box)) == 1
+
+
+def test_a_catch_up_stops_searching_at_its_time_limit(box, settings):
+    seconds = [0.0]
+
+    def clock() -> float:  # every reading one second later
+        seconds[0] += 1.0
+        return seconds[0]
+    emails = sorted({e for u in box.tenant.users.values() if (e := user_email(u))})
+    with httpx.Client() as http:
+        directory = JiraDirectory(jira_client(settings, http), AccountCache(None), 1000, time_limit=5,
+                                  monotonic=clock)
+        found = directory.resolve(emails)
+    assert 0 < directory.searched == box.jira.searches() < 10 and directory.remaining() == 0
+    assert sum(1 for account in found.values() if account is PENDING) == len(emails) - directory.searched
 
 
 def test_jira_rate_limit_is_honoured(box, settings):
