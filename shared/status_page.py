@@ -38,7 +38,8 @@ background:#dfe1e6}.ok{background:#e3fcef;color:#006644}.busy{background:#deebff
 .bad{background:#ffebe6;color:#bf2600}table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #dfe1e6;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f5f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.failed td{background:#fff4f2}td.started,td.kind{white-space:nowrap}ul.notes{margin:0;padding-left:1rem}dl{margin:0}dt{font-weight:600}
+tr.failed td{background:#fff4f2}td.started,td.kind{white-space:nowrap}ul.notes{margin:0;padding-left:1rem}
+#unmatched{columns:18rem auto;font-size:.9em}#credential-warnings li{margin:.25rem 0}
 """
 
 
@@ -217,6 +218,10 @@ def _queue(queue: dict) -> str:
             f"{_e(hint)}</p>")
 
 
+KINDS = {"client_secret": "client secret", "certificate": "certificate", "access_token": "fixed token",
+         "managed_identity": "managed identity", "import_token": "import token", "none": "none"}
+
+
 def _credentials(report: dict | None) -> str:
     """The Graph credential and the import token: kind, expiry, source, and the 30-day warnings."""
     if not report:
@@ -225,7 +230,7 @@ def _credentials(report: dict | None) -> str:
     for key, title in (("graph_credential", "Microsoft Graph credential"), ("import_token", "Assets import token")):
         entry = report.get(key) or {}
         left = entry.get("days_left")
-        rows.append(f"<tr><td>{title}</td><td>{_e(entry.get('kind'))}</td>"
+        rows.append(f"<tr><td>{title}</td><td>{_e(KINDS.get(entry.get('kind'), entry.get('kind')))}</td>"
                     f"<td>{_e(str(entry.get('expires') or '-')[:10])}</td>"
                     f'<td class="n">{_e("-" if left is None else left)}</td><td>{_e(entry.get("source"))}</td>'
                     f'<td class="n">{_e(entry.get("age_days") if entry.get("age_days") is not None else "-")}</td>'
