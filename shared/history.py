@@ -39,9 +39,6 @@ STALE_SECONDS = 1800.0       # the worker's VISIBILITY_SECONDS: longer than any 
 LEASE_WAIT_SECONDS = 20.0
 MAX_LINES = 10               # warnings and errors kept per record
 MAX_LINE_CHARS = 300
-TRIGGERS = ("timer", "webhook", "cli")
-STAGES = ("Starting", "Fetching users", "Fetching groups", "Fetching devices", "Fetching applications",
-          "Formatting data", "Submitting data", "Waiting for Assets", "Done", "Failed")
 
 Progress = Callable[[str, int], None]
 

@@ -64,7 +64,6 @@ class TokenBucket:
         self._tokens, self._clock, self._sleep = float(self.burst), clock, sleep
         self._last = clock()
         self._lock = threading.Lock()
-        self.waited = 0.0
 
     def take(self) -> None:
         with self._lock:
@@ -74,7 +73,6 @@ class TokenBucket:
             self._tokens -= 1
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait:
-            self.waited += wait
             self._sleep(wait)
 
 

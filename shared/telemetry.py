@@ -426,11 +426,6 @@ def failed(current: Span, error: BaseException) -> None:
     current.set_status(Status(StatusCode.ERROR, type(error).__name__))
 
 
-def annotate(**attributes: Any) -> None:
-    """Add attributes to the current span (nothing without export)."""
-    trace.get_current_span().set_attributes(_attributes(attributes))
-
-
 def count(name: str, value: int = 1, **attributes: Any) -> None:
     """Add ``value`` to the counter ``name`` (an App Insights custom metric); nothing without export."""
     export = _export
