@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from shared import telemetry
+from shared import links, telemetry
 from shared.assets import AssetsClient, Execution
 from shared.mapping import Record
 from shared.reconcile import NAMES
@@ -237,15 +237,33 @@ def _as_line(record: Record) -> Line:
 
 def _merge_later(checkpoints: dict, newer: dict) -> Iterator[Line]:
     """Yields nothing; once reached (after the catch-up's records), adds its checkpoints: its delta links are
-    newer than any a payload carries, and its derived-object names extend the payload's."""
+    newer than any a payload carries; the checkpoints both set are merged (``_merged``)."""
     for name, value in newer.items():
-        if name == NAMES and checkpoints.get(NAMES) and value:
-            merged = orjson.loads(checkpoints[NAMES])
-            for type_key, names in orjson.loads(value).items():
-                merged.setdefault(type_key, {}).update(names)
-            value = orjson.dumps(merged).decode()
-        checkpoints[name] = value
+        checkpoints[name] = _merged(name, checkpoints.get(name), value)
     yield from ()
+
+
+def _merged(name: str, older: str | None, newer: str | None) -> str | None:
+    """One checkpoint set by a full run's payload (``older``) and by the catch-up of the same pass, which
+    planned from the state before that run. Derived-object names and the Jira account cache are merged per
+    key, the catch-up winning; id lists (Jira lookups pending, users unmatched) are united - an id kept once
+    too often costs a cache read or one stale line in ``status``, while an id dropped would be lost until the
+    next full run. Anything else: the catch-up's value."""
+    if name not in _MERGED or not older:
+        return newer
+    if not newer:  # the catch-up left its list empty (None): the run's ids stay
+        return older if name in (links.LOOKUPS, links.UNMATCHED) else newer
+    old, new = orjson.loads(older), orjson.loads(newer)
+    if name == NAMES:
+        for type_key, names in new.items():
+            old.setdefault(type_key, {}).update(names)
+        return orjson.dumps(old).decode()
+    if name == links.CACHE:
+        return orjson.dumps({**old, **new}).decode()
+    return orjson.dumps(sorted(set(old) | set(new))).decode()
+
+
+_MERGED = (NAMES, links.CACHE, links.LOOKUPS, links.UNMATCHED)
 
 
 def _coalesced(payloads: PayloadStore, messages: list[QueuedMessage], checkpoints: dict) -> Iterator[Line]:

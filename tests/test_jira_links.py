@@ -347,3 +347,24 @@ def test_emulators_are_strict(box, settings):
 
 def _type_id(api: httpx.Client, auth: dict) -> str:
     return next(t["id"] for t in api.get("/objectschema/7/objecttypes/flat", headers=auth).json() if t["name"] == "User")
+
+
+def test_a_full_run_and_a_catch_up_in_one_pass_keep_each_others_jira_state():
+    """The worker coalesces a full run's payload with a catch-up planned from the older state: the account
+    cache is merged per key (the catch-up newer), pending and unmatched ids are united, nothing is lost."""
+    from shared.links import CACHE, LOOKUPS, UNMATCHED
+    from shared.worker import _merge_later
+
+    checkpoints = {CACHE: orjson.dumps({"a": ["acc-1", 1.0], "b": ["", 1.0]}).decode(),
+                   LOOKUPS: '["u1", "u3"]', UNMATCHED: '["u5"]', "users/delta": "old-link"}
+    newer = {CACHE: orjson.dumps({"b": ["acc-2", 2.0], "c": ["", 2.0]}).decode(), LOOKUPS: '["u2", "u3"]',
+             UNMATCHED: '["u6"]', "users/delta": "new-link"}
+    assert list(_merge_later(checkpoints, newer)) == []
+    assert orjson.loads(checkpoints[CACHE]) == {"a": ["acc-1", 1.0], "b": ["acc-2", 2.0], "c": ["", 2.0]}
+    assert orjson.loads(checkpoints[LOOKUPS]) == ["u1", "u2", "u3"]
+    assert orjson.loads(checkpoints[UNMATCHED]) == ["u5", "u6"]
+    assert checkpoints["users/delta"] == "new-link"  # not merged: the catch-up's link is the newer one
+    assert list(_merge_later(checkpoints, {LOOKUPS: None})) == []  # the catch-up found none left: the run's stay
+    assert orjson.loads(checkpoints[LOOKUPS]) == ["u1", "u2", "u3"]
+    alone: dict = {}
+    assert list(_merge_later(alone, {LOOKUPS: None})) == [] and alone == {LOOKUPS: None}  # no run: as it is
