@@ -24,6 +24,7 @@ full-run planner for users or groups alone, departures included - nothing is los
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 
@@ -108,7 +109,8 @@ class _CatchUp(Planner):
         round_ = self.graph.delta("users", [], link)
         derived = Derived(names=orjson.loads(self.state.checkpoint(NAMES) or "{}"))
         users = self.linker.users(round_.objects, self.scope.users, defer=False) if self.linker else round_.objects
-        for batch in _batches(users):
+        users = iter(users)
+        for batch in iter(lambda: list(itertools.islice(users, BATCH)), []):  # BATCH users' stored data at a time
             last = self.state.records("user", [u["id"] for u in batch])
             for user in batch:
                 uid, scope = user["id"], self.scope.users
@@ -165,17 +167,6 @@ class _CatchUp(Planner):
             self.result.read["group"] += 1
             yield from self._compare(record, group)
         self.checkpoints[GROUPS_DELTA] = round_.delta_link
-
-
-def _batches(objects: Iterator[dict]) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for obj in objects:
-        batch.append(obj)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def plan_catch_up(graph, state, options: RunOptions, scope: Scope, result: FullRunResult,

@@ -31,6 +31,7 @@ run's records, after the execution is DONE.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections import ChainMap
@@ -46,6 +47,7 @@ from shared.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_cl
 from shared.mapping import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.schema import Attr, ObjectType
 from shared.store import StateStore
+from shared.transport import USER_AGENT
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,8 @@ class AccountLinker:
         """``objects`` again, each user resolved before it is yielded. With ``defer`` (full runs), users whose
         manager is not resolved yet come at the end (or when ``MAX_DEFERRED`` is reached)."""
         deferred: list[dict] = []
-        for batch in _batches(objects):
+        objects = iter(objects)
+        for batch in iter(lambda: list(itertools.islice(objects, BATCH)), []):
             live = [u for u in batch if "@removed" not in u and (scope is None or u["id"] in scope)]
             if len(live) < len(batch):  # departures of this run: no lookup, and none by a sweep of the same run
                 self.settled.update({u["id"] for u in batch} - {u["id"] for u in live})
@@ -278,19 +281,7 @@ def linking_for(settings) -> Linking | None:
 
 
 def _http() -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0),
-                        headers={"User-Agent": "entra-assets/0.1 (+https://github.com/entra-assets)"})
-
-
-def _batches(objects: Iterable[dict], size: int = BATCH) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for obj in objects:
-        batch.append(obj)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), headers={"User-Agent": USER_AGENT})
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -32,13 +32,12 @@ from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
 from shared.subscriptions import ensure_subscriptions
 from shared.telemetry import StampingQueue, run
-from shared.transport import Transport
+from shared.transport import USER_AGENT, Transport
 from shared.worker import CatchUp, PushResult, push_queued
 
 log = logging.getLogger(__name__)
 # Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
 RESUBSCRIBE = ("reauthorizationRequired", "subscriptionRemoved")
-USER_AGENT = "entra-assets/0.1 (+https://github.com/entra-assets)"
 
 
 @dataclass

@@ -24,6 +24,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 log = logging.getLogger(__name__)
 
+USER_AGENT = "entra-assets/0.1 (+https://github.com/entra-assets)"  # on every request to Graph, Assets and Jira
+
 
 class Failure(Enum):
     """What a response status means for the caller."""
