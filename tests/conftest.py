@@ -1,4 +1,13 @@
 """Shared fixtures. Each fixtures_* module owns one kind of real part (Azurite, the emulators)."""
+import pytest
+
+from sandbox.emulators import Sandbox
 from tests.fixtures_assets import assets_emulator  # noqa: F401
 from tests.fixtures_azurite import app_storage, azurite  # noqa: F401
 from tests.fixtures_graph import graph_emulator, tenant  # noqa: F401
+
+
+@pytest.fixture
+def box(tenant, graph_emulator, assets_emulator) -> Sandbox:  # noqa: F811 - the fixtures above, by name
+    """This test's emulators as one ``Sandbox``: ``box.settings()`` points the app at them."""
+    return Sandbox(tenant, graph_emulator, assets_emulator)

@@ -6,7 +6,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sandbox.emulators import Sandbox
 from sandbox.verify import statuses, verify_directory, verify_users
 from shared.cli import main
 from shared.errors import IncompatibleSchema, ScopeError, SettingsError
@@ -15,11 +14,6 @@ from shared.runtime import open_backend, preview, sync_full
 from shared.schema import BY_KEY
 from shared.settings import load_settings
 from shared.setup import run_setup
-
-
-@pytest.fixture
-def box(tenant, graph_emulator, assets_emulator):
-    return Sandbox(tenant, graph_emulator, assets_emulator)
 
 
 @pytest.fixture

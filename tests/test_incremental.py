@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.emulators import Sandbox
 from sandbox.graph_directory import UserView
 from sandbox.verify import statuses, verify_directory, verify_users
 from shared import worker
@@ -12,11 +11,6 @@ from shared.runtime import assets_client, catch_up_planner, open_backend, sync_f
 from shared.settings import load_settings
 from shared.setup import run_setup
 from shared.worker import push_queued
-
-
-@pytest.fixture
-def box(tenant, graph_emulator, assets_emulator):
-    return Sandbox(tenant, graph_emulator, assets_emulator)
 
 
 @pytest.fixture

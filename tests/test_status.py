@@ -9,7 +9,6 @@ from collections import Counter
 import pytest
 
 from sandbox.demo import _change_tenant
-from sandbox.emulators import Sandbox
 from sandbox.live import live, timed_change
 from shared import history
 from shared.errors import GraphCredentialsError, ImportSourceError
@@ -93,11 +92,6 @@ def test_stage_tracker_writes_on_stage_changes_and_throttles_counts(tmp_path):
     tracker("Done", 10)
     tracker.finish()
     assert history.read_current(state, clock[0]) is None
-
-
-@pytest.fixture
-def box(tenant, graph_emulator, assets_emulator):
-    return Sandbox(tenant, graph_emulator, assets_emulator)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from sandbox.emulators import Sandbox
 from sandbox.verify import verify_users
 from shared import worker
 from shared.errors import AssetsTokenError, GraphCredentialsError, GraphPermissionError, ImportSourceError
@@ -14,11 +13,6 @@ from shared.reconcile import USERS_DELTA, run_full
 from shared.runtime import assets_client, graph_client, open_backend, sync_full
 from shared.settings import load_settings
 from shared.setup import run_setup
-
-
-@pytest.fixture
-def box(tenant, graph_emulator, assets_emulator):
-    return Sandbox(tenant, graph_emulator, assets_emulator)
 
 
 @pytest.fixture
