@@ -43,8 +43,9 @@ VISIBILITY_SECONDS = 60   # host.json extensions.queues.visibilityTimeout
 POLL_SECONDS = 0.05       # the host polls an empty queue with back-off up to maxPollingInterval (2 s); we poll fast
 
 
-def _functions() -> dict[str, func.FunctionBuilder]:
-    """The app's functions by name, from a fresh ``FunctionApp`` (``get_functions`` runs once per app)."""
+def app_functions() -> dict[str, func.FunctionBuilder]:
+    """The app's functions by name, from a fresh ``FunctionApp`` built by the real ``function_app.py``:
+    ``FunctionApp.get_functions`` validates names against what it indexed before, so it runs once per app."""
     import runpy
 
     app = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "function_app.py"))["app"]
@@ -56,7 +57,7 @@ class FunctionsHost:
     ``function_key`` the key of every function (random unless given); ``function_url(route)`` a URL with it."""
 
     def __init__(self, run_timer: bool = True, function_key: str | None = None):
-        self.functions = _functions()
+        self.functions = app_functions()
         self.run_timer = run_timer
         self.function_key = function_key or secrets.token_urlsafe(32)
         self.url = ""

@@ -7,8 +7,8 @@ import pytest
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
 
-from function_app import app
 from sandbox.emulators import Sandbox
+from sandbox.functions_host import app_functions
 from sandbox.verify import verify_users
 from shared.runtime import open_backend
 from shared.settings import load_settings
@@ -17,8 +17,7 @@ from shared.setup import run_setup
 
 @pytest.fixture(scope="module")
 def functions():
-    # app.get_functions() validates names once per FunctionApp: call it once per module.
-    return {f.get_function_name(): f for f in app.get_functions()}
+    return app_functions()
 
 
 def test_bindings_as_the_host_reads_them(functions):

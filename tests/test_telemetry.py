@@ -16,9 +16,9 @@ from azure.functions.queue import QueueMessage as FuncQueueMessage
 from rich.console import Console
 
 import sandbox.demo as demo_module
-from function_app import app
 from sandbox.appinsights_emulator import AppInsightsEmulator
 from sandbox.emulators import Sandbox
+from sandbox.functions_host import app_functions
 from sandbox.live import CLIENT_STATE
 from sandbox.tenant import Tenant
 from sandbox.tenant_generator import generate_tenant
@@ -142,7 +142,7 @@ def test_third_party_loggers_that_log_urls_are_quiet(captured):
 
 @pytest.fixture(scope="module")
 def functions():
-    return {f.get_function_name(): f for f in app.get_functions()}
+    return app_functions()
 
 
 @pytest.fixture

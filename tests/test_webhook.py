@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import runpy
 import time
 import uuid
 
@@ -11,6 +10,7 @@ import azure.functions as func
 import pytest
 
 import functions.graph_webhook as webhook_module
+from sandbox.functions_host import app_functions
 from shared.notifications import MAX_BODY_BYTES, WebhookOutcome, handle_notification_request
 from shared.runtime import open_backend
 from shared.settings import load_settings
@@ -261,10 +261,7 @@ def test_the_answer_never_contains_secrets_or_ids():
 
 @pytest.fixture(scope="module")
 def handler():
-    # app.get_functions() may run only once per FunctionApp and tests/test_functions.py already calls it on the
-    # shared `app` (same process under xdist), so index a fresh app built by the real function_app.py.
-    fresh = runpy.run_path("function_app.py")["app"]
-    return {f.get_function_name(): f for f in fresh.get_functions()}["graph_webhook"].get_user_function()
+    return app_functions()["graph_webhook"].get_user_function()
 
 
 @pytest.fixture
