@@ -49,15 +49,17 @@ class Backend:
     payloads: PayloadStore
 
 
-def open_backend(settings: Settings) -> Backend:
-    """Azure Storage when ``AzureWebJobsStorage`` (or its identity form) is set, else the embedded store."""
+def open_backend(settings: Settings, quick: bool = False) -> Backend:
+    """Azure Storage when ``AzureWebJobsStorage`` (or its identity form) is set, else the embedded store.
+    ``quick``: storage clients that fail fast instead of retrying (the webhook, which must answer Graph in 3 s)."""
     if settings.uses_azure_storage:
         from shared.store_azure import AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
 
         credential = None if settings.storage_connection_string else storage_credential(settings)
         container, queue, poison = azure_clients(
             settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
-            account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name)
+            account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name,
+            quick=quick)
         # Messages carry the correlation id of the notification or run that queued them (shared/telemetry.py).
         return Backend(AzureStateStore(container), StampingQueue(AzureQueue(queue, poison)),
                        AzurePayloadStore(container))

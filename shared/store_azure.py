@@ -58,15 +58,25 @@ MERGE_ATTEMPTS = 20
 LEASE_MIN, LEASE_MAX = 15, 60
 
 
+# Client options of the webhook's storage clients (azure-core's retry and transport keywords).
+# https://learn.microsoft.com/python/api/overview/azure/storage-blob-readme#optional-configuration
+QUICK = {"retry_total": 0, "connection_timeout": 1, "read_timeout": 2}
+
+
 def azure_clients(connection_string: str | None, *, account_name: str | None = None, credential: Any = None,
-                  queue_name: str, container_name: str = CONTAINER
+                  queue_name: str, container_name: str = CONTAINER, quick: bool = False
                   ) -> tuple[ContainerClient, QueueClient, QueueClient]:
     """The container, the change queue and its ``<queue>-poison`` queue, from a connection string or else from
     ``account_name`` + ``credential`` (managed identity). Creates the container and the queue when missing
-    (idempotent); the poison queue is left to the Functions host, which creates it on the first poison."""
-    blob_options = {"max_single_get_size": BLOCK_BYTES, "max_chunk_get_size": BLOCK_BYTES}  # bounded downloads
+    (idempotent); the poison queue is left to the Functions host, which creates it on the first poison.
+
+    ``quick`` (the webhook): no SDK retries and short timeouts (``QUICK``), so that an unreachable storage
+    account fails in seconds - the SDK's default policy (exponential back-off from 15 s) took 82 s to give up
+    here, and Graph wants an answer within 3 s; the webhook then answers 503 and Graph delivers again later."""
+    common = QUICK if quick else {}
+    blob_options = {"max_single_get_size": BLOCK_BYTES, "max_chunk_get_size": BLOCK_BYTES, **common}
     queue_options = {"message_encode_policy": TextBase64EncodePolicy(),
-                     "message_decode_policy": _LenientBase64DecodePolicy()}
+                     "message_decode_policy": _LenientBase64DecodePolicy(), **common}
     if connection_string:
         container = ContainerClient.from_connection_string(connection_string, container_name, **blob_options)
         queue, poison = (QueueClient.from_connection_string(connection_string, name, **queue_options)

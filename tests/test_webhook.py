@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import threading
 import time
 import uuid
 
@@ -353,7 +355,7 @@ def test_handler_answers_503_when_the_queue_cannot_be_written(handler, webhook_e
 
 
 def test_handler_answers_503_when_storage_cannot_be_opened(handler, webhook_env, monkeypatch):
-    def refused(settings):
+    def refused(settings, quick=False):
         raise OSError("connection refused")
     monkeypatch.setattr(webhook_module, "open_backend", refused)
     webhook_module._backend.cache_clear()  # the backend is opened once per process and settings
@@ -362,6 +364,39 @@ def test_handler_answers_503_when_storage_cannot_be_opened(handler, webhook_env,
     monkeypatch.undo()
     webhook_module._backend.cache_clear()
     assert drain(webhook_env) == []
+
+
+def test_handler_fails_fast_when_storage_is_unreachable(handler, monkeypatch):
+    """Graph wants an answer within 3 s: with storage down the webhook answers 503 after one attempt, not after
+    the storage SDK's default back-off (four attempts over ~80 s here)."""
+    from tests.fixtures_azurite import ACCOUNT, KEY
+
+    attempts: list[float] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:  # a storage endpoint that accepts and drops every connection
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            attempts.append(time.monotonic())
+            connection.close()
+    threading.Thread(target=hang_up, daemon=True).start()
+    base = f"http://127.0.0.1:{server.getsockname()[1]}/{ACCOUNT}"
+    for name, value in {"AzureWebJobsStorage": f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+                                               f"BlobEndpoint={base};QueueEndpoint={base};",
+                        "WEBHOOK_URL": "https://func.example.net/api/graph-webhook?code=k",
+                        "WEBHOOK_CLIENT_STATE": SECRET, "SYNC_QUEUE_NAME": "unreachable"}.items():
+        monkeypatch.setenv(name, value)
+    webhook_module._backend.cache_clear()
+    try:
+        response = handler(request([user_note(uid(4))]))
+    finally:
+        server.close()
+        webhook_module._backend.cache_clear()
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "10")
+    assert len(attempts) == 1  # no SDK retry: Graph's own redelivery is the retry
 
 
 def test_handler_is_fast(handler, webhook_env):

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=4)
 def _backend(settings: Settings) -> Backend:
     """One backend (storage clients, their connection pools) per process and settings: Graph wants < 3 s."""
-    return open_backend(settings)
+    return open_backend(settings, quick=True)  # fail fast: a 503 in seconds, and Graph delivers again
 
 
 @bp.function_name("graph_webhook")
