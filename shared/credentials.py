@@ -31,19 +31,17 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shared.errors import EntraAssetsError, GraphPermissionError
-from shared.settings import Settings
+from shared.settings import GUID, Settings, parse_utc
 from shared.store import StateStore
 
 log = logging.getLogger(__name__)
 
 WARN_DAYS = 30
 TOKEN_SEEN = "credentials/import-token"  # checkpoint: {"fingerprint": ..., "first_seen": ISO time}
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _APP = "Entra > App registrations > (the app)"
 
 
@@ -63,17 +61,6 @@ class CredentialStatus:
 
 # -- pure functions ------------------------------------------------------------------------------------------
 
-def parse_time(value: str | None) -> dt.datetime | None:
-    """A Graph DateTimeOffset ("2026-01-02T03:04:05.1234567Z") as an aware UTC datetime; None if absent/odd."""
-    if not value:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-
-
 def days_left(expires: dt.datetime, now: dt.datetime) -> int:
     """Whole days from ``now`` to ``expires`` (negative once expired)."""
     return (expires - now) // dt.timedelta(days=1)
@@ -84,7 +71,7 @@ def pick_password_credential(credentials: list[dict], secret: str) -> dict | Non
     one that expires first. None when no hint matches (the secret is not this app's, or hints are absent)."""
     candidates = [c for c in credentials if c.get("hint") and c["hint"] == secret[:3]]
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
-    return min(candidates, key=lambda c: parse_time(c.get("endDateTime")) or far, default=None)
+    return min(candidates, key=lambda c: parse_utc(c.get("endDateTime")) or far, default=None)
 
 
 def _identifier_bytes(value: str) -> set[bytes]:
@@ -151,7 +138,7 @@ def read_registration(graph, client_id: str | None) -> tuple[dict | None, str]:
     an error: the caller falls back to the setting."""
     if graph is None:
         return None, "Microsoft Graph could not be signed in to"
-    if not client_id or not _GUID.match(client_id):
+    if not client_id or not GUID.match(client_id):
         return None, "no AZURE_CLIENT_ID to look the app registration up by"
     try:
         return graph.get(f"applications(appId='{client_id}')",
@@ -182,11 +169,11 @@ def graph_credential(settings: Settings, graph, now: dt.datetime) -> CredentialS
     if registration is not None and kind == "client_secret":
         found = pick_password_credential(registration.get("passwordCredentials") or [],
                                          settings.client_secret.reveal())
-        expires, source = (parse_time(found.get("endDateTime")), "app registration") if found else \
+        expires, source = (parse_utc(found.get("endDateTime")), "app registration") if found else \
             (None, "no secret of the app registration has the hint of AZURE_CLIENT_SECRET")
     elif registration is not None and kind == "certificate" and facts:
         found = pick_key_credential(registration.get("keyCredentials") or [], facts[0])
-        expires, source = (parse_time(found.get("endDateTime")), "app registration") if found else \
+        expires, source = (parse_utc(found.get("endDateTime")), "app registration") if found else \
             (None, "the certificate is not among the app registration's certificates")
     if expires is None and facts:
         expires, source = facts[1], "certificate file"
@@ -228,7 +215,7 @@ def import_token_status(settings: Settings, state: StateStore, now: dt.datetime,
         seen = {"fingerprint": mark, "first_seen": now.isoformat().replace("+00:00", "Z")} if record else {}
         if record:
             state.commit({}, {TOKEN_SEEN: json.dumps(seen)})
-    first = parse_time(seen.get("first_seen"))
+    first = parse_utc(seen.get("first_seen"))
     age = max(0, days_left(now, first)) if first else None
     expires = settings.import_token_expires
     if expires is None:

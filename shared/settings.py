@@ -23,7 +23,7 @@ DEFAULT_ASSETS_API_URL = "https://api.atlassian.com"
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _SCHEMA_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # Object types read from a Graph resource (SPEC §4); the derived ones (Department ... Country) come with User.
 SYNCABLE_TYPES = ("user", "group", "device", "application")
 _TYPE_NAMES = {"user": "user", "users": "user", "group": "group", "groups": "group", "device": "device",
@@ -191,17 +191,11 @@ def _scope(get, values: dict, problems: list[str]) -> None:
             problems.append(f"{name} is {len(value)} characters long; Graph accepts at most about 1,500 in a URL")
         values[key] = value
     group = get("SCOPE_GROUP_ID")
-    if group and not _GUID.match(group):
+    if group and not GUID.match(group):
         problems.append(f"SCOPE_GROUP_ID '{group}' is not a group object id (a GUID such as "
                         "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9)")
     values["scope_group_id"] = group
-    limit = get("MAX_DEACTIVATIONS")
-    values["max_deactivations"] = 500
-    if limit is not None:
-        if limit.isdigit():
-            values["max_deactivations"] = int(limit)
-        else:
-            problems.append(f"MAX_DEACTIVATIONS '{limit}' must be a whole number of objects (0 or more)")
+    values["max_deactivations"] = _whole(get("MAX_DEACTIVATIONS"), 500, "MAX_DEACTIVATIONS", "objects", problems)
     mapping = get("MAPPING_FILE")
     if mapping and not Path(mapping).is_file():
         problems.append(f"MAPPING_FILE: no file at {mapping}")
@@ -231,13 +225,8 @@ def _jira(get, values: dict, problems: list[str]) -> None:
     values["jira_site_url"] = site.rstrip("/") if site else None
     values["jira_email"] = email
     values["jira_api_token"] = Secret(token) if token else None
-    lookups = get("JIRA_LOOKUPS_PER_RUN")
-    values["jira_lookups_per_run"] = 5000
-    if lookups is not None:
-        if lookups.isdigit():
-            values["jira_lookups_per_run"] = int(lookups)
-        else:
-            problems.append(f"JIRA_LOOKUPS_PER_RUN '{lookups}' must be a whole number of Jira user searches (0 or more)")
+    values["jira_lookups_per_run"] = _whole(get("JIRA_LOOKUPS_PER_RUN"), 5000, "JIRA_LOOKUPS_PER_RUN",
+                                            "Jira user searches", problems)
     values["jira_requests_per_second"] = _positive(get("JIRA_REQUESTS_PER_SECOND"), 10.0, "JIRA_REQUESTS_PER_SECOND",
                                                    problems)
 
@@ -274,13 +263,10 @@ def _credentials(get, values: dict, problems: list[str]) -> None:
              "ASSETS_IMPORT_TOKEN_EXPIRES": "the date by which the import token must be replaced"}
     for name, key in (("AZURE_CLIENT_CREDENTIAL_EXPIRES", "client_credential_expires"),
                       ("ASSETS_IMPORT_TOKEN_EXPIRES", "import_token_expires")):
-        raw, values[key] = get(name), None
-        if raw:
-            try:
-                moment = dt.datetime.fromisoformat(raw)
-                values[key] = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-            except ValueError:
-                problems.append(f"{name} '{raw}' is not a date: give {hints[name]} as YYYY-MM-DD")
+        raw = get(name)
+        values[key] = parse_utc(raw)
+        if raw and values[key] is None:
+            problems.append(f"{name} '{raw}' is not a date: give {hints[name]} as YYYY-MM-DD")
 
 
 def _url(value: str, name: str, problems: list[str]) -> str:
@@ -291,6 +277,27 @@ def _url(value: str, name: str, problems: list[str]) -> str:
     elif parts.scheme == "http" and parts.hostname not in _LOOPBACK:
         problems.append(f"{name} must use https (plain http is only allowed on loopback, for emulators)")
     return value.rstrip("/")
+
+
+def _whole(raw: str | None, default: int, name: str, unit: str, problems: list[str]) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        problems.append(f"{name} '{raw}' must be a whole number of {unit} (0 or more)")
+        return default
+    return int(raw)
+
+
+def parse_utc(value: str | None) -> dt.datetime | None:
+    """An ISO 8601 date or time ("2027-01-31", Graph's "2026-01-02T03:04:05.1234567Z") as an aware UTC
+    datetime (no zone: UTC); None when absent or not a date."""
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def _positive(raw: str | None, default: float, name: str, problems: list[str]) -> float:
