@@ -48,6 +48,14 @@ def iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def epoch(stamp: object) -> float | None:
+    """The inverse of ``iso``: epoch seconds of a "YYYY-MM-DDTHH:MM:SSZ" stamp; None when it is not one."""
+    try:
+        return float(calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
 def by_name(counter: Mapping[str, int]) -> dict[str, int]:
     """Counts keyed by object type key (``user``) re-keyed by Assets name (``User``), zeros left out."""
     return {BY_KEY[k].name if k in BY_KEY else k: int(v) for k, v in sorted(counter.items()) if v}
@@ -155,7 +163,7 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
     return RunRecord(
         triggers=sorted(push.triggers) or ["unknown"], kind="full" if summaries else "catch-up",
         started=iso(started), seconds=round(ended - started, 3),
-        stage="Failed" if errors or held_back else "Done", messages=push.messages,
+        stage="Failed" if errors else "Done", messages=push.messages,
         run=",".join(s["run"] for s in summaries if s.get("run")) or None,
         read=dict(read), records=by_name(push.by_type), records_pushed=push.records,
         executions=push.executions, created=push.result_counts["objectsCreated"],
@@ -173,7 +181,7 @@ def producer_record(trigger: str, kind: str, started: float, ended: float, resul
         [held_back_line(held_back, max_deactivations)] if held_back else [])
     return RunRecord(
         triggers=[trigger], kind=kind, started=iso(started), seconds=round(ended - started, 3),
-        stage="Failed" if errors or held_back else "Done", run=result.run_id if result is not None else None,
+        stage="Failed" if errors else "Done", run=result.run_id if result is not None else None,
         read=by_name(result.read) if result is not None else {},
         deactivated=by_name(result.deactivated) if result is not None else {}, held_back=held_back,
         errors=_lines(errors), warnings=_lines(result.warnings.lines()) if result is not None else [])
@@ -190,7 +198,7 @@ def append(state: StateStore, record: RunRecord, *, wait: float = LEASE_WAIT_SEC
         try:
             with state.lease(HISTORY_LEASE, ttl=15):
                 runs = read_runs(state)
-                _add(runs, record.to_json())
+                _add(runs, record)
                 state.commit({}, {HISTORY: json.dumps(runs[:MAX_RUNS], separators=(",", ":"))})
                 return True
         except LeaseBusy:
@@ -203,14 +211,13 @@ def append(state: StateStore, record: RunRecord, *, wait: float = LEASE_WAIT_SEC
             return False
 
 
-def _add(runs: list[dict], entry: dict) -> None:
+def _add(runs: list[dict], record: RunRecord) -> None:
     newest = runs[0] if runs else None
-    if (newest is not None and RunRecord(**entry).quiet and _is_quiet(newest)
-            and newest.get("triggers") == entry["triggers"]):
+    if newest is not None and record.quiet and _is_quiet(newest) and newest.get("triggers") == record.triggers:
         newest["repeated"] = int(newest.get("repeated") or 1) + 1
-        newest["last_started"] = entry["started"]
+        newest["last_started"] = record.started
         return
-    runs.insert(0, entry)
+    runs.insert(0, record.to_json())
 
 
 def _is_quiet(entry: dict) -> bool:
@@ -283,11 +290,8 @@ def read_current(state: StateStore, now: float | None = None) -> dict | None:
     if not isinstance(current, dict):
         return None
     now = time.time() if now is None else now
-    try:
-        updated = calendar.timegm(time.strptime(current["updated"], "%Y-%m-%dT%H:%M:%SZ"))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return current if now - updated <= STALE_SECONDS else None
+    updated = epoch(current.get("updated"))
+    return current if updated is not None and now - updated <= STALE_SECONDS else None
 
 
 def fanout(*callbacks: Progress) -> Progress:

@@ -8,7 +8,6 @@ URL (``code``), so the page sends no Referer and is never cached.
 """
 from __future__ import annotations
 
-import calendar
 import html
 import json
 import logging
@@ -17,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.errors import SettingsError
+from shared.history import epoch
 from shared.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,6 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes % 60:02d} min" if hours < 48 else f"{hours // 24} d {hours % 24} h"
 
 
-def _epoch(stamp: str) -> float | None:
-    try:
-        return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
-    except (TypeError, ValueError):
-        return None
-
-
 def _counts(counts: object) -> str:
     if not isinstance(counts, dict) or not counts:
         return "-"
@@ -198,7 +191,7 @@ def _subscriptions(subscriptions: dict, now: float) -> str:
     rows = []
     for resource, sub in sorted(subscriptions.items()):
         expires = sub.get("expires") if isinstance(sub, dict) else None
-        left = _epoch(str(expires)[:19] + "Z") if expires else None
+        left = epoch(str(expires)[:19] + "Z") if expires else None
         remaining = "expired" if left is not None and left <= now else duration(left - now) if left else "-"
         sid = sub.get("id") if isinstance(sub, dict) else ""
         rows.append(f"<tr><td>{_e(resource)}</td><td>{_e(sid)}</td><td>{_e(expires)}</td>"
