@@ -47,7 +47,7 @@ from shared.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_cl
 from shared.mapping import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.schema import Attr, ObjectType
 from shared.store import StateStore
-from shared.transport import USER_AGENT
+from shared.transport import http_client
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +271,13 @@ class Linking:
     settings: object = field(repr=False)
 
     def linker(self, state: StateStore, warnings: Warnings, unmatched: Warnings) -> AccountLinker:
-        client = jira_client(self.settings, _http())
+        client = jira_client(self.settings, http_client(30.0))
         directory = JiraDirectory(client, AccountCache(state.checkpoint(CACHE)), self.settings.jira_lookups_per_run)
         return AccountLinker(directory, state, warnings, unmatched)
 
 
 def linking_for(settings) -> Linking | None:
     return Linking(settings) if settings.jira_enabled else None
-
-
-def _http() -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), headers={"User-Agent": USER_AGENT})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -309,7 +305,7 @@ class LinkOutcome:
 
 def object_api(settings, http: httpx.Client | None = None) -> ObjectApi:
     """The object API of the site's Assets workspace (workspace id from the Jira site)."""
-    http = http or _http()
+    http = http or http_client(30.0)
     site = jira_client(settings, http)
     return ObjectApi(site.transport, settings.assets_api_url, site.workspace_id(), settings.jira_email,
                      settings.jira_api_token.reveal(), site.bucket)
@@ -372,9 +368,12 @@ def apply_links(state: StateStore, user_records: dict | None, api: Callable[[], 
         return outcome
     links: dict[str, str] = orjson.loads(state.checkpoint(LINKS) or "{}")
     todo = {uid: account for uid, account in wanted.items() if links.get(uid) != account}
+    if not todo:  # the usual pass: every link already as wanted - the links checkpoint is not rewritten
+        if pending:
+            state.commit({}, {PENDING_LINKS: None})
+        return outcome
     try:
-        if todo:
-            _write(api(), state, schema_key, todo, links, outcome, renew)
+        _write(api(), state, schema_key, todo, links, outcome, renew)
     except EntraAssetsError as error:
         outcome.error = str(error)
         if isinstance(error, RemoteError):
@@ -430,10 +429,10 @@ def link_hook(settings) -> Callable[[dict, Callable[[], None]], LinkOutcome] | N
                                                      settings.schema_key, renew)
 
 
-def unmatched_users(state: StateStore) -> list[dict]:
-    """Users with an e-mail that matches no Jira account, as of the last runs (for ``status``): object ids
-    only, never e-mails. Empty when linking is off or has not run."""
-    return [{"id": uid, "reason": UNMATCHED_KIND} for uid in orjson.loads(state.checkpoint(UNMATCHED) or "[]")]
+def unmatched_ids(state: StateStore) -> list[str]:
+    """The object ids (never e-mails) of the users whose e-mail matched no Jira account in the last runs (for
+    ``status``). Empty when linking is off or has not run."""
+    return orjson.loads(state.checkpoint(UNMATCHED) or "[]")
 
 
 def linked_count(state: StateStore) -> int:

@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
 from shared import history
 from shared.assets import AssetsClient
 from shared.graph import GraphClient, TokenProvider
@@ -32,7 +30,7 @@ from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
 from shared.subscriptions import ensure_subscriptions
 from shared.telemetry import StampingQueue, run
-from shared.transport import USER_AGENT, Transport
+from shared.transport import Transport, http_client
 from shared.worker import CatchUp, PushResult, push_queued
 
 log = logging.getLogger(__name__)
@@ -86,19 +84,15 @@ def storage_credential(settings: Settings):
     return DefaultAzureCredential(exclude_environment_credential=True, exclude_managed_identity_credential=True)
 
 
-def _http() -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), headers={"User-Agent": USER_AGENT})
-
-
 def graph_client(settings: Settings) -> GraphClient:
     """A Graph reader with the configured credential."""
-    return GraphClient(Transport(_http()), settings.graph_base_url, TokenProvider(settings))
+    return GraphClient(Transport(http_client()), settings.graph_base_url, TokenProvider(settings))
 
 
 def assets_client(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> AssetsClient:
     """An Assets Imports client for the configured import token."""
     token = settings.assets_import_token.reveal() if settings.assets_import_token else None
-    return AssetsClient(Transport(_http()), settings.assets_api_url, token, sleep=sleep)
+    return AssetsClient(Transport(http_client()), settings.assets_api_url, token, sleep=sleep)
 
 
 def catch_up_planner(settings: Settings, state: StateStore, progress: Progress = lambda stage, n: None,

@@ -16,7 +16,7 @@ from shared.assets import CONFIG_STATUSES
 from shared.credentials import credential_report, describe
 from shared.credentials import warnings as credential_warnings
 from shared.errors import EntraAssetsError, GraphPermissionError
-from shared.links import linked_count, unmatched_users
+from shared.links import linked_count, unmatched_ids
 from shared.runtime import assets_client, graph_client, open_backend
 from shared.settings import Settings
 from shared.subscriptions import stored_subscriptions
@@ -109,7 +109,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
     depth = backend.queue.depth()
     jira = None
     if settings.jira_enabled:
-        unmatched = [user["id"] for user in unmatched_users(backend.state)]
+        unmatched = unmatched_ids(backend.state)
         jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched}
     return {"importer_status": status, "message": check.message, "current": current,
             "runs": history.read_runs(backend.state),

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 USER_AGENT = "entra-assets/0.1 (+https://github.com/entra-assets)"  # on every request to Graph, Assets and Jira
 
 
+def http_client(timeout: float = 60.0) -> httpx.Client:
+    """A pooled HTTP client with our User-Agent: ``timeout`` per read, 10 s to connect."""
+    return httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), headers={"User-Agent": USER_AGENT})
+
+
 class Failure(Enum):
     """What a response status means for the caller."""
 

@@ -19,7 +19,7 @@ from shared.jira import (
     basic_auth,
     jira_client,
 )
-from shared.links import CACHE, LOOKUPS, NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_users, user_email
+from shared.links import CACHE, LOOKUPS, NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_ids, user_email
 from shared.runtime import Backend, open_backend, preview, sync_full, sync_incremental
 from shared.settings import load_settings
 from shared.setup import run_setup
@@ -110,7 +110,7 @@ def test_an_email_change_moves_the_link(box, settings):
     writes = object_writes(box)
     values = sorted((w.json["attributes"][0]["objectAttributeValues"] for w in writes), key=len)
     assert values == [[], [{"value": new.account_id}]]  # one link moved, one cleared
-    assert {uid["id"] for uid in unmatched_users(open_backend(settings).state)} >= {loser}
+    assert set(unmatched_ids(open_backend(settings).state)) >= {loser}
     box.assets.reset_log()
     assert sync_incremental(settings).executions == 0 and object_writes(box) == []
 
@@ -124,7 +124,7 @@ def test_unmatched_users_are_listed_by_preview_and_for_status(box, settings):
     assert report["counts"]["create"]["User"] == len(box.tenant.users)
     assert box.assets.executions == []  # preview writes nothing
     sync_full(settings)
-    assert {u["id"] for u in unmatched_users(open_backend(settings).state)} == unmatched
+    assert set(unmatched_ids(open_backend(settings).state)) == unmatched
     jira = collect_status(settings)["jira"]  # what `status` and the status page show
     assert set(jira["unmatched_ids"]) == unmatched and jira["unmatched"] == len(unmatched)
     assert jira["linked"] == len([u for u in box.tenant.users if jira_user(box, u)]) > 0
