@@ -22,11 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import orjson
-
-from shared.errors import RemoteError
-from shared.jira import JiraError, TokenBucket, basic_auth
-from shared.transport import Failure, GaveUp, Transport, classify
+from shared.jira import TokenBucket, atlassian_call, basic_auth
+from shared.transport import Transport
 
 USER_ATTRIBUTE_TYPE = 2     # objecttypeattribute "type": User
 PAGE = 100                  # objects per AQL page
@@ -43,39 +40,27 @@ class ObjectApi:
 
     def _call(self, method: str, path: str, body: object = None, params: dict | None = None,
               expect: tuple[int, ...] = (200,)) -> object:
-        self.bucket.take()
-        headers = {"Authorization": self._auth, "Accept": "application/json"}
-        content = None
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            content = orjson.dumps(body)
-        try:
-            response = self.transport.send(method, f"{self.base}{path}", content=content, headers=headers,
-                                           params=params)
-        except GaveUp as exc:
-            raise RemoteError(f"the Assets object API kept failing (HTTP {exc.status}) after retries") from None
-        failure = classify(response.status_code)
-        if failure is Failure.CREDENTIALS:
-            raise JiraError("the Assets object API rejected JIRA_EMAIL/JIRA_API_TOKEN (401): create a new API token "
-                            "for that account at https://id.atlassian.com/manage-profile/security/api-tokens")
-        if failure is Failure.PERMISSION:
-            raise JiraError(f"the Assets object API refused {method} {path.split('?')[0]} (403): the account of "
-                            "JIRA_EMAIL must be an Assets administrator of the schema (Schema settings › Roles)")
-        if response.status_code not in expect:
-            raise RemoteError(f"the Assets object API answered {response.status_code} to {method} {path}: "
-                              f"{response.text[:200]}")
-        return orjson.loads(response.content) if response.content else None
+        return atlassian_call(self.transport, self.bucket, self._auth, method, f"{self.base}{path}",
+                              what="the Assets object API", body=body, params=params, expect=expect,
+                              forbidden="the account of JIRA_EMAIL must be an Assets administrator of the schema "
+                                        "(Schema settings › Roles)")
+
+    def _pages(self, method: str, path: str, body: object = None, params: dict | None = None,
+               size: int = PAGE) -> Iterator[dict]:
+        """The ``values`` of every page, by ``startAt`` until ``isLast`` (or an empty page)."""
+        start = 0
+        while True:
+            page = self._call(method, path, body, params={**(params or {}), "startAt": str(start),
+                                                          "maxResults": str(size)})
+            values = page.get("values") or []
+            yield from values
+            if page.get("isLast", True) or not values:
+                return
+            start += len(values)
 
     def schemas(self) -> list[dict]:
         """Every object schema of the workspace (all pages)."""
-        out, start = [], 0
-        while True:
-            body = self._call("GET", "/objectschema/list", params={"startAt": str(start), "maxResults": "50"})
-            values = body.get("values") or []
-            out += values
-            if body.get("isLast", True) or not values:
-                return out
-            start += len(values)
+        return list(self._pages("GET", "/objectschema/list", size=50))
 
     def object_types(self, schema_id: str) -> list[dict]:
         return list(self._call("GET", f"/objectschema/{schema_id}/objecttypes/flat") or [])
@@ -91,15 +76,7 @@ class ObjectApi:
 
     def find(self, ql_query: str) -> Iterator[dict]:
         """The objects an AQL query finds, with their attributes, page by page."""
-        start = 0
-        while True:
-            body = self._call("POST", "/object/aql", {"qlQuery": ql_query},
-                              params={"startAt": str(start), "maxResults": str(PAGE), "includeAttributes": "true"})
-            values = body.get("values") or []
-            yield from values
-            if body.get("isLast", True) or not values:
-                return
-            start += len(values)
+        return self._pages("POST", "/object/aql", {"qlQuery": ql_query}, {"includeAttributes": "true"})
 
     def set_values(self, object_id: str, type_id: str, attribute_id: str, values: list[str]) -> None:
         """Replace one attribute's values on one object ([] clears it). Idempotent."""

@@ -35,6 +35,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -81,37 +82,51 @@ def basic_auth(email: str, token: str) -> str:
     return "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
 
 
+def atlassian_call(transport: Transport, bucket: TokenBucket, auth: str, method: str, url: str, *, what: str,
+                   forbidden: str, body: object = None, params: dict | None = None,
+                   expect: tuple[int, ...] = (200,)) -> object:
+    """One paced request with the site user's basic auth, to the Jira site or the Assets object API (``what``
+    names it in errors). Raises ``JiraError`` on 401 and on 403 (``forbidden`` says what permission is
+    missing), ``RemoteError`` on anything else unexpected. Returns the JSON body (None when empty)."""
+    bucket.take()
+    headers = {"Authorization": auth, "Accept": "application/json"}
+    content = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        content = orjson.dumps(body)
+    path = urlsplit(url).path
+    try:
+        response = transport.send(method, url, content=content, headers=headers, params=params)
+    except GaveUp as exc:
+        raise RemoteError(f"{what} kept failing (HTTP {exc.status}) after retries") from None
+    failure = classify(response.status_code)
+    if failure is Failure.CREDENTIALS:
+        raise JiraError(f"{what} rejected JIRA_EMAIL/JIRA_API_TOKEN (401): check that JIRA_EMAIL is the e-mail of "
+                        "the Atlassian account that created the API token, and create a new token at "
+                        "https://id.atlassian.com/manage-profile/security/api-tokens if it was revoked or expired")
+    if failure is Failure.PERMISSION:
+        raise JiraError(f"{what} refused {method} {path} (403): {forbidden}")
+    if response.status_code not in expect:
+        raise RemoteError(f"{what} answered {response.status_code} to {method} {path}: {response.text[:200]}")
+    return orjson.loads(response.content) if response.content else None
+
+
 class JiraClient:
     """The two Jira site calls linking needs. Raises ``JiraError`` on 401/403 and ``RemoteError`` otherwise."""
 
     def __init__(self, transport: Transport, site_url: str, email: str, token: str, bucket: TokenBucket):
         self.transport, self.site_url, self.bucket = transport, site_url.rstrip("/"), bucket
         self._auth = basic_auth(email, token)
-        self.searches = 0
 
     def _get(self, path: str, params: dict | None = None) -> object:
-        self.bucket.take()
-        try:
-            response = self.transport.send("GET", f"{self.site_url}{path}", params=params,
-                                           headers={"Authorization": self._auth, "Accept": "application/json"})
-        except GaveUp as exc:
-            raise RemoteError(f"the Jira site kept failing (HTTP {exc.status}) after retries: {exc}") from None
-        failure = classify(response.status_code)
-        if failure is Failure.CREDENTIALS:
-            raise JiraError("the Jira site rejected JIRA_EMAIL/JIRA_API_TOKEN (401): check that JIRA_EMAIL is the "
-                            "e-mail of the Atlassian account that created the API token, and create a new token at "
-                            "https://id.atlassian.com/manage-profile/security/api-tokens if it was revoked or expired")
-        if failure is Failure.PERMISSION:
-            raise JiraError(f"the Jira site refused {path} (403): the account of JIRA_EMAIL needs the 'Browse users "
-                            "and groups' global permission and Jira Service Management access to Assets")
-        if response.status_code != 200:
-            raise RemoteError(f"the Jira site answered {response.status_code} to GET {path}: {response.text[:200]}")
-        return orjson.loads(response.content)
+        return atlassian_call(self.transport, self.bucket, self._auth, "GET", f"{self.site_url}{path}",
+                              what="the Jira site", params=params,
+                              forbidden="the account of JIRA_EMAIL needs the 'Browse users and groups' global "
+                                        "permission and Jira Service Management access to Assets")
 
     def search_users(self, email: str) -> list[dict]:
         """The users ``/rest/api/3/user/search?query=<email>`` returns (prefix matches; filter with
         ``account_for``). One request; the e-mail goes in the query string only, never in a log line."""
-        self.searches += 1
         found = self._get("/rest/api/3/user/search", {"query": email, "maxResults": "20"})
         return [u for u in found if isinstance(u, dict)] if isinstance(found, list) else []
 
@@ -193,7 +208,6 @@ class JiraDirectory:
         self.client, self.cache, self.budget, self.clock = client, cache, budget, clock
         self.time_limit, self._monotonic, self._started = time_limit, monotonic, None
         self.searched = 0
-        self.pending = 0
 
     def remaining(self) -> int:
         """Searches this instance may still make (0 once the budget or the time limit is spent)."""
@@ -223,7 +237,6 @@ class JiraDirectory:
                 self.cache.put(key, account, now, (owners or {}).get(email))
                 out[email] = account
             else:
-                self.pending += 1
                 # A stale entry is still the best value we have; with none, the caller keeps its previous one.
                 out[email] = cached[0] if cached is not None else PENDING
         return out
