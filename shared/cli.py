@@ -197,6 +197,7 @@ def preview(as_json: bool) -> None:
 @click.option("--runs", "limit", default=10, show_default=True, help="How many of the last runs to list.")
 def status(as_json: bool, limit: int) -> None:
     """Importer status, the current stage, the last runs, subscriptions and the queue."""
+    from shared.credentials import describe
     from shared.status import collect_status
 
     try:
@@ -217,8 +218,6 @@ def status(as_json: bool, limit: int) -> None:
     for resource, subscription in sorted(data["subscriptions"].items()):
         out.print(f"subscription {resource}: expires {escape(str(subscription.get('expires')))}")
     out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
-    from shared.credentials import describe
-
     credentials = data["credentials"]
     out.print(f"Graph credential: {escape(describe(credentials['graph_credential']))}")
     out.print(f"Assets import token: {escape(describe(credentials['import_token']))}")

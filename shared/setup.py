@@ -67,9 +67,9 @@ def run_setup(settings: Settings) -> SetupOutcome:
                                      + "; ".join(refused))
         notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
     action = assets.submit_document(document, first)
+    state = open_backend(settings).state if settings.jira_enabled or settings.webhook_url else None
     if settings.jira_enabled:  # Jira User (type User) cannot come through the mapping: the object API makes it
-        notes += ensure_jira_user_attribute(settings, open_backend(settings).state)
+        notes += ensure_jira_user_attribute(settings, state)
     if settings.webhook_url:  # Graph validates the webhook during the create: it must be reachable now
-        backend = open_backend(settings)
-        notes += ensure_subscriptions(graph_client(settings), backend.state, settings).lines()
+        notes += ensure_subscriptions(graph_client(settings), state, settings).lines()
     return SetupOutcome(action, len(types), sum(len(t.attributes) for t in types), notes)

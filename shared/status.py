@@ -19,6 +19,7 @@ from shared.errors import EntraAssetsError, GraphPermissionError
 from shared.links import linked_count, unmatched_ids
 from shared.runtime import assets_client, graph_client, open_backend
 from shared.settings import Settings
+from shared.store import StateStore
 from shared.subscriptions import stored_subscriptions
 
 
@@ -46,11 +47,12 @@ def _assets_status(settings: Settings) -> tuple[str, str]:
 _RESOURCES = {"user": "users", "group": "groups", "device": "devices", "application": "servicePrincipals"}
 
 
-def check_all(settings: Settings, now: dt.datetime | None = None) -> CheckReport:
+def check_all(settings: Settings, now: dt.datetime | None = None, state: StateStore | None = None) -> CheckReport:
     """Check Graph (credentials, the read permission of every synced resource), Assets (token, import source)
     and when the credentials expire (``shared.credentials``: warnings from 30 days ahead, in ``warnings`` and
     as "warning:" lines). Every missing Graph permission is named, not only the first. Raises only
-    SettingsError. Writes one thing: the import token's first-seen time, once per accepted token."""
+    SettingsError. Writes one thing, into ``state`` (default: the configured store): the import token's
+    first-seen time, once per accepted token."""
     report = CheckReport()
     report.lines.append(f"settings: ok (Graph credential: {settings.graph_auth}; "
                         f"store: {'Azure Storage' if settings.uses_azure_storage else settings.home})")
@@ -80,7 +82,8 @@ def check_all(settings: Settings, now: dt.datetime | None = None) -> CheckReport
         report.lines.append("the import's 'Missing objects' setting must be Ignore for every object type "
                             "(this cannot be read through the import token: check it in Assets)")
     signed_in = report.status != "INVALID_CREDENTIALS"
-    report.credentials = credential_report(settings, graph if signed_in else None, open_backend(settings).state,
+    state = state or open_backend(settings).state
+    report.credentials = credential_report(settings, graph if signed_in else None, state,
                                            now, record_token=status in CONFIG_STATUSES)  # Assets took the token
     report.lines.append(f"Graph credential: {describe(report.credentials['graph_credential'])}")
     report.lines.append(f"Assets import token: {describe(report.credentials['import_token'])}")
@@ -100,8 +103,8 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
     a token, one Graph read per synced resource and the registration, one Assets request. Raises only
     SettingsError; a remote side that fails becomes ``importer_status`` and ``message``."""
     now = time.time() if now is None else now
-    check = check_all(settings, dt.datetime.fromtimestamp(now, dt.UTC))
     backend = open_backend(settings)
+    check = check_all(settings, dt.datetime.fromtimestamp(now, dt.UTC), backend.state)
     status = check.status
     current = history.read_current(backend.state, now)
     if current is not None and status == "IDLE":
