@@ -11,3 +11,13 @@ from tests.fixtures_graph import graph_emulator, tenant  # noqa: F401
 def box(tenant, graph_emulator, assets_emulator) -> Sandbox:  # noqa: F811 - the fixtures above, by name
     """This test's emulators as one ``Sandbox``: ``box.settings()`` points the app at them."""
     return Sandbox(tenant, graph_emulator, assets_emulator)
+
+
+@pytest.fixture
+def app_env(box, app_storage, monkeypatch) -> dict[str, str]:  # noqa: F811
+    """The Functions app's settings for ``box`` on Azurite (its own queue, an emptied state container), set in
+    the environment as the host would; a test adds its own with ``{**app_env, ...}`` and ``monkeypatch``."""
+    env = {**box.settings(), **app_storage}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

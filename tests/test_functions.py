@@ -7,7 +7,6 @@ import pytest
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
 
-from sandbox.emulators import Sandbox
 from sandbox.functions_host import app_functions
 from sandbox.verify import verify_users
 from shared.runtime import open_backend
@@ -39,13 +38,9 @@ def test_host_json_queue_settings():
 
 
 @pytest.fixture
-def azure_env(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    env = {**box.settings(), **app_storage, "FULL_SYNC_INTERVAL_HOURS": "24"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    run_setup(load_settings(env))
-    return box, load_settings(env)
+def azure_env(box, app_env):
+    run_setup(load_settings(app_env))
+    return box, load_settings(app_env)
 
 
 def _deliver(functions, backend):

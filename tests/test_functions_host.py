@@ -22,10 +22,8 @@ SECRET = "sandbox-client-state"
 
 
 @pytest.fixture
-def running(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    env = {**box.settings(), **app_storage, "WEBHOOK_CLIENT_STATE": SECRET,
-           "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
+def running(box, app_env, monkeypatch):
+    env = {**app_env, "WEBHOOK_CLIENT_STATE": SECRET, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(env)

@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 
-from sandbox.emulators import Sandbox
 from sandbox.functions_host import FunctionsHost
 from shared.runtime import sync_full, timer_tick
 from shared.settings import load_settings
@@ -96,12 +95,10 @@ def test_escaping_holds_in_a_real_browser():
 
 
 @pytest.fixture
-def served(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
+def served(box, app_env, monkeypatch):
     """A CLI full sync, then a timer catch-up run by the functions host's worker, all on Azurite."""
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    env = {**box.settings(), **app_storage, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    env = {**app_env, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
+    monkeypatch.setenv("TIMER_SYNC_SCHEDULE", env["TIMER_SYNC_SCHEDULE"])
     settings = load_settings(env)
     run_setup(settings)
     sync_full(settings)

@@ -146,13 +146,11 @@ def functions():
 
 
 @pytest.fixture
-def webhook_env(tenant, graph_emulator, assets_emulator, app_storage, monkeypatch):
+def webhook_env(box, app_env, monkeypatch):
     """The Functions app on Azurite and the emulators, with two subscriptions known to the webhook."""
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    env = {**box.settings(), **app_storage, "WEBHOOK_CLIENT_STATE": CLIENT_STATE}
+    env = {**app_env, "WEBHOOK_CLIENT_STATE": CLIENT_STATE}
+    monkeypatch.setenv("WEBHOOK_CLIENT_STATE", CLIENT_STATE)
     run_setup(load_settings(env))  # the schema and mapping; no WEBHOOK_URL, so no subscription is made here
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     backend = open_backend(load_settings(env))
     backend.state.commit({}, {"subscriptions": json.dumps({"users": {"id": USERS_SUB, "expires": "2099-01-01T00:00Z"},
                                                            "groups": {"id": GROUPS_SUB, "expires": "2099-01-01T00:00Z"}})})
