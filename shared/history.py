@@ -243,12 +243,15 @@ class StageTracker:
     """A ``Progress`` callback that keeps ``runs/current`` up to date for one run; ``finish()`` deletes it.
 
     Writes on every stage change and, while the stage stays, at most every ``every`` seconds when the count
-    grows - a few writes per run, not one per object. Two runs at once (a timer tick while the worker pushes)
+    grows - a few writes per run, not one per object. With ``quiet_for``, nothing is written before the run has
+    gone on that long: a webhook's catch-up of a few changes (well under a second) then costs no storage write
+    before its push - the history records it anyway. Two runs at once (a timer tick while the worker pushes)
     share the one record: the latest writer wins, which is enough to say *something* is running."""
 
     def __init__(self, state: StateStore, trigger: str, kind: str, *, every: float = THROTTLE_SECONDS,
-                 clock: Callable[[], float] = time.time):
+                 quiet_for: float = 0.0, clock: Callable[[], float] = time.time):
         self.state, self.trigger, self.kind, self.every, self.clock = state, trigger, kind, every, clock
+        self.quiet_for = quiet_for
         self.started = clock()
         self.stage: str | None = None
         self.count = 0
@@ -259,8 +262,8 @@ class StageTracker:
         now = self.clock()
         changed = stage != self.stage
         self.stage, self.count = stage, count
-        if stage in ("Done", "Failed"):
-            return  # the end of a pass is not the end of the run; finish() says that
+        if stage in ("Done", "Failed") or now - self.started < self.quiet_for:
+            return  # the end of a pass is not the end of the run (finish() says that); or a short run so far
         if changed or now - self.written >= self.every:
             self._write({"stage": stage, "trigger": self.trigger, "kind": self.kind,
                          "started": iso(self.started), "count": count, "updated": iso(now)})

@@ -36,6 +36,7 @@ from shared.worker import CatchUp, PushResult, push_queued
 log = logging.getLogger(__name__)
 # Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
 RESUBSCRIBE = ("reauthorizationRequired", "subscriptionRemoved")
+CATCH_UP_QUIET_SECONDS = 2.0  # a queued catch-up shows its stage once it runs this long (history.StageTracker)
 
 
 @dataclass
@@ -139,7 +140,8 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     if message.body.get("event") in RESUBSCRIBE and settings.webhook_url:  # lifecycle notification
         ensure_subscriptions(graph_client(settings), backend.state, settings)
     kind = "full" if message.body.get("kind") == "records" else "catch-up"
-    tracker = history.StageTracker(backend.state, str(message.body.get("trigger") or "unknown"), kind)
+    tracker = history.StageTracker(backend.state, str(message.body.get("trigger") or "unknown"), kind,
+                                   quiet_for=0.0 if kind == "full" else CATCH_UP_QUIET_SECONDS)
     catch_up, result = catch_up_planner(settings, backend.state, tracker)
     try:
         pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings),

@@ -205,3 +205,23 @@ def test_status_shows_the_current_stage_while_a_run_goes(box, env):
     assert seen[-1] == ("Waiting for Assets", "Submitting data", "RUNNING")
     assert all(status == "RUNNING" for _, _, status in seen)
     assert collect_status(settings)["current"] is None
+
+
+def test_a_short_catch_up_writes_no_stage(tmp_path):
+    """A webhook's catch-up is over in well under a second: no stage record before its push, unless it runs
+    longer than ``quiet_for``."""
+    state = LocalStateStore(tmp_path)
+    clock = [1_000_000.0]
+    tracker = StageTracker(state, "webhook", "catch-up", quiet_for=2.0, clock=lambda: clock[0])
+    for stage in ("Fetching users", "Submitting data", "Waiting for Assets", "Done"):
+        tracker(stage, 1)
+        clock[0] += 0.1
+    tracker.finish()
+    assert tracker.writes == 0 and history.read_current(state, clock[0]) is None
+    slow = StageTracker(state, "webhook", "catch-up", quiet_for=2.0, clock=lambda: clock[0])
+    slow("Fetching users", 0)
+    clock[0] += 2.5
+    slow("Fetching users", 5_000)
+    assert history.read_current(state, clock[0])["count"] == 5_000  # running long: shown
+    slow.finish()
+    assert history.read_current(state, clock[0]) is None
