@@ -52,7 +52,7 @@ class AssetsClient:
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, body=None, params=None) -> httpx.Response:
+    def _request(self, method: str, url: str, body=None, params=None, **send_options) -> httpx.Response:
         if not self._token:
             raise AssetsTokenError("ASSETS_IMPORT_TOKEN is not set: create an External import in the Assets schema "
                                    "and generate its token", status="NO_TOKEN")
@@ -62,7 +62,8 @@ class AssetsClient:
             headers["Content-Type"] = "application/json"
             content = orjson.dumps(body)
         try:
-            response = self.transport.send(method, url, content=content, headers=headers, params=params)
+            response = self.transport.send(method, url, content=content, headers=headers, params=params,
+                                           **send_options)
         except GaveUp as exc:
             raise RemoteError(f"Assets kept failing (HTTP {exc.status}) after retries: {exc}") from None
         if classify(response.status_code) in (Failure.CREDENTIALS, Failure.PERMISSION):
@@ -76,8 +77,10 @@ class AssetsClient:
     def _json(self, method: str, url: str, body=None, expect=(200,), params=None) -> dict:
         response = self._request(method, url, body, params)
         if response.status_code not in expect:
-            raise RemoteError(f"Assets answered {response.status_code} to {method} {_path(url)}: "
-                              f"{response.text[:300]}")
+            error = RemoteError(f"Assets answered {response.status_code} to {method} {_path(url)}: "
+                                f"{response.text[:300]}")
+            error.http_status = response.status_code
+            raise error
         return orjson.loads(response.content) if response.content else {}
 
     # -- import source ----------------------------------------------------------------------------------
@@ -148,11 +151,17 @@ class AssetsClient:
     # -- executions -------------------------------------------------------------------------------------
 
     def start(self, wait_seconds: float = 600, poll: float = 5) -> Execution:
-        """Start an execution. 409 IN_PROGRESS (another execution runs) is waited out up to ``wait_seconds``;
-        the other 409 reasons raise ``ImportSourceError`` naming what the admin must do."""
+        """Start an execution. 409 IN_PROGRESS (another execution runs: not ours, since the writer cancels what
+        it left itself, ``shared.open_executions``) is waited out up to ``wait_seconds``; the other 409 reasons
+        raise ``ImportSourceError`` naming what the admin must do.
+
+        A ``start`` that failed in transit (5xx, a dropped connection) may have created an execution anyway, and
+        a blind retry would then meet 409 IN_PROGRESS from our own execution. So before it is retried, the
+        import source's status is asked, and an execution found RUNNING is cancelled (``cancel_running``)."""
         deadline = time.monotonic() + wait_seconds
+        waiting_logged = False
         while True:
-            response = self._request("POST", self.links()["start"])
+            response = self._request("POST", self.links()["start"], before_retry=self.cancel_running)
             if response.status_code == 200:
                 links = orjson.loads(response.content).get("links") or {}
                 try:
@@ -162,11 +171,15 @@ class AssetsClient:
                     raise RemoteError(f"start did not return the link {exc}") from None
             reason = _error_code(response)
             if response.status_code == 409 and reason == "IN_PROGRESS" and time.monotonic() < deadline:
-                log.info("another execution is running on the import source; waiting %ss", poll)
+                if not waiting_logged:
+                    log.warning("another import is running on the Assets import source (not one entra-assets left "
+                                "open); waiting up to %.0f s for it to finish", wait_seconds)
+                    waiting_logged = True
                 self._sleep(poll)
                 continue
             if response.status_code == 409:
-                hint = _START_HINTS.get(reason, "another execution is still running" if reason == "IN_PROGRESS"
+                hint = _START_HINTS.get(reason, f"another import kept running for {wait_seconds:.0f} s: if it is "
+                                        "stuck, cancel it in Assets (the schema > Import)" if reason == "IN_PROGRESS"
                                         else "see the import source in Assets")
                 raise ImportSourceError(f"Assets cannot start an import ({reason}): {hint}", status=reason or "ERROR")
             raise RemoteError(f"Assets answered {response.status_code} to start: {response.text[:300]}")
@@ -198,6 +211,18 @@ class AssetsClient:
             tick()
             self._sleep(poll)
             poll = min(max_poll, poll * 1.5)
+
+    def cancel_running(self) -> bool:
+        """Cancel the execution the import source reports RUNNING, through the links its status carries while
+        one runs (two public clients read them; UNCONFIRMED, reference §3.2). Returns True when one was
+        cancelled, False when none runs or the status has no cancel link. Raises like ``config_status``."""
+        body = self._json("GET", self.links()["getStatus"])
+        link = (body.get("links") or {}).get("cancel") if body.get("status") == "RUNNING" else None
+        if not link:
+            return False
+        self._request("DELETE", link)
+        log.warning("cancelled an Assets execution found running on the import source")
+        return True
 
     def cancel(self, execution: Execution) -> None:
         """Cancel an execution (best effort: errors are logged, not raised - we are already failing)."""

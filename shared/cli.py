@@ -112,8 +112,7 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
     """Run the timer path, then the worker in-process until the queue is drained and Assets is done.
 
     Without --full: a catch-up from the stored delta links (what the timer does between full runs)."""
-    from shared.reconcile import guard_error
-    from shared.runtime import sync_full, sync_incremental
+    from shared.runtime import run_outcome_error, sync_full, sync_incremental
 
     try:
         settings = _settings()
@@ -123,8 +122,8 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
     except EntraAssetsError as error:
         _fail(error)
     _print_sync(report, "sync --full" if full else "sync (delta catch-up)")
-    if report.full.held_back:
-        _fail(guard_error(report.full, settings.max_deactivations))
+    if (error := run_outcome_error(report.full)) is not None:
+        _fail(error)
     sys.exit(1 if any(p.errors for p in report.pushes) else 0)
 
 

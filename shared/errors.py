@@ -87,3 +87,12 @@ class IncompatibleSchema(EntraAssetsError):
     mapping PATCH; nothing was sent."""
 
     exit_code = 2
+
+
+class WriterBusy(EntraAssetsError):
+    """Another entra-assets writer kept the writer lease of the import source for longer than this run waits."""
+
+
+class TypesNotRead(EntraAssetsError):
+    """Object types that could not be read from Graph (a missing permission, an unlicensed feature): the run
+    pushed the other types and marked nothing of these Deleted (SPEC §7)."""

@@ -125,15 +125,21 @@ def producer_summary(result, started: float) -> dict:
     Small and bounded (counts per type, at most ``MAX_LINES`` warnings), far under the queue message limit."""
     return {"run": result.run_id, "started": started, "read": by_name(result.read),
             "deactivated": by_name(result.deactivated), "held_back": by_name(result.held_back),
+            "held_reason": result.held_reason, "failed": failed_lines(result),
             "warnings": _lines(result.warnings.lines())}
 
 
-def held_back_line(held_back: Mapping[str, int], max_deactivations: int) -> str:
+def held_back_line(held_back: Mapping[str, int], reason: str | None) -> str:
     """The guard's one line for the history (counts only; ``guard_error`` gives the full message)."""
     counts = ", ".join(f"{n:,} {name}" for name, n in sorted(held_back.items()))
-    return (f"{sum(held_back.values()):,} departures not marked Deleted ({counts}): more than "
-            f"MAX_DEACTIVATIONS={max_deactivations}; if they are real, run "
-            "`entra-assets sync --full --allow-mass-deactivation`")
+    return (f"{sum(held_back.values()):,} departures not marked Deleted ({counts}): {reason or 'the guard'}; "
+            "if they are real, run `entra-assets sync --full --allow-mass-deactivation`")
+
+
+def failed_lines(result) -> list[str]:
+    """One line per object type the run could not read (``FullRunResult.failed``; derived types go unsaid)."""
+    return _lines(f"{BY_KEY[k].name} not read (nothing of it marked Deleted): {why}"
+                  for k, why in sorted(result.failed.items()) if not BY_KEY[k].derived)
 
 
 def pass_record(push, started: float, ended: float, error: BaseException | None = None,
@@ -146,20 +152,26 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
     deactivated: Counter = Counter()
     held_back: Counter = Counter()
     warnings: list[str] = []
+    failed: list[str] = []
+    reason = None
     for summary in summaries:
         read.update(summary.get("read") or {})
         deactivated.update(summary.get("deactivated") or {})
         held_back.update(summary.get("held_back") or {})
         warnings += summary.get("warnings") or []
+        failed += summary.get("failed") or []
+        reason = summary.get("held_reason") or reason
         started = min(started, float(summary.get("started") or started))  # the run began at its producer
     if caught_up is not None:
         read.update(by_name(caught_up.read))
         deactivated.update(by_name(caught_up.deactivated))
         held_back.update(by_name(caught_up.held_back))
         warnings += caught_up.warnings.lines()
-    errors = list(push.errors) + ([describe(error)] if error is not None else [])
+        failed += failed_lines(caught_up)
+        reason = caught_up.held_reason or reason
+    errors = list(push.errors) + failed + ([describe(error)] if error is not None else [])
     if held_back:
-        errors.append(held_back_line(held_back, max_deactivations))
+        errors.append(held_back_line(held_back, reason or f"more than MAX_DEACTIVATIONS={max_deactivations}"))
     return RunRecord(
         triggers=sorted(push.triggers) or ["unknown"], kind="full" if summaries else "catch-up",
         started=iso(started), seconds=round(ended - started, 3),
@@ -172,19 +184,10 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         errors=_lines(errors), warnings=_lines(warnings))
 
 
-def producer_record(trigger: str, kind: str, started: float, ended: float, result=None,
-                    error: BaseException | None = None, max_deactivations: int = 0) -> RunRecord:
-    """The record of a run that did not reach the worker: a full run that queued nothing (``result``), or one
-    that failed before queuing (``error``)."""
-    held_back = by_name(result.held_back) if result is not None else {}
-    errors = ([describe(error)] if error is not None else []) + (
-        [held_back_line(held_back, max_deactivations)] if held_back else [])
-    return RunRecord(
-        triggers=[trigger], kind=kind, started=iso(started), seconds=round(ended - started, 3),
-        stage="Failed" if errors else "Done", run=result.run_id if result is not None else None,
-        read=by_name(result.read) if result is not None else {},
-        deactivated=by_name(result.deactivated) if result is not None else {}, held_back=held_back,
-        errors=_lines(errors), warnings=_lines(result.warnings.lines()) if result is not None else [])
+def producer_record(trigger: str, kind: str, started: float, ended: float, error: BaseException) -> RunRecord:
+    """The record of a run that never reached the worker: it failed before queuing (``error``)."""
+    return RunRecord(triggers=[trigger], kind=kind, started=iso(started), seconds=round(ended - started, 3),
+                     stage="Failed", errors=_lines([describe(error)]))
 
 
 def append(state: StateStore, record: RunRecord, *, wait: float = LEASE_WAIT_SECONDS,

@@ -24,20 +24,21 @@ full-run planner for users or groups alone, departures included - nothing is los
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+from collections import defaultdict
 from collections.abc import Iterator
 
 import orjson
 
 from shared.derived import Derived
-from shared.errors import DeltaExpired
+from shared.errors import DeltaExpired, GraphPermissionError, RemoteError
 from shared.links import kept_manager
 from shared.mapping import Record, deactivated, is_deactivated, make_record, map_group, map_user
 from shared.reconcile import (
     GROUPS_DELTA,
     NAMES,
-    SAMPLE,
     USERS_DELTA,
     Change,
     FullRunResult,
@@ -48,7 +49,6 @@ from shared.reconcile import (
     directory_links,
     object_type_of,
 )
-from shared.schema import BY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class _CatchUp(Planner):
             self.linker.for_catch_up()
 
     def changes(self) -> Iterator[Change]:
+        """Each resource's round (a fresh one where the stored link expired), then the departures they found.
+        A resource that cannot be read fails alone, as in a full run (``Planner.changes``)."""
         departures: list[Change] = []
         for key, link_name, round_of in (("user", USERS_DELTA, self._user_round),
                                          ("group", GROUPS_DELTA, self._group_round)):
@@ -71,29 +73,35 @@ class _CatchUp(Planner):
                 continue
             link = self.state.checkpoint(link_name)
             try:
-                if link is None:
-                    raise DeltaExpired(f"no stored delta link for {key}s yet")
-                yield from round_of(link, departures)
-            except DeltaExpired as why:
-                log.warning("%s: starting a fresh %s round", why, key)
-                yield from self._fresh(key)
+                try:
+                    if link is None:
+                        raise DeltaExpired(f"no stored delta link for {key}s yet")
+                    yield from round_of(link, departures)
+                except DeltaExpired as why:
+                    log.warning("%s: starting a fresh %s round", why, key)
+                    yield from self._fresh(key)
+            except (GraphPermissionError, RemoteError) as error:  # 401 (GraphCredentialsError) fails the run
+                self.type_failed(key, error)
+                departures = [d for d in departures if d.record.type != key]
         yield from self._guarded(departures)
 
     def _fresh(self, key: str) -> Iterator[Change]:
-        """The full-run planner for one resource (initial delta round, departures included)."""
-        options = RunOptions(object_types=(key,), max_deactivations=self.options.max_deactivations,
-                             allow_mass_deactivation=self.options.allow_mass_deactivation, types=self.options.types,
-                             linking=self.options.linking)
+        """The full-run planner for one resource (initial delta round, departures included); the objects it
+        reads count as seen by this catch-up."""
+        options = dataclasses.replace(self.options, object_types=(key,))
         planner = Planner(self.graph, self.state, options, self.scope, self.result, self.progress)
-        planner.users_in_scope = self.users_in_scope
+        planner.users_in_scope, planner.seen = self.users_in_scope, self.seen
         yield from planner.changes()
         self.checkpoints.update(planner.checkpoints)
 
     def _guarded(self, departures: list[Change]) -> Iterator[Change]:
-        if len(departures) > self.options.max_deactivations and not self.options.allow_mass_deactivation:
-            for change in departures:
-                self.result.held_back[change.record.type] += 1
-            self.result.held_back_sample += [f"{BY_KEY[c.record.type].name} {c.record.id}" for c in departures][:SAMPLE]
+        gone: dict[str, list[str]] = defaultdict(list)
+        for change in departures:
+            gone[change.record.type].append(change.record.id)
+        active = {key: sum(not is_deactivated(h) for h in self.hashes[key].values()) for key in gone}
+        reason = self.options.guard({k: len(v) for k, v in gone.items()}, active)
+        if reason:
+            self.options.hold(self.result, gone, reason)
             return
         for change in departures:
             self.result.deactivated[change.record.type] += 1
@@ -170,8 +178,10 @@ class _CatchUp(Planner):
 
 
 def plan_catch_up(graph, state, options: RunOptions, scope: Scope, result: FullRunResult,
-                  progress: Progress = lambda stage, n: None) -> tuple[Iterator[Record], dict[str, str | None]]:
-    """The records of a catch-up, lazily, and the checkpoints (new delta links) filled once they are consumed.
-    Reads only; writes nothing. Raises the Graph errors of ``GraphClient`` (``DeltaExpired`` is handled)."""
+                  progress: Progress = lambda stage, n: None
+                  ) -> tuple[Iterator[Record], dict[str, str | None], dict[str, set[str]]]:
+    """The records of a catch-up, lazily; the checkpoints (new delta links) and the ids it read per type, filled
+    once they are consumed. Reads only; writes nothing. Raises ``GraphCredentialsError``; a resource that
+    fails otherwise is in ``result.failed`` (``DeltaExpired`` starts a fresh round)."""
     planner = _CatchUp(graph, state, options, scope, result, progress)
-    return (change.record for change in planner.changes()), planner.checkpoints
+    return (change.record for change in planner.changes()), planner.checkpoints, planner.seen

@@ -26,7 +26,14 @@ import orjson
 
 from shared.custom_mapping import customize, extract, graph_select, load_customization
 from shared.derived import Derived
-from shared.errors import MassDeactivation, RemoteError, ScopeError
+from shared.errors import (
+    EntraAssetsError,
+    GraphPermissionError,
+    MassDeactivation,
+    RemoteError,
+    ScopeError,
+    TypesNotRead,
+)
 from shared.graph import GraphClient
 from shared.links import Linking, linking_for, with_link_attributes
 from shared.mapping import (
@@ -57,6 +64,7 @@ NAMES = "names"               # checkpoint: names chosen for derived objects (JS
 LAST_FULL = "full/last"       # scheduling: when the last full run was queued (epoch seconds)
 MESSAGE_VERSION = 1
 SAMPLE = 5
+RELATIVE_GUARD_FLOOR = 10     # MAX_DEACTIVATION_PERCENT holds a run only above this many departures of a type
 EXPAND_LIMIT = 20             # related objects returned by $expand on a list (reference/graph.md §1.5)
 
 Progress = Callable[[str, int], None]  # (stage, objects so far)
@@ -74,13 +82,37 @@ class RunOptions:
     allow_mass_deactivation: bool = False
     types: tuple[ObjectType, ...] = OBJECT_TYPES   # after the MAPPING_FILE's additions, renames, omissions
     linking: Linking | None = None                 # Jira user links (SPEC §5) when JIRA_* are set
+    max_deactivation_percent: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False) -> RunOptions:
         """Raises ``MappingFileError`` for an invalid MAPPING_FILE."""
         return cls(settings.object_types, settings.user_filter, settings.group_filter, settings.scope_group_id,
                    settings.max_deactivations, allow_mass_deactivation, object_types_for(settings),
-                   linking_for(settings))
+                   linking_for(settings), settings.max_deactivation_percent)
+
+    def guard(self, gone: dict[str, int], active: dict[str, int]) -> str | None:
+        """Why departures (``gone``: per type) must be held back, or None. ``active``: per type, the objects
+        Assets holds that are not marked Deleted. The absolute limit counts all types together; the relative
+        one each type alone, so an empty listing (a broken filter, the wrong tenant) never marks a whole type
+        Deleted."""
+        if self.allow_mass_deactivation:
+            return None
+        if sum(gone.values()) > self.max_deactivations:
+            return f"more than MAX_DEACTIVATIONS={self.max_deactivations}"
+        for key, count in sorted(gone.items()):
+            if count > RELATIVE_GUARD_FLOOR and count > active.get(key, 0) * self.max_deactivation_percent / 100:
+                return (f"{count:,} of the {active.get(key, 0):,} {BY_KEY[key].name} objects, more than "
+                        f"MAX_DEACTIVATION_PERCENT={self.max_deactivation_percent:g}%")
+        return None
+
+    def hold(self, result: FullRunResult, gone: dict[str, list[str]], reason: str) -> None:
+        """Count departures held back by the guard in ``result`` (with a few sample ids and the reason)."""
+        result.held_reason = reason
+        for key, ids in gone.items():
+            if ids:
+                result.held_back[key] += len(ids)
+                result.held_back_sample += [f"{BY_KEY[key].name} {i}" for i in ids[:SAMPLE]]
 
     def type_keys(self) -> list[str]:
         """The record types this run owns: the chosen types, plus the derived ones when users are synced."""
@@ -102,6 +134,9 @@ class FullRunResult:
     unchanged: Counter = field(default_factory=Counter)
     held_back: Counter = field(default_factory=Counter)      # departures stopped by the guard
     held_back_sample: list[str] = field(default_factory=list)
+    held_reason: str | None = None                           # which limit of the guard they crossed
+    failed: dict[str, str] = field(default_factory=dict)     # object types that could not be read: the reason
+    read_started: float = 0.0                                # when the run began reading Graph (epoch seconds)
     graph_pages: int = 0
     payload: str | None = None
     warnings: Warnings = field(default_factory=Warnings)
@@ -223,11 +258,34 @@ class Planner:
         self.accounts = self.linker.accounts if self.linker else None  # Entra id -> Atlassian account id
 
     def changes(self) -> Iterator[Change]:
+        """Every type's creates and updates, then the departures. A type that cannot be read (a missing
+        permission, an unlicensed feature, a property Graph refuses) fails alone (SPEC §7): what it yielded
+        before stays valid data, its failure is in ``result.failed``, and none of its objects is marked
+        Deleted. Refused credentials (401), or every type failing, fail the run."""
         readers = {"user": self._users, "group": self._groups, "device": self._devices,
                    "application": self._applications}
+        errors = []
         for key in self.options.object_types:
-            yield from readers[key]()
+            try:
+                yield from readers[key]()
+            except (GraphPermissionError, RemoteError) as error:  # 401 (GraphCredentialsError) fails the run
+                self.type_failed(key, error)
+                errors.append(error)
+        if errors and len(errors) == len(self.options.object_types):
+            raise errors[0]  # nothing could be read: the run fails as a whole, with the first reason
         yield from self._departures()
+
+    def type_failed(self, key: str, error: EntraAssetsError) -> None:
+        """Record that ``key`` could not be read; users that failed take their derived types along, and the
+        users Assets already holds stand in for the unread ones as the targets of references."""
+        log.error("%s could not be read, so none is marked Deleted this run: %s", BY_KEY[key].name, error)
+        failed = [key] + ([t.key for t in OBJECT_TYPES if t.derived] if key == "user" else [])
+        for type_key in failed:
+            self.result.failed[type_key] = str(error)
+        if key == "user":
+            known = {i for i, h in self.hashes["user"].items() if not is_deactivated(h)}
+            scope = self.scope.users
+            self.users_in_scope = (self.users_in_scope or set()) | (known if scope is None else known & scope)
 
     def _select(self, key: str, defaults: list[str]) -> list[str]:
         return defaults + [p for p in graph_select(self.types[key]) if p not in defaults]
@@ -335,15 +393,15 @@ class Planner:
             yield from self._compare(map_application(sp, owners, self.result.warnings), sp)
 
     def _departures(self) -> Iterator[Change]:
-        """Objects pushed before, now gone or out of scope and not yet marked Deleted."""
+        """Objects pushed before, now gone or out of scope and not yet marked Deleted (none of a type that
+        failed to be read), unless the guard holds them back (``RunOptions.guard``)."""
+        keys = [key for key in self.keys if key not in self.result.failed]
+        active = {key: sum(not is_deactivated(h) for h in self.hashes[key].values()) for key in keys}
         gone = {key: sorted(i for i, h in self.hashes[key].items() if i not in self.seen[key]
-                            and not is_deactivated(h)) for key in self.keys}
-        total = sum(map(len, gone.values()))
-        if total > self.options.max_deactivations and not self.options.allow_mass_deactivation:
-            for key, ids in gone.items():
-                if ids:
-                    self.result.held_back[key] = len(ids)
-                    self.result.held_back_sample += [f"{BY_KEY[key].name} {i}" for i in ids[:SAMPLE]]
+                            and not is_deactivated(h)) for key in keys}
+        reason = self.options.guard({k: len(v) for k, v in gone.items()}, active)
+        if reason:
+            self.options.hold(self.result, gone, reason)
             return
         for key, ids in gone.items():
             last = self.state.records(key, ids) if ids else {}
@@ -388,6 +446,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     """
     started = clock()
     result = new_result(clock)
+    result.read_started = started
     pages_before = graph.pages_read
     scope = read_scope(graph, options)
     changes, checkpoints = plan(graph, state, options, scope, result, progress)
@@ -401,13 +460,12 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     name = f"full-{result.run_id}.jsonl"
     payloads.write(name, lines())
     result.graph_pages = graph.pages_read - pages_before
-    if result.queued:
-        queue.send({"v": MESSAGE_VERSION, "kind": "records", "payload": name, "records": result.queued,
-                    "run": result.run_id, "created": started, **stamp(result, started)})
-        result.payload = name
-    else:
-        payloads.delete(name)
-        state.commit({}, checkpoints)
+    # Queued even when nothing changed: the worker then starts no execution, but commits the checkpoints and
+    # notes that Assets holds these types as of ``read`` (shared.freshness), which older payloads must not undo.
+    queue.send({"v": MESSAGE_VERSION, "kind": "records", "payload": name, "records": result.queued,
+                "run": result.run_id, "created": started, "read": started,
+                "types": [k for k in options.type_keys() if k not in result.failed], **stamp(result, started)})
+    result.payload = name
     state.commit({}, {LAST_FULL: repr(started)})
     result.seconds["total"] = clock() - started
     log.info("full run %s: %s read, %d records queued, %d unchanged, %d departures held back", result.run_id,
@@ -415,11 +473,18 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     return result
 
 
-def guard_error(result: FullRunResult, max_deactivations: int) -> MassDeactivation:
+def guard_error(result: FullRunResult) -> MassDeactivation:
     """The one-line report of a run whose departures the guard held back."""
     counts = ", ".join(f"{n:,} {BY_KEY[k].name}" for k, n in sorted(result.held_back.items()))
     total = sum(result.held_back.values())
     return MassDeactivation(
-        f"{total:,} objects would be marked Deleted ({counts}), more than MAX_DEACTIVATIONS={max_deactivations}; "
-        f"nothing was deactivated (e.g. {', '.join(result.held_back_sample[:SAMPLE])}). If Entra ID really lost "
-        "them, run `entra-assets sync --full --allow-mass-deactivation` once; otherwise check the scope settings")
+        f"{total:,} objects would be marked Deleted ({counts}): {result.held_reason}; nothing was deactivated "
+        f"(e.g. {', '.join(result.held_back_sample[:SAMPLE])}). If Entra ID really lost them, run "
+        "`entra-assets sync --full --allow-mass-deactivation` once; otherwise check the scope settings")
+
+
+def type_failure_error(result: FullRunResult) -> TypesNotRead:
+    """The one-line report of a run in which object types could not be read (the others were pushed)."""
+    return TypesNotRead("; ".join(f"{BY_KEY[k].name} could not be read, so nothing of it was marked Deleted: {why}"
+                                  for k, why in sorted(result.failed.items()) if not BY_KEY[k].derived)
+                        + " - the other object types were pushed")

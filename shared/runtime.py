@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from shared import history
 from shared.assets import AssetsClient
+from shared.errors import EntraAssetsError
 from shared.graph import GraphClient, TokenProvider
 from shared.incremental import plan_catch_up
 from shared.links import link_hook
@@ -20,11 +21,13 @@ from shared.reconcile import (
     FullRunResult,
     Progress,
     RunOptions,
+    Scope,
     full_sync_due,
     guard_error,
     new_result,
     read_scope,
     run_full,
+    type_failure_error,
 )
 from shared.settings import Settings
 from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 # Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
 RESUBSCRIBE = ("reauthorizationRequired", "subscriptionRemoved")
 CATCH_UP_QUIET_SECONDS = 2.0  # a queued catch-up shows its stage once it runs this long (history.StageTracker)
+# How long a CLI sync waits for the writer lease: a dead holder's lease expires within one ttl (60 s; at once
+# in the local store); a live writer (the Functions app) drains the CLI's messages meanwhile.
+CLI_LEASE_WAIT_SECONDS = 600.0
 
 
 @dataclass
@@ -97,24 +103,34 @@ def assets_client(settings: Settings, sleep: Callable[[float], None] = time.slee
 
 
 def catch_up_planner(settings: Settings, state: StateStore, progress: Progress = lambda stage, n: None,
-                     allow_mass_deactivation: bool = False,
-                     graph: GraphClient | None = None) -> tuple[CatchUp, FullRunResult]:
-    """A ``CatchUp`` for the worker and the result it fills (counts, warnings, departures held back)."""
+                     allow_mass_deactivation: bool = False, graph: GraphClient | None = None,
+                     scope: Scope | None = None) -> tuple[CatchUp, FullRunResult]:
+    """A ``CatchUp`` for the worker and the result it fills (counts, warnings, departures held back, types
+    that failed). ``scope``: the scope already read (else it is read when the catch-up is planned)."""
     result = new_result()
 
     def plan():
         client = graph or graph_client(settings)
         options = RunOptions.from_settings(settings, allow_mass_deactivation)
-        return plan_catch_up(client, state, options, read_scope(client, options), result, progress)
+        return plan_catch_up(client, state, options, scope or read_scope(client, options), result, progress)
     return plan, result
+
+
+def run_outcome_error(result: FullRunResult) -> EntraAssetsError | None:
+    """What makes a run that pushed what it could end non-zero: object types that could not be read
+    (``TypesNotRead``, exit 1), else departures the guard held back (``MassDeactivation``, exit 3)."""
+    if result.failed:
+        return type_failure_error(result)
+    return guard_error(result) if result.held_back else None
 
 
 def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | None:
     """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``); otherwise a
     delta catch-up is queued - the safety net for change notifications Graph never delivered.
 
-    Raises ``MassDeactivation`` after queuing the other changes when the guard held departures back, so the
-    invocation shows as failed in the Functions monitor (and alerts built on it fire)."""
+    Raises ``TypesNotRead`` or ``MassDeactivation`` after queuing the other changes when object types could
+    not be read or the guard held departures back, so the invocation shows as failed in the Functions monitor
+    (and alerts built on it fire)."""
     backend = open_backend(settings)
     now = time.time() if now is None else now
     if settings.webhook_url:  # create, renew or recreate the change-notification subscriptions
@@ -129,8 +145,8 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
                            tracker)
     finally:
         tracker.finish()  # the worker takes over from here
-    if result.held_back:
-        raise guard_error(result, settings.max_deactivations)
+    if (error := run_outcome_error(result)) is not None:
+        raise error
     return result
 
 
@@ -149,8 +165,8 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
                              on_pass=_recorder(settings, backend.state, result), after=link_hook(settings))
     finally:
         tracker.finish()
-    if result.held_back:
-        raise guard_error(result, settings.max_deactivations)
+    if (error := run_outcome_error(result)) is not None:
+        raise error
     return pushed
 
 
@@ -187,9 +203,11 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
           graph: GraphClient | None = None, assets: AssetsClient | None = None,
           allow_mass_deactivation: bool = False) -> SyncReport:
     """The timer path (forced), then the worker in-process until the queue holds nothing more. Raises
-    whatever stopped it; queued work then stays queued for the next run. ``backend``, ``graph`` and
-    ``assets`` default to what the settings describe (tests and the benchmark pass their own to count
-    requests). Departures held back by the guard show in ``report.full.held_back``."""
+    whatever stopped it; queued work then stays queued for the next run. Bad input (settings, a MAPPING_FILE,
+    the import, a scope filter Graph refuses) is refused before anything is queued or written. ``backend``,
+    ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark pass their own to
+    count requests). Departures held back by the guard show in ``report.full.held_back``, types that could
+    not be read in ``report.full.failed``."""
     started = time.monotonic()
     options = RunOptions.from_settings(settings, allow_mass_deactivation)  # a bad MAPPING_FILE fails first
     backend = backend or open_backend(settings)
@@ -200,7 +218,9 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
     try:
         progress("Starting", 0)
         graph = graph or graph_client(settings)
-        catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph)
+        scope = None if full else read_scope(graph, options)  # a refused filter queues no catch-up
+        catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph,
+                                               scope)
         if full:
             report = SyncReport(_full_run(settings, backend, graph, "cli", options, progress))
         else:
@@ -209,7 +229,7 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
         while True:
             pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
                                  catch_up=catch_up, on_pass=_recorder(settings, backend.state, caught_up),
-                                 after=link_hook(settings))
+                                 after=link_hook(settings), lease_wait=CLI_LEASE_WAIT_SECONDS)
             report.pushes.append(pushed)
             if pushed.messages == 0:
                 break
@@ -222,18 +242,14 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
 def _full_run(settings: Settings, backend: Backend, graph: GraphClient, trigger: str, options: RunOptions,
               progress: Progress) -> FullRunResult:
     """``run_full`` with its queue message stamped for the run history (trigger, producer summary). A run
-    the worker will never see - nothing to push, or failed before queuing - is recorded here."""
+    that failed before queuing - which the worker never sees - is recorded here."""
     started = time.time()
     try:
-        result = run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options,
-                          stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
+        return run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options,
+                        stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
     except Exception as error:
-        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), error=error))
+        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), error))
         raise
-    if result.payload is None:
-        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), result,
-                                                              max_deactivations=settings.max_deactivations))
-    return result
 
 
 def _recorder(settings: Settings, state: StateStore, caught_up: FullRunResult):

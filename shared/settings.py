@@ -78,6 +78,7 @@ class Settings:
     group_filter: str | None = None
     scope_group_id: str | None = None
     max_deactivations: int = 500
+    max_deactivation_percent: float = 30.0   # MAX_DEACTIVATION_PERCENT (SPEC §2)
     mapping_file: Path | None = None
     webhook_url: str | None = None
     webhook_client_state: Secret | None = None

@@ -45,7 +45,11 @@ class QueueDepth:
 
 
 class LeaseBusy(Exception):
-    """Another holder has the lease."""
+    """Another holder has the lease; ``expires_in`` is how long it lasts unless renewed (seconds, when known)."""
+
+    def __init__(self, message: str, expires_in: float | None = None):
+        super().__init__(message)
+        self.expires_in = expires_in
 
 
 class Lease(Protocol):
@@ -81,19 +85,26 @@ class StateStore(Protocol):
         Azure store streams the type's records blob once, keeping only the wanted ids."""
         ...
 
+    def read_times(self, type_key: str, ids: Iterable[str]) -> dict[str, float]:
+        """Record id -> when the data last pushed for it was read from Graph (epoch seconds), for those of ``ids``
+        that have one (records committed without a read time are absent). Read as ``records`` is."""
+        ...
+
     def checkpoint(self, name: str) -> str | None:
         """The checkpoint's value, or None when it was never set or was deleted."""
         ...
 
     def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None],
-               records: dict[str, dict[str, dict]] | None = None) -> None:
+               records: dict[str, dict[str, dict]] | None = None,
+               read: dict[str, dict[str, float]] | None = None) -> None:
         """Merge ``records`` ({type: {id: data}}) and ``hashes`` ({type: {id: hash}}) into the stored ones per
         type (add or overwrite; ids not given are kept, nothing is ever removed) and set each checkpoint (a None
         value deletes it). A data value is a JSON object: a dict, or an ``orjson.Fragment`` holding one
-        (already serialised JSON, stored as is). Idempotent. Written in this order: records, hashes,
-        checkpoints, so a crash in between only makes the next run redo work (a hash is never stored without
-        its data). Each type's hashes and each type's records are replaced atomically, but the commit as a
-        whole is atomic only in the local store."""
+        (already serialised JSON, stored as is). ``read`` ({type: {id: epoch seconds}}) is when each record's
+        data was read from Graph, stored with the record (an id of ``records`` without one keeps its old
+        time). Idempotent. Written in this order: records, hashes, checkpoints, so a crash in between only
+        makes the next run redo work (a hash is never stored without its data). Each type's hashes and each
+        type's records are replaced atomically, but the commit as a whole is atomic only in the local store."""
         ...
 
     def lease(self, name: str, ttl: float) -> Lease:
@@ -149,6 +160,11 @@ class PayloadStore(Protocol):
 
     def delete(self, name: str) -> None:
         """Remove the payload. Idempotent: a missing payload is not an error."""
+        ...
+
+    def sweep(self, before: float) -> int:
+        """Delete every payload, and every unfinished write a dead writer left, last modified before ``before``
+        (epoch seconds); returns how many. Callers pass a time that no live writer can be behind."""
         ...
 
 

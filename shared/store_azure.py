@@ -198,19 +198,28 @@ class AzureStateStore:
         return _inflate_lines(download.chunks()), download.properties.etag
 
     def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
-        """One streaming pass over the type's records blob; only lines of wanted ids are parsed. Read again from
-        the start if a committer replaces the blob meanwhile."""
+        """One streaming pass over the type's records blob; only lines of wanted ids are parsed."""
+        return self._scan(type_key, ids, "d")
+
+    def read_times(self, type_key: str, ids: Iterable[str]) -> dict[str, float]:
+        """The same pass as ``records``, keeping each wanted line's read time."""
+        return self._scan(type_key, ids, "t")
+
+    def _scan(self, type_key: str, ids: Iterable[str], field: str) -> dict[str, Any]:
+        """Record id -> ``field`` of its line, for the wanted ids whose line has it. Read again from the start
+        if a committer replaces the blob meanwhile."""
         wanted = set(ids)
         if not wanted:
             return {}
         for attempt in range(MERGE_ATTEMPTS):
-            found: dict[str, dict] = {}
+            found: dict[str, Any] = {}
             try:
                 lines, _ = self._open_records(type_key)
                 for line in lines:
                     if line and _line_id(line) in wanted:
                         record = orjson.loads(line)
-                        found[record["id"]] = record["d"]
+                        if field in record:
+                            found[record["id"]] = record[field]
                 return found
             except ResourceModifiedError:
                 log.info("records of %s changed while reading; reading again (%d)", type_key, attempt + 1)
@@ -223,11 +232,12 @@ class AzureStateStore:
             return None
 
     def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None],
-               records: dict[str, dict[str, dict]] | None = None) -> None:
+               records: dict[str, dict[str, dict]] | None = None,
+               read: dict[str, dict[str, float]] | None = None) -> None:
         """Records first, then hashes, then checkpoints (see ``shared.store.StateStore.commit``)."""
         for type_key, data_by_id in (records or {}).items():
             if data_by_id:
-                self._merge_records(type_key, data_by_id)
+                self._merge_records(type_key, data_by_id, (read or {}).get(type_key, {}))
         for type_key, by_id in hashes.items():
             if by_id:
                 self._merge(type_key, by_id)
@@ -258,7 +268,7 @@ class AzureStateStore:
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
         raise RuntimeError(f"could not merge the hashes of {type_key} after {MERGE_ATTEMPTS} attempts")
 
-    def _merge_records(self, type_key: str, by_id: dict[str, Any]) -> None:
+    def _merge_records(self, type_key: str, by_id: dict[str, Any], read: dict[str, float]) -> None:
         """Stream the old blob into a new one under its ETag; on 412 (409 when two create it; 400
         InvalidBlockList when the winner's commit discarded our staged blocks) read and merge again."""
         blob = self._records_blob(type_key)
@@ -267,7 +277,7 @@ class AzureStateStore:
                 lines, etag = self._open_records(type_key)
                 condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
                              else {"match_condition": MatchConditions.IfMissing})
-                _upload_lines(blob, _merged(lines, by_id), **condition)
+                _upload_lines(blob, _merged(lines, by_id, read), **condition)
                 return
             except (ResourceModifiedError, ResourceExistsError):
                 pass
@@ -285,9 +295,11 @@ class AzureStateStore:
 _ID_PREFIX = b'{"id":"'
 
 
-def _record_line(record_id: str, data: Any) -> bytes:
-    """One line of a records blob; the id comes first so ``_line_id`` finds it without parsing the data."""
-    return b'{"id":' + orjson.dumps(record_id) + b',"d":' + orjson.dumps(data) + b"}"
+def _record_line(record_id: str, data: Any, read: float | None) -> bytes:
+    """One line of a records blob; the id comes first so ``_line_id`` finds it without parsing the data, then
+    the read time ``t`` when known."""
+    time_field = b',"t":' + orjson.dumps(read) if read is not None else b""
+    return b'{"id":' + orjson.dumps(record_id) + time_field + b',"d":' + orjson.dumps(data) + b"}"
 
 
 def _line_id(line: bytes) -> str:
@@ -300,8 +312,9 @@ def _line_id(line: bytes) -> str:
     return orjson.loads(line)["id"]
 
 
-def _merged(lines: Iterable[bytes], by_id: dict[str, Any]) -> Iterator[bytes]:
-    """The old lines with those of ``by_id``'s ids replaced, then the lines of its ids that were not there."""
+def _merged(lines: Iterable[bytes], by_id: dict[str, Any], read: dict[str, float]) -> Iterator[bytes]:
+    """The old lines with those of ``by_id``'s ids replaced, then the lines of its ids that were not there. A
+    replaced line without a new read time keeps its old one."""
     written: set[str] = set()
     for line in lines:
         if not line:
@@ -311,10 +324,13 @@ def _merged(lines: Iterable[bytes], by_id: dict[str, Any]) -> Iterator[bytes]:
             yield line
         elif record_id not in written:
             written.add(record_id)
-            yield _record_line(record_id, by_id[record_id])
+            when = read.get(record_id)
+            if when is None:
+                when = orjson.loads(line).get("t")
+            yield _record_line(record_id, by_id[record_id], when)
     for record_id, data in by_id.items():
         if record_id not in written:
-            yield _record_line(record_id, data)
+            yield _record_line(record_id, data, read.get(record_id))
 
 
 class AzureQueue:
@@ -406,6 +422,18 @@ class AzurePayloadStore:
             self._blob(name).delete_blob()
         except ResourceNotFoundError:
             pass
+
+    def sweep(self, before: float) -> int:
+        """Payload blobs last modified before ``before``. A writer killed mid-upload leaves only uncommitted
+        blocks, which Azure discards by itself after a week (no blob to delete).
+        https://learn.microsoft.com/rest/api/storageservices/put-block#remarks"""
+        swept = 0
+        for blob in self._container.list_blobs(name_starts_with="payloads/"):
+            if blob.last_modified.timestamp() < before:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self._container.delete_blob(blob.name)
+                    swept += 1
+        return swept
 
 
 def _upload_lines(blob: Any, lines: Iterable[bytes], **condition: Any) -> None:

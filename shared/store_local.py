@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -29,6 +30,11 @@ from typing import Self
 
 import orjson
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; unfinished payload writes are swept by age alone
+    fcntl = None
+
 from shared.store import MAX_DEQUEUE_COUNT, LeaseBusy, QueueDepth, QueuedMessage, encode_message, joined
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,10 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS hashes (type TEXT NOT NULL, id TEXT NOT NULL, hash TEXT NOT NULL,
                                    PRIMARY KEY (type, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (type TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL,
-                                    PRIMARY KEY (type, id));
+                                    read_at REAL, PRIMARY KEY (type, id));
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL,
+                                   holder TEXT);
 CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL,
                                   inserted REAL NOT NULL, visible_at REAL NOT NULL,
                                   dequeue_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
@@ -65,6 +72,7 @@ class _Db:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss
             self.conn.executescript(SCHEMA)
+            _add_missing_columns(self.conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -82,6 +90,46 @@ class _Db:
             return self.conn.execute(sql, params).fetchall()
 
 
+# Columns added after the first release: a database created by it gains them on first open (NULL in old rows).
+_LATER_COLUMNS = (("records", "read_at", "REAL"), ("leases", "holder", "TEXT"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in _LATER_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _this_holder() -> str:
+    """Who holds a lease: host name and process id, so a process on the same host can tell a dead holder."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _holder_dead(holder: str | None) -> bool:
+    """True when ``holder`` is a process of this host that no longer runs (killed, crashed): its lease is free
+    at once instead of after its ttl. A holder on another host, or one we cannot check, counts as alive."""
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return int(pid) != os.getpid() and _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed child that its parent has not reaped yet still answers ``kill(pid, 0)`` (Linux: state Z)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 class LocalLease:
     """A lease row (holder token + expiry) in ``state.db``; see ``shared.store.Lease``."""
 
@@ -90,14 +138,18 @@ class LocalLease:
         self._token = uuid.uuid4().hex
 
     def __enter__(self) -> Self:
-        """Acquire; raises ``LeaseBusy`` while another holder's lease has not expired."""
+        """Acquire; raises ``LeaseBusy`` while another live holder's lease has not expired. The lease of a
+        holder process on this host that has died is taken over at once (``_holder_dead``)."""
         with self._db.transaction() as conn:
-            row = conn.execute("SELECT token, expires FROM leases WHERE name=?", (self.name,)).fetchone()
+            row = conn.execute("SELECT token, expires, holder FROM leases WHERE name=?", (self.name,)).fetchone()
             if row and row[0] != self._token and row[1] > time.time():
-                raise LeaseBusy(f"lease {self.name!r} is held by another process for {row[1] - time.time():.1f}s")
-            conn.execute("INSERT INTO leases (name, token, expires) VALUES (?, ?, ?) ON CONFLICT(name) DO "
-                         "UPDATE SET token=excluded.token, expires=excluded.expires",
-                         (self.name, self._token, time.time() + self.ttl))
+                if not _holder_dead(row[2]):
+                    raise LeaseBusy(f"lease {self.name!r} is held by another process for {row[1] - time.time():.0f} s "
+                                    "more", expires_in=row[1] - time.time())
+                log.warning("lease %s: its holder (process %s) is gone; taking it over", self.name, row[2])
+            conn.execute("INSERT INTO leases (name, token, expires, holder) VALUES (?, ?, ?, ?) ON CONFLICT(name) "
+                         "DO UPDATE SET token=excluded.token, expires=excluded.expires, holder=excluded.holder",
+                         (self.name, self._token, time.time() + self.ttl, _this_holder()))
         return self
 
     def renew(self) -> None:
@@ -150,17 +202,29 @@ class LocalStateStore:
                 conn.execute("COMMIT")  # read-only: nothing to roll back
         return found
 
+    def read_times(self, type_key: str, ids: Iterable[str]) -> dict[str, float]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, float] = {}
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start:start + IN_CHUNK]
+            found.update(self._db.query(f"SELECT id, read_at FROM records WHERE type=? AND read_at IS NOT NULL AND id IN "
+                                        f"({','.join('?' * len(chunk))})", (type_key, *chunk)))
+        return found
+
     def checkpoint(self, name: str) -> str | None:
         rows = self._db.query("SELECT value FROM checkpoints WHERE name=?", (name,))
         return rows[0][0] if rows else None
 
     def commit(self, hashes: dict[str, dict[str, str]], checkpoints: dict[str, str | None],
-               records: dict[str, dict[str, dict]] | None = None) -> None:
+               records: dict[str, dict[str, dict]] | None = None,
+               read: dict[str, dict[str, float]] | None = None) -> None:
+        read = read or {}
         with self._db.transaction() as conn:
             for type_key, by_id in (records or {}).items():
-                conn.executemany("INSERT INTO records (type, id, data) VALUES (?, ?, ?) "
-                                 "ON CONFLICT (type, id) DO UPDATE SET data=excluded.data",
-                                 ((type_key, id_, orjson.dumps(data)) for id_, data in by_id.items()))
+                times = read.get(type_key, {})
+                conn.executemany("INSERT INTO records (type, id, data, read_at) VALUES (?, ?, ?, ?) ON CONFLICT "
+                                 "(type, id) DO UPDATE SET data=excluded.data, read_at=COALESCE(excluded.read_at, read_at)",
+                                 ((type_key, id_, orjson.dumps(data), times.get(id_)) for id_, data in by_id.items()))
             for type_key, by_id in hashes.items():
                 conn.executemany("INSERT OR REPLACE INTO hashes (type, id, hash) VALUES (?, ?, ?)",
                                  ((type_key, id_, h) for id_, h in by_id.items()))
@@ -264,11 +328,12 @@ class LocalPayloadStore:
     def write(self, name: str, lines: Iterable[bytes]) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_UNFINISHED}")
         try:
             # Plain JSON lines: a payload lives minutes on a local disk, and even gzip level 1 cost ~1 s of CPU
             # per 100,000 users (write and read, profiled) to save disk space nobody needs back.
             with open(temp, "wb") as f:
+                _lock(f, blocking=True)  # while this writer lives, ``sweep`` leaves the file alone
                 f.writelines(joined(lines))
             os.replace(temp, path)
         finally:
@@ -282,3 +347,34 @@ class LocalPayloadStore:
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
+
+    def sweep(self, before: float) -> int:
+        """Payload files, and the ``.<name>.<random>.tmp`` files of writers killed mid-write, by mtime. A
+        ``.tmp`` file is skipped while its writer lives: it holds an exclusive lock on it (``fcntl.flock``,
+        released by the kernel when the process dies; without fcntl, as on Windows, only by mtime)."""
+        swept = 0
+        for path in self.root.rglob("*") if self.root.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):  # a concurrent sweep or delete took it
+                if not path.is_file() or path.stat().st_mtime >= before:
+                    continue
+                if path.name.endswith(_UNFINISHED):
+                    with open(path, "rb") as f:
+                        if not _lock(f, blocking=False):
+                            continue
+                path.unlink()
+                swept += 1
+        return swept
+
+
+_UNFINISHED = ".tmp"
+
+
+def _lock(file, blocking: bool) -> bool:
+    """An exclusive advisory lock on ``file``; False when another process holds one (non-blocking)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True

@@ -13,9 +13,11 @@ waiting forever.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -117,16 +119,24 @@ class Transport:
         backoff = self.policy.base_delay * 2 ** (state.attempt_number - 1)
         return min(self.policy.max_delay, backoff) * (0.5 + random.random() / 2)
 
-    def send(self, method: str, url: str, **kwargs) -> httpx.Response:
+    def send(self, method: str, url: str, before_retry: Callable[[], None] | None = None, **kwargs) -> httpx.Response:
         """Send a request; retry transient failures; return the final response of any other status.
 
+        ``before_retry`` runs before each retry (not before the first attempt): a request that is not safe to
+        repeat blindly reconciles there what its failed attempt may have done; what it raises ends the retries.
         Raises ``GaveUp`` when the retry budget (attempts or total time) is spent.
         """
         retrying = Retrying(
             stop=stop_after_attempt(self.policy.attempts) | stop_before_delay(self.policy.total_seconds),
             wait=self._wait, retry=retry_if_exception_type(TransientError), sleep=self._sleep, reraise=True)
+        attempts = itertools.count()
+
+        def attempt() -> httpx.Response:
+            if next(attempts) and before_retry is not None:
+                before_retry()
+            return self._attempt(method, url, **kwargs)
         try:
-            return retrying(self._attempt, method, url, **kwargs)
+            return retrying(attempt)
         except TransientError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise GaveUp(str(exc), status) from None

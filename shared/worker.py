@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from shared import links, telemetry
+from shared import open_executions, telemetry
 from shared.assets import AssetsClient, Execution
+from shared.coalesce import Coalesced, Line, coalesced, merge_checkpoint
+from shared.errors import WriterBusy
+from shared.freshness import PUSHED, Pushed, message_read_time, message_types
 from shared.mapping import Record
-from shared.reconcile import NAMES
 from shared.schema import BY_KEY
 from shared.store import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
 
@@ -31,9 +33,11 @@ CHUNK_BYTES = 2_000_000     # and no byte limit: stay well under any proxy limit
 MAX_MESSAGES = 256          # per execution; the rest waits for the next one
 VISIBILITY_SECONDS = 1800   # drained messages stay invisible while their execution runs
 DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes back after this
+LEASE_POLL_SECONDS = 1.0    # how often a run waiting for the writer lease tries again
 
 Progress = Callable[[str, int], None]
-CatchUp = Callable[[], tuple[Iterator[Record], dict]]   # planned records, checkpoints filled once consumed
+# A catch-up's plan: its records, and once they are consumed its checkpoints and the ids it read per type.
+CatchUp = Callable[[], tuple[Iterator[Record], dict, dict[str, set[str]]]]
 CATCH_UP_KINDS = ("changes", "lifecycle", "catchup")
 AfterDone = Callable[[StateStore, dict, Callable[[], None]], object]  # (state, pushed records by type, renew)
 
@@ -54,40 +58,51 @@ class PushResult:
     triggers: Counter = field(default_factory=Counter)    # who queued the messages: timer, webhook, cli (history)
     summaries: list[dict] = field(default_factory=list)   # the producer summaries of the full runs carried
     links: object | None = None    # Jira User links written after DONE (shared.links.LinkOutcome), if linking is on
+    lease_wait: float = 0.0        # seconds spent waiting for the writer lease
+    orphans_cancelled: bool = False  # an execution a crashed writer left open was cancelled first
+    superseded: int = 0            # records messages dropped whole: newer full runs were pushed
+    stale: Counter = field(default_factory=Counter)  # records dropped per type: newer data was pushed
+    leftovers: int = 0             # payloads (and unfinished writes) of superseded or dead runs deleted
 
 
 def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
-                trigger: QueuedMessage | None = None, lease_ttl: float = 60,
+                trigger: QueuedMessage | None = None, lease_ttl: float = 60, lease_wait: float = 0,
                 progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None,
                 on_pass: Callable[[PushResult, BaseException | None], None] | None = None,
-                after: AfterDone | None = None) -> PushResult:
+                after: AfterDone | None = None, sleep: Callable[[float], None] = time.sleep) -> PushResult:
     """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
 
     ``records`` messages point at a full run's payload. ``changes`` (from the webhook), ``lifecycle`` and
     ``catchup`` (from the timer) messages ask for a delta catch-up: ``catch_up()`` plans it - once, however
     many such messages were drained - and its records join the same execution, after the payloads' (newer
-    wins). Its checkpoints (new delta links) are committed with the rest, after DONE.
+    wins). Its checkpoints (new delta links) are committed with the rest, after DONE. Nothing stale is pushed
+    (``shared.coalesce``, ``shared.freshness``), and an execution a crashed writer left open is cancelled
+    first (``shared.open_executions``).
 
-    Returns a ``PushResult``; ``deferred`` is True when another writer holds the lease (the trigger message
-    is then re-queued with a delay, so it does not burn a delivery attempt). Raises on failure, leaving every
-    message to be redelivered. ``on_pass(result, error)`` runs after a pass that handled messages, failed ones
-    included, while the lease is still held (the run history: one writer). ``after(state, records, renew)``
-    runs after the commit of every pass (Jira User links, ``shared.links``); it must not raise.
+    When another writer holds the lease: with a ``trigger``, the message is re-queued with a delay (so it does
+    not burn a delivery attempt) and ``deferred`` is True; without one, the lease is waited for up to
+    ``lease_wait`` seconds (a dead holder's lease expires within one ttl), then ``WriterBusy`` is raised.
+    Raises on failure, leaving every message to be redelivered. ``on_pass(result, error)`` runs after a pass
+    that handled messages, failed ones included, while the lease is still held (the run history: one writer).
+    ``after(state, records, renew)`` runs after the commit of every pass (Jira User links, ``shared.links``);
+    it must not raise.
     """
     if trigger is not None and not _valid(trigger):
         raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
+    result, failure = PushResult(), None
     lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
     try:
-        lease.__enter__()
+        result.lease_wait = _acquire(lease, lease_wait if trigger is None else 0, sleep)
     except LeaseBusy:
         if trigger is None:
-            raise
+            raise WriterBusy(f"another entra-assets writer kept the Assets import source for {lease_wait:.0f} s; "
+                             "the changes stay queued and that writer pushes them") from None
         queue.send(trigger.body, delay=DEFER_SECONDS)
         log.info("another worker holds the import source; message deferred by %ss", DEFER_SECONDS)
         return PushResult(deferred=True)
-    result, failure = PushResult(), None
     try:
         with telemetry.span("worker_pass"):
+            result.orphans_cancelled = open_executions.cancel_left_open(assets, state)
             return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after)
     except BaseException as error:
         failure = error
@@ -100,6 +115,25 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
             lease.__exit__(None, None, None)
 
 
+def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> float:
+    """Enter ``lease``, polling for up to ``wait`` seconds while it is busy; returns the seconds waited. One
+    line tells why a run pauses. Raises ``LeaseBusy`` when the wait is over."""
+    started = time.monotonic()
+    while True:
+        try:
+            lease.__enter__()
+            return time.monotonic() - started
+        except LeaseBusy as busy:
+            waited = time.monotonic() - started
+            if waited >= wait:
+                raise
+            if waited == 0:
+                expires = f" (it expires in {busy.expires_in:.0f} s unless its holder renews it)" \
+                    if busy.expires_in is not None else ""
+                log.warning("another writer holds the Assets import source%s; waiting up to %.0f s", expires, wait)
+            sleep(min(LEASE_POLL_SECONDS, max(0.0, wait - waited)))
+
+
 def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMessage]:
     messages = [trigger] if trigger else []
     while len(messages) < MAX_MESSAGES:
@@ -109,7 +143,7 @@ def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMess
             break
         messages.extend(batch)
     valid = [m for m in messages if _valid(m)]
-    valid.sort(key=lambda m: float(m.body.get("created", 0)))  # the queue is not strictly FIFO
+    valid.sort(key=lambda m: message_read_time(m.body))  # the queue is not strictly FIFO
     return valid
 
 
@@ -121,32 +155,6 @@ def _valid(message: QueuedMessage) -> bool:
         # Left in the queue: after maxDequeueCount deliveries it lands in the poison queue for inspection.
         log.error("queue message %s is not an entra-assets message; left for the poison queue", message.id)
     return ok
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One record of a payload (see ``Record.line``): ``data`` is its JSON, kept unparsed."""
-
-    type: str
-    id: str
-    hash: str
-    data: bytes
-
-
-def _lines(payloads: PayloadStore, message: QueuedMessage, checkpoints: dict) -> Iterator[Line]:
-    """The records of a message's payload; its checkpoints line (a JSON object) goes into ``checkpoints``."""
-    try:
-        for line in payloads.read(message.body["payload"]):
-            head, tab, data = line.partition(b"\t")
-            if not tab:
-                checkpoints.update(orjson.loads(line)["checkpoints"])
-                continue
-            type_key, record_id, digest = orjson.loads(head)
-            yield Line(type_key, record_id, digest, data)
-    except (FileNotFoundError, LookupError) as exc:
-        # Deleted after an earlier, successful push whose acknowledgement did not reach the queue.
-        log.warning("payload of message %s is gone (%s); treating it as already pushed", message.id,
-                    type(exc).__name__)
 
 
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
@@ -163,54 +171,129 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         result.triggers[str(message.body.get("trigger") or "unknown")] += 1
         if isinstance(message.body.get("summary"), dict):
             result.summaries.append(message.body["summary"])
+    marks = Pushed.load(state.checkpoint(PUSHED))
+    with_payload = _unsuperseded(queue, payloads, [m for m in messages if m.body["kind"] == "records"], trigger,
+                                 marks, result)
     checkpoints: dict[str, str | None] = {}
-    with_payload = [m for m in messages if m.body["kind"] == "records"]
-    pending = _coalesced(payloads, with_payload, checkpoints)
-    if len(with_payload) < len(messages):
+    set_aside = Coalesced()
+    pending = coalesced(payloads, with_payload, checkpoints, marks, state.read_times, set_aside)
+    if catch_up_ran := any(m.body["kind"] in CATCH_UP_KINDS for m in messages):
         if catch_up is None:
             raise ValueError("a catch-up was queued but this worker cannot read Graph")
-        planned, caught_up = catch_up()
-        pending = itertools.chain(pending, (_as_line(r) for r in planned), _merge_later(checkpoints, caught_up))
+        planning = time.time()  # its records count as read now: its delta rounds begin after this
+        planned, caught_up, seen = catch_up()
+        pending = itertools.chain(pending, (_as_line(r, planning) for r in planned),
+                                  _merge_later(checkpoints, caught_up))
     first = next(pending, None)  # none: nothing to push (e.g. payloads already pushed and deleted)
-    hashes: dict[str, dict[str, str]] = defaultdict(dict)
-    records: dict[str, dict[str, orjson.Fragment]] = defaultdict(dict)
+    pushed = Outgoing()
     if first is not None:
-        assets.ensure_ready()
-        progress("Submitting data", 0)
-        execution = assets.start()
-        result.executions = 1
-        execution_id = _execution_id(execution)
-        span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below
-        log.info("Assets execution %s started for %d message(s); correlation ids: %s%s", execution_id,
-                 len(messages), ", ".join(cids) or "none", f" (+{more} more)" if more else "",
-                 extra={"event": "execution.started", "execution": execution_id, "cids": cids})
-        try:
-            sending = time.monotonic()
-            _send(assets, execution, itertools.chain([first], pending), result, (hashes, records), renew, progress)
-            waiting = time.monotonic()
-            result.seconds["submit"] = waiting - sending
-            progress("Waiting for Assets", result.records)
-            body = assets.wait(execution, tick=renew)
-            result.seconds["wait"] = time.monotonic() - waiting
-        except BaseException as error:
-            telemetry.failed(span, error)
-            assets.cancel(execution)
-            raise
-        finally:
-            span.end()
-        _read_outcome(body, result, hashes, records)
-        _log_finished(execution_id, cids, result)
-    state.commit(hashes, checkpoints, records)
+        _execute(assets, state, itertools.chain([first], pending), result, pushed, renew, progress,
+                 len(messages), cids, more)
+    if catch_up_ran:
+        pushed.confirm(seen, planning)  # read unchanged by the catch-up: as current as what it pushed
+    result.stale = Counter(set_aside.stale_by_type)
+    for name, value in set_aside.older_checkpoints.items():  # under what is stored, or what this pass sets
+        checkpoints[name] = merge_checkpoint(name, value, checkpoints.get(name, state.checkpoint(name)))
+    marks.advance(pushed.newest_read(), {t: message_read_time(m.body) for m in with_payload
+                                         for t in message_types(m.body) if t not in pushed.failed})
+    state.commit(pushed.hashes, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()},
+                 pushed.records, pushed.read)
     if after is not None:  # after DONE and the commit: a failure there never undoes the execution
-        result.links = after(state, records, renew)
+        result.links = after(state, pushed.records, renew)
     for message in messages:
         if message is not trigger:  # the Functions host completes the trigger message itself
             queue.delete(message)
     for name in {m.body["payload"] for m in with_payload}:
         payloads.delete(name)
+    full_runs = [message_read_time(m.body) for m in with_payload if message_types(m.body)]
+    if full_runs:  # what a dead or superseded run left: older than the newest full run just pushed
+        result.leftovers = payloads.sweep(before=max(full_runs))
     result.seconds["push"] = time.monotonic() - started
     progress("Done", result.records)
     return result
+
+
+def _unsuperseded(queue: ChangeQueue, payloads: PayloadStore, messages: list[QueuedMessage],
+                  trigger: QueuedMessage | None, marks: Pushed, result: PushResult) -> list[QueuedMessage]:
+    """The ``records`` messages that newer full runs have not superseded; the others are acknowledged and their
+    payloads deleted at once: what they carry was planned again, from newer data, by a run already pushed."""
+    kept = []
+    for message in messages:
+        if not marks.superseded(message_read_time(message.body), message_types(message.body)):
+            kept.append(message)
+            continue
+        result.superseded += 1
+        log.info("message %s: its full run was superseded by a newer one already pushed; dropped", message.id)
+        payloads.delete(message.body["payload"])
+        if message is not trigger:
+            queue.delete(message)
+    return kept
+
+
+@dataclass
+class Outgoing:
+    """The records sent in one execution, by type and id: their hash, their data (the payload's raw JSON, as
+    ``orjson.Fragment``) and when it was read. Committed once Assets reports DONE, minus the types it reported
+    errors for (``failed``). ``read`` also holds the objects a catch-up read and found unchanged."""
+
+    hashes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    records: dict[str, dict[str, orjson.Fragment]] = field(default_factory=lambda: defaultdict(dict))
+    read: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    failed: set[str] = field(default_factory=set)
+
+    def add(self, line: Line, fragment: orjson.Fragment) -> None:
+        self.hashes[line.type][line.id] = line.hash
+        self.records[line.type][line.id] = fragment
+        self.read[line.type][line.id] = line.read
+
+    def drop(self, type_key: str) -> None:
+        self.failed.add(type_key)
+        for table in (self.hashes, self.records, self.read):
+            table.pop(type_key, None)
+
+    def confirm(self, seen: dict[str, set[str]], read: float) -> None:
+        for type_key, ids in seen.items():
+            times = self.read[type_key]
+            for object_id in ids:
+                times.setdefault(object_id, read)
+
+    def newest_read(self) -> dict[str, float]:
+        return {type_key: max(times.values()) for type_key, times in self.read.items() if times}
+
+
+def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], result: PushResult,
+             pushed: Outgoing, renew: Callable[[], None], progress: Progress, messages: int, cids: list[str],
+             more: int) -> None:
+    """One Assets execution for ``records``: noted as open (``shared.open_executions``) from before ``start``
+    until the commit; cancelled when anything fails before DONE."""
+    assets.ensure_ready()
+    progress("Submitting data", 0)
+    state.commit({}, open_executions.starting())
+    execution = assets.start()
+    state.commit({}, open_executions.opened(execution))
+    result.executions = 1
+    execution_id = _execution_id(execution)
+    span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below
+    log.info("Assets execution %s started for %d message(s); correlation ids: %s%s", execution_id,
+             messages, ", ".join(cids) or "none", f" (+{more} more)" if more else "",
+             extra={"event": "execution.started", "execution": execution_id, "cids": cids})
+    try:
+        sending = time.monotonic()
+        _send(assets, execution, records, result, pushed, renew, progress)
+        waiting = time.monotonic()
+        result.seconds["submit"] = waiting - sending
+        progress("Waiting for Assets", result.records)
+        body = assets.wait(execution, tick=renew)
+        result.seconds["wait"] = time.monotonic() - waiting
+    except BaseException as error:
+        telemetry.failed(span, error)
+        assets.cancel(execution)
+        state.commit({}, open_executions.closed())
+        raise
+    finally:
+        span.end()
+    _read_outcome(body, result, pushed)
+    _log_finished(execution_id, cids, result)
 
 
 def _execution_id(execution: Execution) -> str:
@@ -231,68 +314,26 @@ def _log_finished(execution_id: str, cids: list[str], result: PushResult) -> Non
     telemetry.count("entra_assets.executions", 1, outcome="errors" if result.errors else "ok")
 
 
-def _as_line(record: Record) -> Line:
-    return Line(record.type, record.id, record.hash, orjson.dumps(record.data))
+def _as_line(record: Record, read: float) -> Line:
+    return Line(record.type, record.id, record.hash, orjson.dumps(record.data), read)
 
 
 def _merge_later(checkpoints: dict, newer: dict) -> Iterator[Line]:
     """Yields nothing; once reached (after the catch-up's records), adds its checkpoints: its delta links are
-    newer than any a payload carries; the checkpoints both set are merged (``_merged``)."""
+    newer than any a payload carries; the checkpoints both set are merged (``merge_checkpoint``)."""
     for name, value in newer.items():
-        checkpoints[name] = _merged(name, checkpoints.get(name), value)
+        checkpoints[name] = merge_checkpoint(name, checkpoints.get(name), value)
     yield from ()
 
 
-def _merged(name: str, older: str | None, newer: str | None) -> str | None:
-    """One checkpoint set by a full run's payload (``older``) and by the catch-up of the same pass, which
-    planned from the state before that run. Derived-object names and the Jira account cache are merged per
-    key, the catch-up winning; id lists (Jira lookups pending, users unmatched) are united - an id kept once
-    too often costs a cache read or one stale line in ``status``, while an id dropped would be lost until the
-    next full run. Anything else: the catch-up's value."""
-    if name not in _MERGED or not older:
-        return newer
-    if not newer:  # the catch-up left its list empty (None): the run's ids stay
-        return older if name in (links.LOOKUPS, links.UNMATCHED) else newer
-    old, new = orjson.loads(older), orjson.loads(newer)
-    if name == NAMES:
-        for type_key, names in new.items():
-            old.setdefault(type_key, {}).update(names)
-        return orjson.dumps(old).decode()
-    if name == links.CACHE:
-        return orjson.dumps({**old, **new}).decode()
-    return orjson.dumps(sorted(set(old) | set(new))).decode()
-
-
-_MERGED = (NAMES, links.CACHE, links.LOOKUPS, links.UNMATCHED)
-
-
-def _coalesced(payloads: PayloadStore, messages: list[QueuedMessage], checkpoints: dict) -> Iterator[Line]:
-    """The records to push, the newest per object winning, streamed; fills ``checkpoints`` on the way (the
-    last line of each payload). One message - the usual case - is streamed once; several are read twice:
-    pass 1 finds the newest line per object, pass 2 yields only those."""
-    if len(messages) == 1:
-        yield from _lines(payloads, messages[0], checkpoints)
-        return
-    winners: dict[tuple[str, str], tuple[int, int]] = {}
-    for mi, message in enumerate(messages):
-        for li, line in enumerate(_lines(payloads, message, checkpoints)):
-            winners[line.type, line.id] = (mi, li)
-    for mi, message in enumerate(messages):
-        for li, line in enumerate(_lines(payloads, message, {})):
-            if winners.get((line.type, line.id)) == (mi, li):
-                yield line
-
-
 def _send(assets: AssetsClient, execution: Execution, records: Iterator[Line], result: PushResult,
-          pushed: tuple[dict, dict], renew: Callable[[], None], progress: Progress) -> None:
+          pushed: Outgoing, renew: Callable[[], None], progress: Progress) -> None:
     """Send records in bounded chunks; one full chunk is held back so that the last one carries
     ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
 
-    ``pushed`` = (hashes, data) by type and id, filled as records go out: committed once Assets is DONE. The
-    data stays the raw JSON of the payload line (``orjson.Fragment``): a 100,000-user execution then holds
+    ``pushed`` is filled as records go out: committed once Assets is DONE. The data stays the raw JSON of the payload line (``orjson.Fragment``): a 100,000-user execution then holds
     ~60 MB, not ~150 MB of dicts, and no record is parsed or serialised again. A record bigger than
     ``CHUNK_BYTES`` (a group with tens of thousands of members) goes alone."""
-    hashes, data = pushed
     held: dict | None = None
     current: dict[str, list] = {}
     count = size = 0
@@ -305,8 +346,7 @@ def _send(assets: AssetsClient, execution: Execution, records: Iterator[Line], r
             held, current, count, size = current, {}, 0, 0
         fragment = orjson.Fragment(line.data)  # embedded as is in the chunk and in the state's records
         current.setdefault(BY_KEY[line.type].selector, []).append(fragment)
-        hashes[line.type][line.id] = line.hash
-        data[line.type][line.id] = fragment
+        pushed.add(line, fragment)
         result.by_type[line.type] += 1
         result.records += 1
         count, size = count + 1, size + len(line.data)
@@ -320,7 +360,7 @@ def _submit(assets: AssetsClient, execution: Execution, data: dict, result: Push
     assets.submit(execution, data, f"chunk-{result.chunks:05d}", completed)
 
 
-def _read_outcome(body: dict, result: PushResult, hashes: dict, records: dict) -> None:
+def _read_outcome(body: dict, result: PushResult, pushed: Outgoing) -> None:
     """Counts from the execution result. Types that report errors keep their old hashes, so the next full
     run pushes their records again instead of believing Assets has them."""
     progress_result = body.get("progressResult") or {}
@@ -330,7 +370,6 @@ def _read_outcome(body: dict, result: PushResult, hashes: dict, records: dict) -
             result.result_counts[counter] += int(entry.get(counter) or 0)
         if entry.get("errorMessages"):
             result.errors.append(f"{entry.get('objectTypeName')}: {entry['errorMessages']}")
-            hashes.pop(by_name.get(entry.get("objectTypeName"), ""), None)
-            records.pop(by_name.get(entry.get("objectTypeName"), ""), None)
+            pushed.drop(by_name.get(entry.get("objectTypeName"), ""))
     if progress_result.get("errorMessages"):
         result.errors.append(str(progress_result["errorMessages"]))

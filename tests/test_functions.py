@@ -76,7 +76,9 @@ def test_timer_then_worker_over_azurite(functions, azure_env):
     assert len(box.assets.executions) == executions and backend.queue.depth().messages == 0
 
 
-def test_unchanged_tenant_queues_nothing(functions, azure_env, monkeypatch):
+def test_unchanged_tenant_starts_no_execution(functions, azure_env, monkeypatch):
+    """An unchanged full run still queues its (empty) payload: the worker commits its checkpoints and notes that
+    Assets holds the tenant as of its read, which older payloads must not undo (shared/freshness.py)."""
     box, settings = azure_env
     backend = open_backend(settings)
     timer = functions["timer_sync"].get_user_function()
@@ -85,6 +87,8 @@ def test_unchanged_tenant_queues_nothing(functions, azure_env, monkeypatch):
     executions = len(box.assets.executions)
     monkeypatch.setenv("FULL_SYNC_INTERVAL_HOURS", "0.000001")
     timer(TimerRequest(past_due=False))
+    assert backend.queue.depth().messages == 1
+    _deliver(functions, backend)
     assert backend.queue.depth().messages == 0 and len(box.assets.executions) == executions
 
 

@@ -179,12 +179,14 @@ def test_failed_runs_are_recorded_with_their_reason(box, env):
     assert graph_failed["errors"] and "expired-token-value" not in json.dumps(graph_failed)
 
 
-def test_a_timer_full_run_with_nothing_to_push_is_recorded_by_the_timer(box, env):
+def test_a_timer_full_run_with_nothing_to_push_is_recorded_with_no_execution(box, env):
     settings = load_settings(env)
     run_setup(settings)
     sync_full(settings)
     backend = open_backend(settings)
-    assert timer_tick(settings, now=10**10).queued == 0 and backend.queue.depth().messages == 0
+    assert timer_tick(settings, now=10**10).queued == 0 and backend.queue.depth().messages == 1
+    [message] = backend.queue.receive(1, visibility_timeout=60)
+    on_queue_message(settings, message)
     newest = history.read_runs(backend.state)[0]
     assert (newest["triggers"], newest["kind"], newest["stage"], newest["executions"]) == (
         ["timer"], "full", "Done", 0)

@@ -219,12 +219,12 @@ def test_azure_concurrent_record_merges_keep_both(azure, monkeypatch):
     merges = {"first": 0}
     real_merged = store_azure._merged
 
-    def held_merged(lines, by_id):
+    def held_merged(lines, by_id, read):
         if "first-0" in by_id:
             merges["first"] += 1
             if merges["first"] == 1:
                 assert second_done.wait(20)
-        return real_merged(lines, by_id)
+        return real_merged(lines, by_id, read)
 
     monkeypatch.setattr(store_azure, "_merged", held_merged)
     first = {f"first-{i}": _user(i) for i in range(300)}
