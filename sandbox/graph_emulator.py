@@ -114,6 +114,9 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         # Tokens other than ``token``: a callable (Authorization header, path) that raises GraphError 401/403, set
         # by sandbox/identity_emulator.py ``attach`` so that tokens from a real identity flow are accepted.
         self.authorizer: Callable[[str, str], None] | None = None
+        # Knob: resources (first path segment, e.g. "servicePrincipals") answered 403 as if the app lacked
+        # their permission - one object type that cannot be read (SPEC §7).
+        self.denied: set[str] = set()
 
     @property
     def page_size(self) -> int:
@@ -214,6 +217,8 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         if not request.path.startswith("/v1.0/"):
             raise not_found(request.path)
         segments = [s for s in request.path[len("/v1.0/"):].split("/") if s]
+        if segments and segments[0].split("(", 1)[0] in self.denied:
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         if segments == ["$batch"] and not item:
             if request.method != "POST":
                 raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")

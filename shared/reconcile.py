@@ -100,7 +100,7 @@ class RunOptions:
             return None
         if sum(gone.values()) > self.max_deactivations:
             return f"more than MAX_DEACTIVATIONS={self.max_deactivations}"
-        for key, count in sorted(gone.items()):
+        for key, count in sorted(gone.items(), key=lambda item: -item[1]):  # the biggest loss named first
             if count > RELATIVE_GUARD_FLOOR and count > active.get(key, 0) * self.max_deactivation_percent / 100:
                 return (f"{count:,} of the {active.get(key, 0):,} {BY_KEY[key].name} objects, more than "
                         f"MAX_DEACTIVATION_PERCENT={self.max_deactivation_percent:g}%")
@@ -326,6 +326,15 @@ class Planner:
         self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
         if self.linker:
             self.checkpoints.update(self.linker.checkpoints(full=True))
+        self._keep_held_users()
+
+    def _keep_held_users(self) -> None:
+        """Users whose departure the guard will hold back stay in Assets as they are, so groups, devices and
+        applications keep referring to them: a broken filter must not empty every member list instead."""
+        active = [i for i, h in self.hashes["user"].items() if not is_deactivated(h)]
+        gone = [i for i in active if i not in self.users_in_scope]
+        if gone and self.options.guard({"user": len(gone)}, {"user": len(active)}):
+            self.users_in_scope.update(gone)
 
     def _refs(self, links: Iterable[tuple[str, str]], kind: str, owner: str) -> list[str]:
         """The user ids among ``links`` ((id, object type) pairs), in scope; other object types are counted."""

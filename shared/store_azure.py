@@ -235,9 +235,10 @@ class AzureStateStore:
                records: dict[str, dict[str, dict]] | None = None,
                read: dict[str, dict[str, float]] | None = None) -> None:
         """Records first, then hashes, then checkpoints (see ``shared.store.StateStore.commit``)."""
-        for type_key, data_by_id in (records or {}).items():
-            if data_by_id:
-                self._merge_records(type_key, data_by_id, (read or {}).get(type_key, {}))
+        records, read = records or {}, read or {}
+        for type_key in records.keys() | read.keys():
+            if records.get(type_key) or read.get(type_key):
+                self._merge_records(type_key, records.get(type_key, {}), read.get(type_key, {}))
         for type_key, by_id in hashes.items():
             if by_id:
                 self._merge(type_key, by_id)
@@ -314,14 +315,19 @@ def _line_id(line: bytes) -> str:
 
 def _merged(lines: Iterable[bytes], by_id: dict[str, Any], read: dict[str, float]) -> Iterator[bytes]:
     """The old lines with those of ``by_id``'s ids replaced, then the lines of its ids that were not there. A
-    replaced line without a new read time keeps its old one."""
+    replaced line without a new read time keeps its old one; a line whose id is only in ``read`` (read again
+    and found unchanged) keeps its data and takes the later of the two times."""
     written: set[str] = set()
     for line in lines:
         if not line:
             continue
         record_id = _line_id(line)
-        if record_id not in by_id:
+        if record_id not in by_id and record_id not in read:
             yield line
+        elif record_id not in by_id:
+            old = orjson.loads(line)
+            yield _record_line(record_id, orjson.Fragment(orjson.dumps(old["d"])),
+                               max(old.get("t", read[record_id]), read[record_id]))
         elif record_id not in written:
             written.add(record_id)
             when = read.get(record_id)

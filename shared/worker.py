@@ -119,7 +119,7 @@ def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> float:
     """Enter ``lease``, polling for up to ``wait`` seconds while it is busy; returns the seconds waited. One
     line tells why a run pauses. Raises ``LeaseBusy`` when the wait is over."""
     started = time.monotonic()
-    while True:
+    for attempt in itertools.count():
         try:
             lease.__enter__()
             return time.monotonic() - started
@@ -127,11 +127,12 @@ def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> float:
             waited = time.monotonic() - started
             if waited >= wait:
                 raise
-            if waited == 0:
+            if attempt == 0:
                 expires = f" (it expires in {busy.expires_in:.0f} s unless its holder renews it)" \
                     if busy.expires_in is not None else ""
                 log.warning("another writer holds the Assets import source%s; waiting up to %.0f s", expires, wait)
-            sleep(min(LEASE_POLL_SECONDS, max(0.0, wait - waited)))
+            sleep(min(LEASE_POLL_SECONDS, wait - waited))
+    raise AssertionError("unreachable")
 
 
 def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMessage]:

@@ -181,6 +181,53 @@ def test_bad_scope_is_a_clear_error_and_nothing_is_written(box, env, extra, word
     _nothing_written(settings, box)
 
 
+def test_a_refused_catch_up_queues_nothing_and_writes_no_payload(box, env, monkeypatch):
+    settings, _ = _synced(box, env)
+    for name, value in {**env, "USER_FILTER": "department eq 'Sales"}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["sync"])
+    assert result.exit_code == 2 and "USER_FILTER" in result.output
+    assert open_backend(settings).queue.depth().messages == 0
+    assert not list((settings.home / "payloads").iterdir())
+
+
+def test_a_type_that_cannot_be_read_fails_alone(box, env, monkeypatch):
+    """403 on /servicePrincipals: users, groups and devices are still pushed, no application is marked
+    Deleted, the command exits 1 naming the type and the permission, and the history says so (SPEC §7)."""
+    _synced(box, env)
+    hire = box.tenant.add_user({"displayName": "New Hire", "userPrincipalName": "new.hire@sandbox.example",
+                                "accountEnabled": True})
+    box.graph.denied.add("servicePrincipals")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["sync", "--full"])
+    assert result.exit_code == 1, result.output
+    assert "Application could not be read" in result.output and "Application.Read.All" in result.output
+    assert box.assets.find("User", "Entra Object ID", hire) is not None
+    assert set(statuses(box.assets, "Application").values()) <= {"Active", "Disabled"}
+    newest = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)["runs"][0]
+    assert newest["stage"] == "Failed" and any("Application not read" in e for e in newest["errors"])
+    assert newest["records"] == {"User": 1}
+    box.graph.denied.clear()  # permission granted: the next run reads applications again, nothing lost
+    assert CliRunner().invoke(main, ["sync", "--full"]).exit_code == 0
+
+
+def test_a_filter_that_matches_nobody_marks_nobody_deleted(box, env, monkeypatch):
+    """The relative guard: MAX_DEACTIVATIONS is large, but 300 of 300 users is more than 30 % of them."""
+    _synced(box, env)
+    for name, value in {**env, "USER_FILTER": "displayName eq 'Nobody at all'", "MAX_DEACTIVATIONS": "100000"
+                        }.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["sync", "--full"])
+    assert result.exit_code == 3, result.output
+    assert f"{len(box.tenant.users):,} of the {len(box.tenant.users):,} User objects" in result.output
+    assert "MAX_DEACTIVATION_PERCENT=30%" in result.output
+    assert "Deleted" not in set(statuses(box.assets, "User").values())
+    facts = verify_directory(box.tenant, box.assets)  # and nothing still refers to them less
+    for label in ("groups: Members", "groups: Owners", "devices: Registered Owners", "applications: Owners"):
+        assert facts[f"{label} links resolved"] == facts[f"{label} links in tenant"], label
+
+
 def test_unknown_object_type_is_a_settings_error(env):
     with pytest.raises(SettingsError, match="SYNC_OBJECT_TYPES.*'Printers'"):
         load_settings({**env, "SYNC_OBJECT_TYPES": "User,Printers"})
