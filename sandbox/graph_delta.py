@@ -102,13 +102,17 @@ class DeltaRounds:
         indices = select_to_token(res, select)
         with self.tenant.lock:
             now, version, end = int(time.time()), self.tenant.version, len(self.tenant.orders[res.name])
+            lagged = self.tenant.version_at(time.monotonic() - self.delta_lag) if self.delta_lag else version
         if not delta:
             return self._delta_page(request, ["i", self._epoch, now, res.name, version, end, 0, 0, indices])
         if delta == "latest":
             return self._delta_page(request, ["c", self._epoch, now, res.name, version, version, 0, 0, indices])
         fields = self._decode_round(delta, ("d",), res)
         indices = indices if raw is not None else fields[5]
-        return self._delta_page(request, ["c", self._epoch, now, res.name, fields[4], version, 0, 0, indices])
+        # Knob ``delta_lag``: a later round sees the tenant as it was that many seconds ago - Graph's delta can
+        # lag its change notifications (the notification arrives before delta shows the change).
+        until = max(fields[4], lagged)
+        return self._delta_page(request, ["c", self._epoch, now, res.name, fields[4], until, 0, 0, indices])
 
     def _decode_round(self, token: str, kinds: tuple[str, ...], res: Resource) -> list:
         """The fields of a delta/skip token of this emulator for ``res``; 400 syncStateNotFound (or 410)."""

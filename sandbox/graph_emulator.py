@@ -117,6 +117,7 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         # Knob: resources (first path segment, e.g. "servicePrincipals") answered 403 as if the app lacked
         # their permission - one object type that cannot be read (SPEC §7).
         self.denied: set[str] = set()
+        self.delta_lag = 0.0  # seconds by which later delta rounds lag the tenant (sandbox/graph_delta.py)
 
     @property
     def page_size(self) -> int:

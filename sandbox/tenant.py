@@ -17,8 +17,10 @@ not evaluated (members change only through ``add_member``/``remove_member``).
 """
 from __future__ import annotations
 
+import bisect
 import random
 import threading
+import time
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +51,18 @@ class Change:
         return self.uid
 
 
+class _TimedLog(list):
+    """The change log; ``times[i]`` is when entry ``i`` was appended (``time.monotonic()``, non-decreasing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, entry) -> None:
+        self.times.append(time.monotonic())
+        super().append(entry)
+
+
 class Tenant:
     """Users, groups, devices and service principals (id → Graph properties), their links and a change log."""
 
@@ -72,7 +86,7 @@ class Tenant:
                                                     "servicePrincipals": self.service_principals}
         self.lock = threading.RLock()
         # Entry i is the change of version i + 1: (kind, id, changed properties or None, member link or None).
-        self._log: list[tuple[str, str, frozenset[str] | None, tuple[str, str, bool] | None]] = []
+        self._log = _TimedLog()  # (kind, id, props or None, member link or None), with when each entry came
         self._removed: dict[str, str] = {}  # id → "changed" | "deleted" for objects no longer present
         self._former_manager: dict[str, str] = {}  # id → the manager whose link was removed last
         self._rng = random.Random(f"tenant-changes-{seed}")
@@ -84,6 +98,11 @@ class Tenant:
     def version(self) -> int:
         """The version of the current state: 0 as generated, +1 per object touched by each mutation."""
         return len(self._log)
+
+    def version_at(self, moment: float) -> int:
+        """The version the tenant had at ``moment`` (``time.monotonic()``): for a delta that lags behind."""
+        with self.lock:
+            return bisect.bisect_right(self._log.times, moment)
 
     def new_id(self) -> str:
         """A fresh GUID from the tenant's own generator (deterministic for the seed)."""

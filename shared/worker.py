@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from shared import open_executions, telemetry
+from shared import follow_ups, open_executions, telemetry
 from shared.assets import AssetsClient, Execution
 from shared.coalesce import Coalesced, Line, coalesced, merge_checkpoint
 from shared.errors import WriterBusy
@@ -63,6 +63,7 @@ class PushResult:
     superseded: int = 0            # records messages dropped whole: newer full runs were pushed
     stale: Counter = field(default_factory=Counter)  # records dropped per type: newer data was pushed
     leftovers: int = 0             # payloads (and unfinished writes) of superseded or dead runs deleted
+    follow_ups: int = 0            # notified ids the catch-up did not see, queued for another one (delta lag)
 
 
 def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
@@ -199,6 +200,11 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
                                          for t in message_types(m.body) if t not in pushed.failed})
     state.commit(pushed.hashes, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()},
                  pushed.records, pushed.read)
+    if catch_up_ran:  # notified ids this catch-up did not see: delta may lag the notification
+        for attempt, changes in follow_ups.missed(messages, pushed.read).items():
+            for body, delay in follow_ups.follow_ups(changes, attempt, time.time()):
+                queue.send(body, delay=delay)
+                result.follow_ups += len(body["changes"])
     if after is not None:  # after DONE and the commit: a failure there never undoes the execution
         result.links = after(state, pushed.records, renew)
     for message in messages:

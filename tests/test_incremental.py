@@ -1,6 +1,9 @@
 """The delta catch-up (``sync`` without ``--full``, the timer between full runs, queued notifications)."""
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import pytest
 
 from sandbox.graph_directory import UserView
@@ -150,3 +153,51 @@ def test_out_of_order_and_duplicate_notifications_leave_the_same_result(box, set
     push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), catch_up=catch_up)
     assert statuses(box.assets, "User")[uid] == "Deleted"
     assert backend.queue.depth().messages == 0
+
+
+def _visible_in(settings) -> list[float]:
+    """Seconds from now until each queued message becomes visible."""
+    with sqlite3.connect(settings.home / "state.db") as db:
+        return sorted(at - time.time() for (at,) in db.execute("SELECT visible_at FROM queue"))
+
+
+def _push_once(settings, backend) -> worker.PushResult:
+    catch_up, _ = catch_up_planner(settings, backend.state)
+    return push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings), catch_up=catch_up)
+
+
+def test_a_change_notified_before_delta_shows_it_gets_a_second_catch_up(box, settings):
+    """Graph notified, but its delta lags: the catch-up finds nothing. A follow-up catch-up is queued for 30 s
+    later (not the timer's 15 min), and it finds the change."""
+    backend = open_backend(settings)
+    uid = min(box.tenant.users)
+    box.graph.delta_lag = 1.0
+    box.tenant.update_user(uid, jobTitle="Notified before delta")
+    backend.queue.send({"v": 1, "kind": "changes", "trigger": "webhook", "created": time.time(),
+                        "changes": [{"r": "users", "id": uid, "c": "updated"}]})
+    first = _push_once(settings, backend)
+    assert first.records == 0 and first.follow_ups == 1
+    assert 25 < _visible_in(settings)[0] <= 30
+    time.sleep(1.1)  # delta catches up meanwhile
+    with sqlite3.connect(settings.home / "state.db") as db:
+        db.execute("UPDATE queue SET visible_at = 0")  # the 30 s pass
+    second = _push_once(settings, backend)
+    assert second.records == 1 and second.follow_ups == 0 and backend.queue.depth().messages == 0
+    assert box.assets.find("User", "Entra Object ID", uid).attributes["Job Title"] == ["Notified before delta"]
+
+
+def test_follow_ups_are_bounded_and_wait_longer_the_second_time(box, settings):
+    backend = open_backend(settings)
+    uid = min(box.tenant.users)
+    box.graph.delta_lag = 3600.0  # delta never shows it during the test
+    box.tenant.update_user(uid, jobTitle="Lagging")
+    backend.queue.send({"v": 1, "kind": "changes", "trigger": "webhook", "created": time.time(),
+                        "changes": [{"r": "users", "id": uid, "c": "updated"}]})
+    waits = []
+    for _ in range(3):
+        result = _push_once(settings, backend)
+        waits += _visible_in(settings)
+        with sqlite3.connect(settings.home / "state.db") as db:
+            db.execute("UPDATE queue SET visible_at = 0")
+    assert result.follow_ups == 0 and backend.queue.depth().messages == 0  # after two, the timer takes over
+    assert [round(w, -1) for w in waits] == [30, 120]

@@ -1,0 +1,46 @@
+"""Notified but not yet in delta: a second catch-up for the ids a catch-up did not see. Pure.
+
+Graph's change notification can arrive before ``/delta`` shows the change (reference/graph.md §2.8: delta is
+eventually consistent, like the directory's replicas). The catch-up the notification triggered then finds
+nothing, and without more the change would wait for the timer's catch-up (15 min) or the next notification.
+So after each catch-up, the ids the webhook notified that the round did not return (``missed``) are queued
+again as a ``changes`` message - after ``DELAYS[0]`` seconds, and once more after ``DELAYS[1]`` if still
+missing - each time running the delta link again. Past the last attempt the timer's safety net takes over.
+Bounded: at most ``len(DELAYS)`` follow-ups per notification, each one message.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from shared.store import QueuedMessage
+
+DELAYS = (30.0, 120.0)   # seconds before the first and the second follow-up catch-up
+TYPES = {"users": "user", "groups": "group"}   # notification resource -> record type
+PER_MESSAGE = 300        # changes per follow-up message: ~100 bytes each as JSON
+
+
+def missed(messages: Iterable[QueuedMessage], seen: Mapping[str, Iterable[str]]) -> dict[int, list[dict]]:
+    """The notified changes of ``messages`` whose object the catch-up did not read (``seen``: ids read per
+    record type, departures included), by the follow-up attempt they would be (1 = the first)."""
+    seen_ids = {key: set(ids) for key, ids in seen.items()}
+    out: dict[int, list[dict]] = {}
+    for message in messages:
+        body = message.body
+        if body.get("kind") != "changes":
+            continue
+        attempt = int(body.get("attempt") or 0) + 1
+        for change in body.get("changes") or ():
+            key = TYPES.get(change.get("r"))
+            if key is not None and change.get("id") not in seen_ids.get(key, ()):
+                out.setdefault(attempt, []).append(change)
+    return out
+
+
+def follow_ups(changes: list[dict], attempt: int, now: float) -> list[tuple[dict, float]]:
+    """The messages (with their delay) to queue for ``changes`` still missing at ``attempt``; none past the
+    last attempt. ``PER_MESSAGE`` changes a message keep each well under the queue's 48 KiB."""
+    if attempt > len(DELAYS):
+        return []
+    return [({"v": 1, "kind": "changes", "trigger": "webhook", "created": now, "attempt": attempt,
+              "changes": changes[i:i + PER_MESSAGE]}, DELAYS[attempt - 1])
+            for i in range(0, len(changes), PER_MESSAGE)]
