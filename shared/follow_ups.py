@@ -10,8 +10,9 @@ Bounded: at most ``len(DELAYS)`` follow-ups per notification, each one message.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+from shared.freshness import NEVER, message_read_time
 from shared.store import QueuedMessage
 
 DELAYS = (30.0, 120.0)   # seconds before the first and the second follow-up catch-up
@@ -19,20 +20,29 @@ TYPES = {"users": "user", "groups": "group"}   # notification resource -> record
 PER_MESSAGE = 300        # changes per follow-up message: ~100 bytes each as JSON
 
 
-def missed(messages: Iterable[QueuedMessage], seen: Mapping[str, Iterable[str]]) -> dict[int, list[dict]]:
-    """The notified changes of ``messages`` whose object the catch-up did not read (``seen``: ids read per
-    record type, departures included), by the follow-up attempt they would be (1 = the first)."""
+def missed(messages: Iterable[QueuedMessage], seen: Mapping[str, Iterable[str]],
+           read_times: Callable[[str, list[str]], Mapping[str, float]]) -> dict[int, list[dict]]:
+    """The notified changes of ``messages`` that no read since their notification covers, by the follow-up
+    attempt they would be (1 = the first). Covered: read by this catch-up (``seen``: ids per record type,
+    departures included), or read after the notification came by an earlier pass (``read_times``, the
+    state's) - a duplicate notification, or one whose change an earlier catch-up already pushed."""
     seen_ids = {key: set(ids) for key, ids in seen.items()}
-    out: dict[int, list[dict]] = {}
+    candidates: list[tuple[int, str, dict, float]] = []
     for message in messages:
         body = message.body
         if body.get("kind") != "changes":
             continue
-        attempt = int(body.get("attempt") or 0) + 1
+        attempt, since = int(body.get("attempt") or 0) + 1, message_read_time(body)
         for change in body.get("changes") or ():
             key = TYPES.get(change.get("r"))
             if key is not None and change.get("id") not in seen_ids.get(key, ()):
-                out.setdefault(attempt, []).append(change)
+                candidates.append((attempt, key, change, since))
+    stored = {key: read_times(key, sorted({c["id"] for _, k, c, _ in candidates if k == key}))
+              for key in {k for _, k, _, _ in candidates}}
+    out: dict[int, list[dict]] = {}
+    for attempt, key, change, since in candidates:
+        if stored[key].get(change["id"], NEVER) < since:
+            out.setdefault(attempt, []).append(change)
     return out
 
 

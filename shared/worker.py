@@ -201,7 +201,7 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     state.commit(pushed.hashes, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()},
                  pushed.records, pushed.read)
     if catch_up_ran:  # notified ids this catch-up did not see: delta may lag the notification
-        for attempt, changes in follow_ups.missed(messages, pushed.read).items():
+        for attempt, changes in follow_ups.missed(messages, pushed.read, state.read_times).items():
             for body, delay in follow_ups.follow_ups(changes, attempt, time.time()):
                 queue.send(body, delay=delay)
                 result.follow_ups += len(body["changes"])
