@@ -66,7 +66,6 @@ from sandbox.graph_directory import (
     OUTSIDE_MAIN_STORE,
     RESOURCES,
     TYPE_CASTS,
-    USER_PROPERTIES,
     GraphError,
     bad_request,
     not_found,
@@ -80,7 +79,7 @@ from sandbox.tenant import Change, Tenant
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_USER_PROPERTIES", "DELTA_PAGE_SIZES", "DEVICE_DELTA_PAGE_SIZE",
            "EXPAND_ITEMS", "EXPAND_PAGE_SIZE", "GROUP_DELTA_PAGE_SIZE", "LIST_PAGE_SIZE", "MAX_BATCH_REQUESTS",
            "MAX_TOP", "NO_PERMISSIONS_TOKEN", "OUTSIDE_MAIN_STORE", "SERVICE_PRINCIPAL_DELTA_PAGE_SIZE",
-           "TOKEN_TTL_SECONDS", "USER_PROPERTIES", "GraphEmulator", "GraphError", "RecordedRequest"]
+           "TOKEN_TTL_SECONDS", "GraphEmulator", "GraphError", "RecordedRequest"]
 
 NO_PERMISSIONS_TOKEN = "sandbox-graph-no-perms"
 
