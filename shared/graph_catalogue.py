@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 _FILE = Path(__file__).with_name("graph_catalogue.json")
-PRIMITIVE, ENUM, COMPLEX, NAVIGATION = "primitive", "enum", "complex", "navigation"
+ENUM, COMPLEX, NAVIGATION = "enum", "complex", "navigation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +47,6 @@ def _load() -> tuple[dict[str, dict[str, Property]], dict[str, dict[str, Propert
             {name: _properties(p) for name, p in raw["complexTypes"].items()})
 
 
-def entity_types() -> tuple[str, ...]:
-    """The names of the entity types the catalogue holds (``user``, ``servicePrincipal`` ...)."""
-    return tuple(_load()[0])
-
-
 def entity_type(name: str) -> Mapping[str, Property]:
     """Every property of the entity type ``name``, navigation properties included; KeyError if not held."""
     return _load()[0][name]
@@ -62,29 +57,7 @@ def complex_type(name: str) -> Mapping[str, Property]:
     return _load()[1][name]
 
 
-def structural(name: str) -> dict[str, Property]:
+@cache
+def structural(name: str) -> Mapping[str, Property]:
     """The properties of the entity type ``name`` that are not relationships (what ``$select`` returns)."""
     return {n: p for n, p in entity_type(name).items() if p.kind != NAVIGATION}
-
-
-def navigation(name: str) -> dict[str, Property]:
-    """The relationships of the entity type ``name`` (manager, members, owners, registeredOwners ...)."""
-    return {n: p for n, p in entity_type(name).items() if p.kind == NAVIGATION}
-
-
-def resolve(type_name: str, path: str) -> tuple[Property, ...]:
-    """The properties a dot path walks through from the entity type ``type_name`` (through collections of
-    complex values too): ``resolve("servicePrincipal", "verifiedPublisher.displayName")``. Raises
-    ``KeyError(segment)`` at the first segment the catalogue does not hold, ``ValueError(segment)`` when a
-    segment follows a value that has no sub-properties."""
-    found: list[Property] = []
-    properties: Mapping[str, Property] = entity_type(type_name)
-    for segment in path.split("."):
-        if found and found[-1].kind != COMPLEX:
-            raise ValueError(segment)
-        if segment not in properties:
-            raise KeyError(segment)
-        found.append(properties[segment])
-        if found[-1].kind == COMPLEX:
-            properties = complex_type(found[-1].type)
-    return tuple(found)

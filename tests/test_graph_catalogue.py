@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 import shared.mapping_file
-from shared import graph_catalogue
 from shared.derived import Derived
-from shared.graph_catalogue import COMPLEX, NAVIGATION, entity_type, resolve, structural
+from shared.graph_catalogue import COMPLEX, NAVIGATION, Property, complex_type, entity_type, structural
 from shared.mapping import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
@@ -37,6 +36,21 @@ ENTITY_SETS = {"users": "user", "groups": "group", "devices": "device", "service
                "applications": "application"}
 
 
+def resolve(type_name: str, path: str) -> tuple[Property, ...]:
+    """The properties a dot path walks through from the entity type ``type_name`` (through collections of
+    complex values too). KeyError at a segment the catalogue lacks, ValueError after a value without
+    sub-properties."""
+    found: list[Property] = []
+    properties = entity_type(type_name)
+    for segment in path.split("."):
+        if found and found[-1].kind != COMPLEX:
+            raise ValueError(segment)
+        found.append(properties[segment])
+        if found[-1].kind == COMPLEX:
+            properties = complex_type(found[-1].type)
+    return tuple(found)
+
+
 def test_the_checked_in_catalogue_is_what_the_installed_msgraph_sdk_generates():
     expected = generator.render(generator.build())
     actual = generator.OUTPUT.read_text(encoding="utf-8")
@@ -57,7 +71,8 @@ def test_the_catalogue_reads_the_sdk_models_faithfully():
     assert resolve("user", "signInActivity.lastSignInDateTime")[-1].type == "DateTimeOffset"
     assert resolve("user", "identities.issuer")[0].collection
     assert structural("subscribedSku")["prepaidUnits"].type == "licenseUnitsDetail"
-    assert "managedDevice" in graph_catalogue.entity_types()
+    assert structural("managedDevice")["complianceState"].kind == "enum"
+    assert entity_type("user")["manager"].type == "directoryObject"
     with pytest.raises(KeyError):
         resolve("servicePrincipal", "verifiedPublisher.name")
     with pytest.raises(ValueError):
@@ -187,8 +202,7 @@ class Recording(dict):
         self.seen.add(self.prefix + key)
         prop = self.properties.get(key.removesuffix("@delta"))
         if prop is not None and prop.kind == COMPLEX and not prop.collection:
-            return Recording(self.type_name, self.seen, f"{self.prefix}{key}.",
-                             graph_catalogue.complex_type(prop.type))
+            return Recording(self.type_name, self.seen, f"{self.prefix}{key}.", complex_type(prop.type))
         return "1b2c3d4e" if key == "id" else None
 
     def __bool__(self) -> bool:  # a complex value read as ``sp.get("verifiedPublisher") or {}`` is there
