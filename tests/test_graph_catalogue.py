@@ -13,6 +13,7 @@ import yaml
 import shared.mapping_file
 from shared.derived import Derived
 from shared.graph_catalogue import COMPLEX, NAVIGATION, Property, complex_type, entity_type, structural
+from shared.graph_properties import _BAGS, _REFUSED
 from shared.mapping import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
@@ -268,3 +269,11 @@ def test_shared_does_not_import_msgraph():
         imported |= {node.module or "" for node in ast.walk(ast.parse(file.read_text(encoding="utf-8")))
                      if isinstance(node, ast.ImportFrom)}
         assert not any(name.split(".")[0] == "msgraph" for name in imported), file.name
+
+
+def test_the_refusal_reasons_name_v1_properties():
+    # A reason kept for a property v1.0 no longer has would never be shown: the catalogue answers first.
+    for resource, reasons in _REFUSED.items():
+        assert set(reasons) <= set(structural(resource)), resource
+    for bag in _BAGS:
+        assert complex_type(bag) and all(p.kind == "primitive" for p in complex_type(bag).values())
