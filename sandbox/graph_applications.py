@@ -7,6 +7,9 @@ carry ``hint`` (the first three characters of the secret), ``keyId``, ``displayN
 secret (``secretText`` is null outside addPassword); ``keyCredentials[].key`` is returned only when selected
 on a single object (https://learn.microsoft.com/graph/api/resources/keycredential).
 
+``$select`` takes the v1.0 properties of ``application`` (``shared.graph_catalogue``); one the tenant does not
+store is null (a collection []), anything else is Graph's 400 "Could not find a property named ...".
+
 UNCONFIRMED (emulator choices): the 400 wording for a malformed alternate key; the default property set (every
 stored property, ``key`` null).
 """
@@ -17,11 +20,14 @@ import re
 import orjson
 from werkzeug.wrappers import Request, Response
 
-from sandbox.graph_directory import GraphError, bad_request, not_found
+from sandbox.graph_directory import GraphError, bad_request, not_found, unknown_property
 from sandbox.tenant import Tenant
+from shared.graph_catalogue import structural
 
-PROPERTIES = ("id", "appId", "displayName", "createdDateTime", "signInAudience", "publisherDomain",
-              "passwordCredentials", "keyCredentials", "deletedDateTime")
+# Returned without $select: what the tenant stores of an app registration.
+DEFAULT_PROPERTIES = ("id", "appId", "displayName", "createdDateTime", "signInAudience", "publisherDomain",
+                      "passwordCredentials", "keyCredentials", "deletedDateTime")
+_PROPERTIES = structural("application")
 _ALTERNATE_KEY = re.compile(r"^applications\(appId='([^']*)'\)$")
 
 
@@ -43,22 +49,25 @@ def handle_applications(tenant: Tenant, request: Request, segments: list[str], b
     select = None
     if "$select" in request.args:
         select = tuple(dict.fromkeys(n.strip() for n in request.args["$select"].split(",")))
-        wrong = [n for n in select if n not in PROPERTIES]
+        wrong = [n for n in select if n not in _PROPERTIES]
         if wrong:
-            raise bad_request(f"Could not find a property named '{wrong[0]}' on type 'microsoft.graph.application'.")
+            raise unknown_property(wrong[0], "microsoft.graph.application")
     with tenant.lock:
         app = next((a for a in tenant.applications.values() if a.get(field, "").lower() == key.lower()), None)
         if app is None:
             raise not_found(key)
-        out = {name: _copy(app.get(name), name, select) for name in (select or PROPERTIES)}
+        out = {name: _copy(app.get(name), name, select) for name in (select or DEFAULT_PROPERTIES)}
     body = {"@odata.context": f"{base}/$metadata#applications/$entity", **out}
     return Response(orjson.dumps(body), 200, content_type="application/json;odata.metadata=minimal;charset=utf-8")
 
 
 def _copy(value, name: str, select: tuple[str, ...] | None):
-    """A property as Graph renders it: collections copied; a key credential's ``key`` only when selected."""
+    """A property as Graph renders it: collections copied (unset ones []); a key credential's ``key`` only when
+    selected."""
     if name == "keyCredentials":
         return [{**c, "key": c.get("key") if select else None} for c in value or ()]
     if name == "passwordCredentials":
         return [{**c, "secretText": None} for c in value or ()]
+    if value is None and _PROPERTIES[name].collection:
+        return []
     return value

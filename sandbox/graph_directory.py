@@ -2,19 +2,21 @@
 parsing and the rendering of stored objects, links and delta entries. HTTP routing lives in
 ``sandbox/graph_emulator.py``; the ``$filter`` language in ``sandbox/odata.py``.
 
-Sources: /work/shared/reference/graph.md §1.1-1.6 and §2 (see the emulator's module docstring). Property lists
-are the v1.0 resource properties (user, group, device, servicePrincipal); which of them support ``$filter``
-follows the Graph docs' "Supports $filter" notes as far as the sync needs them (UNCONFIRMED in detail).
+Sources: /work/shared/reference/graph.md §1.1-1.6 and §2 (see the emulator's module docstring). Properties are
+those of the Graph v1.0 catalogue (``shared.graph_catalogue``, generated from msgraph-sdk's v1.0 models); which
+of them support ``$filter`` follows the Graph docs' "Supports $filter" notes as far as the sync needs them
+(UNCONFIRMED in detail).
 """
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from sandbox.odata import FilterError, Predicate, compile_filter
 from sandbox.tenant import Change, Tenant
+from shared import graph_catalogue as catalogue
 
 LIST_PAGE_SIZE = 100             # default page of lists and relationships (reference §1.2)
 MAX_TOP = 999
@@ -45,6 +47,12 @@ def not_found(resource: str) -> GraphError:
 
 
 # -- resource types ----------------------------------------------------------------------------------------
+# Property names and types come from the Graph v1.0 catalogue (shared/graph_catalogue.json, generated from
+# msgraph-sdk's v1.0 models): a $select or $filter naming anything else is Graph's 400. The tenant may store
+# fewer properties than the catalogue has; a selected property it does not hold is null (a collection []), as
+# Graph renders unset properties. What is hand-written below are the rules on top: the default property set,
+# the properties only a single read returns, which properties support $filter ("Supports $filter" in the
+# Graph docs, as far as the sync needs them; UNCONFIRMED in detail) and the relationships served.
 
 # Default property set of a user without $select (reference §1.3).
 DEFAULT_USER_PROPERTIES = ("businessPhones", "displayName", "givenName", "id", "jobTitle", "mail", "mobilePhone",
@@ -52,100 +60,38 @@ DEFAULT_USER_PROPERTIES = ("businessPhones", "displayName", "givenName", "id", "
 # Stored outside the Entra main store: only on a single user, never in a delta $select (reference §1.3).
 OUTSIDE_MAIN_STORE = ("aboutMe", "birthday", "hireDate", "interests", "mailboxSettings", "mySite",
                       "pastProjects", "preferredName", "responsibilities", "schools", "skills")
-USER_PROPERTIES = (
-    "accountEnabled", "ageGroup", "assignedLicenses", "assignedPlans", "authorizationInfo", "businessPhones",
-    "city", "companyName", "consentProvidedForMinor", "country", "createdDateTime", "creationType",
-    "customSecurityAttributes", "deletedDateTime", "department", "displayName", "employeeHireDate", "employeeId",
-    "employeeLeaveDateTime", "employeeOrgData", "employeeType", "externalUserState",
-    "externalUserStateChangeDateTime", "faxNumber", "givenName", "id", "identities", "imAddresses",
-    "isManagementRestricted", "isResourceAccount", "jobTitle", "lastPasswordChangeDateTime",
-    "legalAgeGroupClassification", "licenseAssignmentStates", "mail", "mailNickname", "mobilePhone",
-    "officeLocation", "onPremisesDistinguishedName", "onPremisesDomainName", "onPremisesExtensionAttributes",
-    "onPremisesImmutableId", "onPremisesLastSyncDateTime", "onPremisesProvisioningErrors",
-    "onPremisesSamAccountName", "onPremisesSecurityIdentifier", "onPremisesSyncEnabled",
-    "onPremisesUserPrincipalName", "otherMails", "passwordPolicies", "passwordProfile", "postalCode",
-    "preferredDataLocation", "preferredLanguage", "provisionedPlans", "proxyAddresses", "securityIdentifier",
-    "serviceProvisioningErrors", "showInAddressList", "signInActivity", "signInSessionsValidFromDateTime",
-    "state", "streetAddress", "surname", "usageLocation", "userPrincipalName", "userType")
-_USER_COLLECTIONS = frozenset({"assignedLicenses", "assignedPlans", "businessPhones", "identities", "imAddresses",
-                               "licenseAssignmentStates", "onPremisesProvisioningErrors", "otherMails",
-                               "provisionedPlans", "proxyAddresses", "serviceProvisioningErrors", "interests",
-                               "pastProjects", "responsibilities", "schools", "skills"})
-_S, _B, _DT, _C = "String", "Boolean", "DateTimeOffset", "Collection(String)"
-_USER_FILTER = {**dict.fromkeys(("id", "userPrincipalName", "mail", "displayName", "givenName", "surname",
-                                 "userType", "department", "jobTitle", "employeeId", "companyName",
-                                 "officeLocation", "city", "country", "employeeType", "state", "postalCode",
-                                 "mailNickname", "usageLocation", "mobilePhone", "preferredLanguage",
-                                 "streetAddress", "onPremisesSamAccountName", "onPremisesImmutableId"), _S),
-                "accountEnabled": _B, "onPremisesSyncEnabled": _B, "createdDateTime": _DT,
-                "employeeHireDate": _DT, "proxyAddresses": _C, "otherMails": _C, "businessPhones": _C,
-                "imAddresses": _C}
-
-GROUP_PROPERTIES = (
-    "assignedLabels", "assignedLicenses", "classification", "createdDateTime", "deletedDateTime", "description",
-    "displayName", "expirationDateTime", "groupTypes", "hasMembersWithLicenseErrors", "id", "isAssignableToRole",
-    "licenseProcessingState", "mail", "mailEnabled", "mailNickname", "membershipRule",
-    "membershipRuleProcessingState", "onPremisesDomainName", "onPremisesLastSyncDateTime",
-    "onPremisesNetBiosName", "onPremisesProvisioningErrors", "onPremisesSamAccountName",
-    "onPremisesSecurityIdentifier", "onPremisesSyncEnabled", "preferredDataLocation", "preferredLanguage",
-    "proxyAddresses", "renewedDateTime", "securityEnabled", "securityIdentifier", "serviceProvisioningErrors",
-    "theme", "uniqueName", "visibility")
+_USER_FILTER = ("id", "userPrincipalName", "mail", "displayName", "givenName", "surname", "userType", "department",
+                "jobTitle", "employeeId", "companyName", "officeLocation", "city", "country", "employeeType",
+                "state", "postalCode", "mailNickname", "usageLocation", "mobilePhone", "preferredLanguage",
+                "streetAddress", "onPremisesSamAccountName", "onPremisesImmutableId", "accountEnabled",
+                "onPremisesSyncEnabled", "createdDateTime", "employeeHireDate", "proxyAddresses", "otherMails",
+                "businessPhones", "imAddresses")
 GROUP_SINGLE_ONLY = ("allowExternalSenders", "autoSubscribeNewMembers", "hideFromAddressLists",
                      "hideFromOutlookClients", "isArchived", "isSubscribedByMail", "unseenCount")
-DEFAULT_GROUP_PROPERTIES = GROUP_PROPERTIES
-_GROUP_COLLECTIONS = frozenset({"assignedLabels", "assignedLicenses", "groupTypes", "onPremisesProvisioningErrors",
-                                "proxyAddresses", "serviceProvisioningErrors"})
-_GROUP_FILTER = {**dict.fromkeys(("id", "displayName", "description", "mail", "mailNickname", "classification",
-                                  "membershipRule", "onPremisesSamAccountName", "preferredLanguage",
-                                  "securityIdentifier", "uniqueName"), _S),
-                 "mailEnabled": _B, "securityEnabled": _B, "isAssignableToRole": _B, "onPremisesSyncEnabled": _B,
-                 "createdDateTime": _DT, "expirationDateTime": _DT, "renewedDateTime": _DT,
-                 "groupTypes": _C, "proxyAddresses": _C}
-
-DEVICE_PROPERTIES = (
-    "accountEnabled", "alternativeSecurityIds", "approximateLastSignInDateTime", "complianceExpirationDateTime",
-    "deletedDateTime", "deviceCategory", "deviceId", "deviceMetadata", "deviceOwnership", "deviceVersion",
-    "displayName", "enrollmentProfileName", "enrollmentType", "extensionAttributes", "id", "isCompliant",
-    "isManaged", "isManagementRestricted", "isRooted", "managementType", "manufacturer", "mdmAppId", "model",
-    "onPremisesLastSyncDateTime", "onPremisesSecurityIdentifier", "onPremisesSyncEnabled", "operatingSystem",
-    "operatingSystemVersion", "physicalIds", "profileType", "registrationDateTime", "systemLabels", "trustType")
-_DEVICE_COLLECTIONS = frozenset({"alternativeSecurityIds", "physicalIds", "systemLabels"})
-_DEVICE_FILTER = {**dict.fromkeys(("id", "deviceId", "displayName", "operatingSystem", "operatingSystemVersion",
-                                   "trustType", "manufacturer", "model", "deviceOwnership", "enrollmentType",
-                                   "enrollmentProfileName", "managementType", "profileType", "mdmAppId",
-                                   "deviceCategory"), _S),
-                  "accountEnabled": _B, "isCompliant": _B, "isManaged": _B, "onPremisesSyncEnabled": _B,
-                  "isRooted": _B, "approximateLastSignInDateTime": _DT, "registrationDateTime": _DT,
-                  "onPremisesLastSyncDateTime": _DT, "physicalIds": _C, "systemLabels": _C,
-                  "deviceVersion": "Int32"}
-
-SERVICE_PRINCIPAL_PROPERTIES = (
-    "accountEnabled", "addIns", "alternativeNames", "appDescription", "appDisplayName", "appId",
-    "applicationTemplateId", "appOwnerOrganizationId", "appRoleAssignmentRequired", "appRoles", "deletedDateTime",
-    "description", "disabledByMicrosoftStatus", "displayName", "homepage", "id", "info", "keyCredentials",
-    "loginUrl", "logoutUrl", "notes", "notificationEmailAddresses", "oauth2PermissionScopes",
-    "passwordCredentials", "preferredSingleSignOnMode", "preferredTokenSigningKeyThumbprint", "publisherName",
-    "replyUrls", "resourceSpecificApplicationPermissions", "samlSingleSignOnSettings", "servicePrincipalNames",
-    "servicePrincipalType", "signInAudience", "tags", "tokenEncryptionKeyId", "verifiedPublisher")
-_SP_COLLECTIONS = frozenset({"addIns", "alternativeNames", "appRoles", "keyCredentials", "notificationEmailAddresses",
-                             "oauth2PermissionScopes", "passwordCredentials", "replyUrls",
-                             "resourceSpecificApplicationPermissions", "servicePrincipalNames", "tags"})
-_SP_FILTER = {**dict.fromkeys(("id", "appId", "displayName", "publisherName", "servicePrincipalType",
-                               "appDisplayName", "preferredSingleSignOnMode", "signInAudience"), _S),
-              "accountEnabled": _B, "appRoleAssignmentRequired": _B, "appOwnerOrganizationId": "Guid",
-              "servicePrincipalNames": _C, "tags": _C, "alternativeNames": _C}
+_GROUP_FILTER = ("id", "displayName", "description", "mail", "mailNickname", "classification", "membershipRule",
+                 "onPremisesSamAccountName", "preferredLanguage", "securityIdentifier", "uniqueName", "mailEnabled",
+                 "securityEnabled", "isAssignableToRole", "onPremisesSyncEnabled", "createdDateTime",
+                 "expirationDateTime", "renewedDateTime", "groupTypes", "proxyAddresses")
+_DEVICE_FILTER = ("id", "deviceId", "displayName", "operatingSystem", "operatingSystemVersion", "trustType",
+                  "manufacturer", "model", "deviceOwnership", "enrollmentType", "enrollmentProfileName",
+                  "managementType", "profileType", "mdmAppId", "deviceCategory", "accountEnabled", "isCompliant",
+                  "isManaged", "onPremisesSyncEnabled", "isRooted", "approximateLastSignInDateTime",
+                  "registrationDateTime", "onPremisesLastSyncDateTime", "physicalIds", "systemLabels",
+                  "deviceVersion")
+_SP_FILTER = ("id", "appId", "displayName", "servicePrincipalType", "appDisplayName", "preferredSingleSignOnMode",
+              "signInAudience", "accountEnabled", "appRoleAssignmentRequired", "appOwnerOrganizationId",
+              "servicePrincipalNames", "tags", "alternativeNames")
 
 
 @dataclass(frozen=True)
 class Resource:
-    """One directory collection: its segment (also the tenant's change-log kind) and its type's properties."""
+    """One directory collection: its segment (also the tenant's change-log kind), its type and the rules the
+    emulator applies on top of the type's v1.0 properties."""
 
     name: str                          # "groups": the URL segment and the tenant kind
-    type: str                          # "group": microsoft.graph.group
-    properties: tuple[str, ...]        # selectable in lists, delta and single reads
-    default: tuple[str, ...]           # returned without $select
-    collections: frozenset[str]        # properties that are collections (null comes back as [])
-    filter_types: Mapping[str, str]    # filterable properties → Edm type
+    type: str                          # "group": microsoft.graph.group, as the catalogue names it
+    filterable: tuple[str, ...]        # properties that support $filter
+    default_set: tuple[str, ...] | None = None  # returned without $select; None: every selectable property
     single_only: tuple[str, ...] = ()  # selectable only when reading one object
     endswith: frozenset[str] = frozenset()
     delta_nav: str | None = None       # relationship tracked by delta when selected (manager / members)
@@ -162,6 +108,25 @@ class Resource:
         return f"#microsoft.graph.{self.type}"
 
     @cached_property
+    def properties(self) -> tuple[str, ...]:
+        """Selectable in lists, delta and single reads: the type's v1.0 properties but the single-only ones."""
+        return tuple(n for n in catalogue.structural(self.type) if n not in self.single_only)
+
+    @cached_property
+    def default(self) -> tuple[str, ...]:
+        return self.properties if self.default_set is None else self.default_set
+
+    @cached_property
+    def collections(self) -> frozenset[str]:
+        """Properties that are collections (an unset one comes back as [])."""
+        return frozenset(n for n, p in catalogue.structural(self.type).items() if p.collection)
+
+    @cached_property
+    def filter_types(self) -> dict[str, str]:
+        """Filterable property -> its type as ``$filter`` compares it (``String``, ``Collection(String)`` ...)."""
+        return {n: catalogue.structural(self.type)[n].edm for n in self.filterable}
+
+    @cached_property
     def token_properties(self) -> tuple[str, ...]:
         """Every selectable name in a fixed order: tokens carry a $select as indices into this tuple."""
         return self.properties + self.single_only + ((self.delta_nav,) if self.delta_nav else ())
@@ -175,24 +140,28 @@ class Resource:
         return frozenset(self.properties + self.single_only)
 
 
-USERS = Resource("users", "user", USER_PROPERTIES, DEFAULT_USER_PROPERTIES, _USER_COLLECTIONS, _USER_FILTER,
-                 OUTSIDE_MAIN_STORE, frozenset({"mail", "userPrincipalName"}), delta_nav="manager",
-                 relations=("manager",))
-GROUPS = Resource("groups", "group", GROUP_PROPERTIES, DEFAULT_GROUP_PROPERTIES, _GROUP_COLLECTIONS, _GROUP_FILTER,
-                  GROUP_SINGLE_ONLY, frozenset({"mail"}), delta_nav="members", nav_by_default=True,
-                  relations=("members", "owners", "transitiveMembers"), split_links=True)
-DEVICES = Resource("devices", "device", DEVICE_PROPERTIES, DEVICE_PROPERTIES, _DEVICE_COLLECTIONS, _DEVICE_FILTER,
-                   relations=("registeredOwners", "registeredUsers"))
-SERVICE_PRINCIPALS = Resource("servicePrincipals", "servicePrincipal", SERVICE_PRINCIPAL_PROPERTIES,
-                              SERVICE_PRINCIPAL_PROPERTIES, _SP_COLLECTIONS, _SP_FILTER, relations=("owners",))
+USERS = Resource("users", "user", _USER_FILTER, DEFAULT_USER_PROPERTIES, OUTSIDE_MAIN_STORE,
+                 frozenset({"mail", "userPrincipalName"}), delta_nav="manager", relations=("manager",))
+GROUPS = Resource("groups", "group", _GROUP_FILTER, None, GROUP_SINGLE_ONLY, frozenset({"mail"}),
+                  delta_nav="members", nav_by_default=True, relations=("members", "owners", "transitiveMembers"),
+                  split_links=True)
+DEVICES = Resource("devices", "device", _DEVICE_FILTER, relations=("registeredOwners", "registeredUsers"))
+SERVICE_PRINCIPALS = Resource("servicePrincipals", "servicePrincipal", _SP_FILTER, relations=("owners",))
 RESOURCES = {r.name: r for r in (USERS, GROUPS, DEVICES, SERVICE_PRINCIPALS)}
 BY_TYPE = {r.type: r for r in RESOURCES.values()}
 # What a member/owner link may point at; orgContacts are ids only in the sandbox.
 LINK_TYPES = {"user": USERS, "group": GROUPS, "device": DEVICES, "orgContact": None}
 ODATA_TYPES = {t: f"#microsoft.graph.{t}" for t in (*LINK_TYPES, "servicePrincipal", "directoryObject")}
-DIRECTORY_OBJECT_PROPERTIES = frozenset().union(*(r.known for r in (USERS, GROUPS, DEVICES))) | {
-    "companyName", "department", "jobTitle", "proxyAddresses", "mailNickname"}
+# $select on a directoryObject collection (members, owners ...) may name a property of any type it can hold.
+DIRECTORY_OBJECT_PROPERTIES = frozenset().union(*(catalogue.structural(t) for t in LINK_TYPES))
 TYPE_CASTS = {f"microsoft.graph.{t}": t for t in LINK_TYPES}
+
+
+def unknown_property(name: str, entity: str) -> GraphError:
+    """Graph's 400 for a name the type does not have, e.g. a beta-only property in a v1.0 ``$select``: ``{"error":
+    {"code":"BadRequest","message":"Could not find a property named 'publisherName' on type
+    'microsoft.graph.servicePrincipal'."}}``."""
+    return bad_request(f"Could not find a property named '{name}' on type '{entity}'.", "BadRequest")
 
 
 # -- query options -----------------------------------------------------------------------------------------
@@ -206,7 +175,7 @@ def parse_select(raw: str, res: Resource, *, where: str) -> tuple[str, ...]:
     names = list(dict.fromkeys(name.strip() for name in raw.split(",")))
     for name in names:
         if name not in res.index or (name == res.delta_nav and where != "delta"):
-            raise bad_request(f"Could not find a property named '{name}' on type '{res.entity}'.")
+            raise unknown_property(name, res.entity)
     outside = [n for n in names if n in res.single_only]
     if outside and where == "delta":
         raise bad_request("Invalid request for delta query: $expand/$select is not supported for the following "
@@ -219,12 +188,11 @@ def parse_select(raw: str, res: Resource, *, where: str) -> tuple[str, ...]:
 
 def parse_related_select(raw: str, cast: str | None) -> tuple[str, ...]:
     """``$select`` on a relationship (directoryObjects, or one type after a cast)."""
-    known = BY_TYPE[cast].known if cast in BY_TYPE else DIRECTORY_OBJECT_PROPERTIES
+    known = catalogue.structural(cast) if cast else DIRECTORY_OBJECT_PROPERTIES
     names = tuple(dict.fromkeys(name.strip() for name in raw.split(",")))
     for name in names:
         if name not in known:
-            raise bad_request(f"Could not find a property named '{name}' on type "
-                              f"'microsoft.graph.{cast or 'directoryObject'}'.")
+            raise unknown_property(name, f"microsoft.graph.{cast or 'directoryObject'}")
     return names
 
 
@@ -246,7 +214,7 @@ def parse_expand(raw: str | None, res: Resource) -> tuple[str, ...]:
     for name in names:
         base = name.split("(", 1)[0].strip()
         if base not in res.relations or base == "transitiveMembers":
-            raise bad_request(f"Could not find a property named '{base}' on type '{res.entity}'.")
+            raise unknown_property(base, res.entity)
         if "(" in name:
             raise bad_request(f"Query options inside $expand ('{name}') are not supported on directory objects.",
                               "Request_UnsupportedQuery")

@@ -30,7 +30,13 @@ https://learn.microsoft.com/en-us/graph/throttling.
 
 UNCONFIRMED behaviours (emulator choices; those of reads, delta and ``$batch`` are listed in their modules):
 - Unselected or unset properties: selected-but-unset come back as null (collections as ``[]``).
-- ``$select=manager``/``members`` outside delta is 400; a non-GET method (except ``POST /$batch`` and
+- Properties are those of the v1.0 catalogue (``shared/graph_catalogue.json``, from msgraph-sdk's v1.0 models):
+  any other name in ``$select`` is 400 ``BadRequest`` "Could not find a property named 'X' on type
+  'microsoft.graph.Y'." (as Graph v1.0 answers the beta-only ``publisherName``); the same 400 for a name in
+  ``$filter``, and every catalogue property selectable in lists and delta except the hand-listed single-only
+  ones (Graph may keep a few more - e.g. the group's ``isFavorite`` - to single reads).
+- ``$select`` of any other relationship than ``manager``/``members`` on delta is 400, and
+  ``$select=manager``/``members`` outside delta is 400; a non-GET method (except ``POST /$batch`` and
   ``/subscriptions``) is 405 ``Request_BadRequest``; paths outside ``/v1.0`` are 404
   ``Request_ResourceNotFound``; the no-permission token gets 403 on every endpoint.
 - 429 carries ``Retry-After`` exactly as given to ``throttle`` and the identity throttle headers of §4.1.
@@ -66,7 +72,6 @@ from sandbox.graph_directory import (
     OUTSIDE_MAIN_STORE,
     RESOURCES,
     TYPE_CASTS,
-    USER_PROPERTIES,
     GraphError,
     bad_request,
     not_found,
@@ -80,7 +85,7 @@ from sandbox.tenant import Change, Tenant
 __all__ = ["DEFAULT_PAGE_SIZE", "DEFAULT_USER_PROPERTIES", "DELTA_PAGE_SIZES", "DEVICE_DELTA_PAGE_SIZE",
            "EXPAND_ITEMS", "EXPAND_PAGE_SIZE", "GROUP_DELTA_PAGE_SIZE", "LIST_PAGE_SIZE", "MAX_BATCH_REQUESTS",
            "MAX_TOP", "NO_PERMISSIONS_TOKEN", "OUTSIDE_MAIN_STORE", "SERVICE_PRINCIPAL_DELTA_PAGE_SIZE",
-           "TOKEN_TTL_SECONDS", "USER_PROPERTIES", "GraphEmulator", "GraphError", "RecordedRequest"]
+           "TOKEN_TTL_SECONDS", "GraphEmulator", "GraphError", "RecordedRequest"]
 
 NO_PERMISSIONS_TOKEN = "sandbox-graph-no-perms"
 

@@ -18,8 +18,8 @@ unset property; ``ne`` is the negation of ``eq``; ``ge``/``gt``/``le``/``lt`` on
 properties; ``any`` on string collections. ``ne``, ``not`` and ``endswith`` need an advanced query
 (``ConsistencyLevel: eventual`` and ``$count=true``); ``in`` takes at most 15 values unless the query is
 advanced. Errors are ``FilterError(code, message)`` with Graph's codes: ``BadRequest`` for syntax and type
-errors, ``Request_BadRequest`` for unknown properties, ``Request_UnsupportedQuery`` for what the directory
-does not support. Wording that is not quoted in the reference is an emulator choice (UNCONFIRMED).
+errors and for unknown properties (as ``$select`` answers them: "Could not find a property named 'X' on type
+'microsoft.graph.Y'."), ``Request_UnsupportedQuery`` for what the directory does not support. Wording that is not quoted in the reference is an emulator choice (UNCONFIRMED).
 """
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ _KIND_NAMES = {"eq": "Equal", "ne": "NotEqual", "ge": "GreaterThanOrEqual", "gt"
                "le": "LessThanOrEqual", "lt": "LessThan"}
 _EDM = {"string": "Edm.String", "bool": "Edm.Boolean", "guid": "Edm.Guid", "datetime": "Edm.DateTimeOffset",
         "number": "Edm.Int32"}
-_ACCEPTS = {"String": "string", "Boolean": "bool", "Guid": "guid", "DateTimeOffset": "datetime", "Int32": "number"}
+# Property types as shared.graph_catalogue gives them; "Integer" is any width (msgraph-sdk reads Int32 and Int64
+# alike): the only filterable one here, device.deviceVersion, is Edm.Int32, as the type error names it.
+_ACCEPTS = {"String": "string", "Boolean": "bool", "Guid": "guid", "DateTimeOffset": "datetime", "Integer": "number"}
+_EDM_NAMES = {"Integer": "Int32"}
 
 
 class FilterError(Exception):
@@ -94,8 +97,8 @@ def compile_filter(text: str, *, entity: str, types: Mapping[str, str], known: C
     """A predicate for ``text`` on objects of ``entity`` (e.g. "microsoft.graph.user").
 
     ``types`` maps the filterable properties to their Edm type name ("String", "Boolean", "Guid",
-    "DateTimeOffset", "Int32", "Collection(String)"); ``known`` are all property names of the type (a known
-    but unfilterable one is Request_UnsupportedQuery, an unknown one Request_BadRequest); ``endswith`` lists
+    "DateTimeOffset", "Integer", "Collection(String)"); ``known`` are all property names of the type (a known
+    but unfilterable one is Request_UnsupportedQuery, an unknown one BadRequest); ``endswith`` lists
     the properties that support ``endswith`` (advanced queries only).
     """
     if not text.strip():
@@ -181,7 +184,7 @@ class _Parser:
         if tok.kind != "word":
             raise _syntax(self.text, tok.pos)
         if tok.text not in self.known:
-            raise FilterError("Request_BadRequest", f"Could not find a property named '{tok.text}' on type "
+            raise FilterError("BadRequest", f"Could not find a property named '{tok.text}' on type "
                                                     f"'{self.entity}'.")
         if tok.text not in self.types:
             raise self.unsupported(tok.text)
@@ -214,8 +217,8 @@ class _Parser:
         if _ACCEPTS.get(element) != literal.kind:
             found = _EDM.get(literal.kind, "null")
             raise FilterError("BadRequest", "A binary operator with incompatible types was detected. Found operand "
-                                            f"types 'Edm.{element}' and '{found}' for operator kind "
-                                            f"'{_KIND_NAMES[operator]}'.")
+                                            f"types 'Edm.{_EDM_NAMES.get(element, element)}' and '{found}' for "
+                                            f"operator kind '{_KIND_NAMES[operator]}'.")
 
     def compare(self) -> Predicate:
         name, edm = self.prop()

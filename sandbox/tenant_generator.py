@@ -192,6 +192,7 @@ FIRST_PARTY = [("Microsoft Graph", "00000003-0000-0000-c000-000000000000"),
                ("Microsoft Teams", "1fec8e78-bce4-4aaf-ab1b-5451cc387264"),
                ("Azure Portal", "c44b4083-3bb0-49c1-b47d-974e53cbdf3c"),
                ("Microsoft Intune", "0000000a-0000-0000-c000-000000000000")]
+UNVERIFIED = ("displayName", "verifiedPublisherId", "addedDateTime")  # verifiedPublisher of an unverified app
 VENDORS = ["Salesforce", "ServiceNow", "Slack Technologies", "Zoom Video Communications", "Atlassian",
            "Adobe Inc.", "Workday", "DocuSign", "GitHub", "Miro", "Zscaler", "Cisco Webex"]
 OWN_APPS = ["HR Portal", "Expense Tracker", "Intranet", "Entra Assets Sync", "Build Agent", "Data Lake Reader",
@@ -303,7 +304,20 @@ def _generate_devices(tenant: Tenant, rng: random.Random, count: int, user_ids: 
         tenant.device_owners[did] = [owner] if owner else []
 
 
-def _generate_service_principals(tenant: Tenant, rng: random.Random, count: int, user_ids: list[str]) -> None:
+def _verified_publishers(rng: random.Random) -> dict[str, dict]:
+    """Every other vendor's publisher is verified (a Microsoft Partner Network id, the date it was added)."""
+    return {vendor: {"displayName": vendor, "verifiedPublisherId": str(rng.randint(1_000_000, 6_999_999)),
+                     "addedDateTime": f"20{rng.randint(20, 25)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+                                      f"T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"}
+            for vendor in VENDORS[::2]}
+
+
+def _generate_service_principals(tenant: Tenant, rng: random.Random, count: int, user_ids: list[str],
+                                 verified: dict[str, dict]) -> None:
+    """Service principals as v1.0 lists them: ``verifiedPublisher`` is set for verified third-party publishers and
+    all null otherwise - Microsoft's own apps (UNCONFIRMED: they show no verified publisher), the tenant's own
+    apps, managed identities; ``appOwnerOrganizationId`` is the tenant the app is registered in (none for
+    managed identities and legacy principals). ``publisherName`` is beta-only and not given."""
     vendor_tenants = {v: guid(rng) for v in VENDORS}
     first_party = iter(FIRST_PARTY)
     fixed = ["microsoft", "own", "managed", "vendor", "legacy"]
@@ -316,13 +330,13 @@ def _generate_service_principals(tenant: Tenant, rng: random.Random, count: int,
             kind = "vendor"
         owners: list[str] = []
         if kind == "microsoft":
-            sp = {"displayName": party[0], "appId": party[1], "publisherName": "Microsoft Services",
-                  "servicePrincipalType": "Application", "appOwnerOrganizationId": MICROSOFT_TENANT}
+            sp = {"displayName": party[0], "appId": party[1], "servicePrincipalType": "Application",
+                  "appOwnerOrganizationId": MICROSOFT_TENANT}
         elif kind == "vendor":
             vendor = rng.choice(VENDORS)
             sp = {"displayName": f"{vendor.split()[0]} {rng.choice(('SSO', 'Connector', 'Provisioning', ''))}"
-                  .strip(), "appId": guid(rng), "publisherName": vendor, "servicePrincipalType": "Application",
-                  "appOwnerOrganizationId": vendor_tenants[vendor]}
+                  .strip(), "appId": guid(rng), "verifiedPublisher": verified.get(vendor),
+                  "servicePrincipalType": "Application", "appOwnerOrganizationId": vendor_tenants[vendor]}
         elif kind == "managed":
             sp = {"displayName": f"func-{rng.choice(('sync', 'billing', 'reports', 'etl'))}-"
                                  f"{rng.choice(('prod', 'test', 'dev'))}-{index}",
@@ -332,11 +346,12 @@ def _generate_service_principals(tenant: Tenant, rng: random.Random, count: int,
                   "servicePrincipalType": "Legacy"}
         else:
             sp = {"displayName": rng.choice(OWN_APPS) + ("" if index < 30 else f" {index}"),
-                  "appId": guid(rng), "publisherName": "Contoso", "servicePrincipalType": "Application",
+                  "appId": guid(rng), "servicePrincipalType": "Application",
                   "appOwnerOrganizationId": tenant.tenant_id}
             if user_ids and (index == 1 or rng.random() < 0.6):
                 owners = rng.sample(user_ids, 2 if index == 1 else rng.randint(1, 2))
         sp["accountEnabled"] = index != 3 and rng.random() >= 0.05
+        sp["verifiedPublisher"] = sp.get("verifiedPublisher") or dict.fromkeys(UNVERIFIED)
         tenant.service_principals[sid] = {"id": sid, **{k: v for k, v in sp.items() if v is not None}}
         tenant.orders["servicePrincipals"].append(sid)
         tenant.sp_owners[sid] = owners
@@ -365,7 +380,9 @@ def generate_tenant(users: int = 2000, seed: int = 1, groups: int | None = None,
     applications = max(5, users // 50) if applications is None else applications
     _generate_groups(tenant, random.Random(f"groups-{seed}"), groups, ids)
     _generate_devices(tenant, random.Random(f"devices-{seed}"), devices, ids)
-    _generate_service_principals(tenant, random.Random(f"apps-{seed}"), applications, ids)
+    # The verified publishers come from a stream of their own: the rest of the tenant is as it was before them.
+    _generate_service_principals(tenant, random.Random(f"apps-{seed}"), applications, ids,
+                                 _verified_publishers(random.Random(f"publishers-{seed}")))
     app_rng = random.Random(f"app-registration-{seed}")  # the sync app's own registration (no credential yet)
     oid = guid(app_rng)
     tenant.applications[oid] = {"id": oid, "appId": guid(app_rng), "displayName": "Entra Assets sync",

@@ -1,97 +1,32 @@
-"""What a ``source:`` of the MAPPING_FILE may name: the Graph v1.0 properties of each resource an object type
-is read from (user, group, device, servicePrincipal), the ones entra-assets refuses and why, and the
-directory-extension form. ``source_problem`` checks a source path against them. Pure.
+"""What a ``source:`` of the MAPPING_FILE may name: the Graph v1.0 properties of the resource each object type
+is read from (user, group, device, servicePrincipal) as ``shared.graph_catalogue`` holds them (generated from
+msgraph-sdk's v1.0 models), the ones entra-assets refuses and why, and the directory-extension form.
+``source_problem`` checks a source path against them. Pure.
 
 A source is a dot path whose first segment is a v1.0 property of the resource or a directory extension
-``extension_<app id, 32 hex digits without dashes>_<name>``. ``onPremisesExtensionAttributes.`` (users) and
-``extensionAttributes.`` (devices) take ``extensionAttribute1``..``15``; ``employeeOrgData.`` takes
-``costCenter`` or ``division``; the complex properties in ``_COMPLEX`` take any sub-path (checked for syntax
-only); plain properties take no sub-path. Refused, with the reason: properties Graph refuses in a delta
-``$select`` (for users those stored outside the main directory store: skills, aboutMe, birthday, ...;
-``signInActivity``), properties Graph only returns when reading a single object, and properties that need
+``extension_<app id, 32 hex digits without dashes>_<name>``. A complex property may be followed by the names of
+its sub-properties (``verifiedPublisher.displayName``, ``identities.issuer`` through a collection); the bags of
+named values (``onPremisesExtensionAttributes``, ``employeeOrgData``) must be; plain values take no sub-path.
+A name the v1.0 catalogue lacks - a beta-only property such as a servicePrincipal's ``publisherName`` - is
+refused: Graph v1.0 answers 400 to it in a ``$select``. Refused too, with the reason: properties Graph refuses
+in a delta ``$select`` (for users those stored outside the main directory store: skills, aboutMe, birthday,
+...; ``signInActivity``), properties Graph only returns when reading a single object, and properties that need
 permissions entra-assets does not ask for.
 """
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from shared.graph_catalogue import COMPLEX, NAVIGATION, Property, complex_type, entity_type
 from shared.schema import ObjectType
 
 # The Graph resource each primary object type is read from.
 RESOURCES = {"user": "user", "group": "group", "device": "device", "application": "servicePrincipal"}
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-# v1.0 properties per Graph resource (learn.microsoft.com/graph/api/resources/<resource>; reference/graph.md
-# §1.3). Relationships (manager, members, owners, ...) are not properties and cannot be a source.
-_PROPERTIES = {
-    "user": _words(
-        "aboutMe accountEnabled ageGroup assignedLicenses assignedPlans authorizationInfo birthday "
-        "businessPhones city companyName consentProvidedForMinor country createdDateTime creationType "
-        "customSecurityAttributes deletedDateTime department displayName employeeHireDate employeeId "
-        "employeeLeaveDateTime employeeOrgData employeeType externalUserState "
-        "externalUserStateChangeDateTime faxNumber givenName hireDate id identities imAddresses interests "
-        "isManagementRestricted isResourceAccount jobTitle lastPasswordChangeDateTime "
-        "legalAgeGroupClassification licenseAssignmentStates mail mailboxSettings mailNickname "
-        "mobilePhone mySite officeLocation onPremisesDistinguishedName onPremisesDomainName "
-        "onPremisesExtensionAttributes onPremisesImmutableId onPremisesLastSyncDateTime "
-        "onPremisesProvisioningErrors onPremisesSamAccountName onPremisesSecurityIdentifier "
-        "onPremisesSyncEnabled onPremisesUserPrincipalName otherMails passwordPolicies passwordProfile "
-        "pastProjects postalCode preferredDataLocation preferredLanguage preferredName provisionedPlans "
-        "proxyAddresses responsibilities schools securityIdentifier serviceProvisioningErrors "
-        "showInAddressList signInActivity signInSessionsValidFromDateTime skills state streetAddress "
-        "surname usageLocation userPrincipalName userType"),
-    "group": _words(
-        "allowExternalSenders assignedLabels assignedLicenses autoSubscribeNewMembers classification "
-        "createdDateTime deletedDateTime description displayName expirationDateTime groupTypes "
-        "hasMembersWithLicenseErrors hideFromAddressLists hideFromOutlookClients id isArchived "
-        "isAssignableToRole isManagementRestricted isSubscribedByMail licenseProcessingState mail "
-        "mailEnabled mailNickname membershipRule membershipRuleProcessingState onPremisesDomainName "
-        "onPremisesLastSyncDateTime onPremisesNetBiosName onPremisesProvisioningErrors "
-        "onPremisesSamAccountName onPremisesSecurityIdentifier onPremisesSyncEnabled "
-        "preferredDataLocation preferredLanguage proxyAddresses renewedDateTime securityEnabled "
-        "securityIdentifier serviceProvisioningErrors theme uniqueName unseenCount visibility"),
-    "device": _words(
-        "accountEnabled alternativeSecurityIds approximateLastSignInDateTime complianceExpirationDateTime "
-        "deletedDateTime deviceCategory deviceId deviceMetadata deviceOwnership deviceVersion displayName "
-        "enrollmentProfileName enrollmentType extensionAttributes id isCompliant isManaged "
-        "isManagementRestricted isRooted managementType manufacturer mdmAppId model "
-        "onPremisesLastSyncDateTime onPremisesSecurityIdentifier onPremisesSyncEnabled operatingSystem "
-        "operatingSystemVersion physicalIds profileType registrationDateTime systemLabels trustType"),
-    "servicePrincipal": _words(
-        "accountEnabled addIns alternativeNames appDescription appDisplayName appId applicationTemplateId "
-        "appOwnerOrganizationId appRoleAssignmentRequired appRoles customSecurityAttributes "
-        "deletedDateTime description disabledByMicrosoftStatus displayName homepage id info "
-        "keyCredentials loginUrl logoutUrl notes notificationEmailAddresses oauth2PermissionScopes "
-        "passwordCredentials preferredSingleSignOnMode preferredTokenSigningKeyThumbprint publisherName "
-        "replyUrls resourceSpecificApplicationPermissions samlSingleSignOnSettings servicePrincipalNames "
-        "servicePrincipalType signInAudience tags tokenEncryptionKeyId verifiedPublisher"),
-}
-# Complex properties whose sub-paths are free (checked for syntax only).
-_COMPLEX = {
-    "user": {"assignedLicenses", "assignedPlans", "authorizationInfo", "identities",
-             "licenseAssignmentStates", "onPremisesProvisioningErrors", "provisionedPlans",
-             "serviceProvisioningErrors"},
-    "group": {"assignedLabels", "assignedLicenses", "onPremisesProvisioningErrors",
-              "serviceProvisioningErrors"},
-    "device": {"alternativeSecurityIds"},
-    "servicePrincipal": {"addIns", "appRoles", "info", "keyCredentials", "oauth2PermissionScopes",
-                         "passwordCredentials", "resourceSpecificApplicationPermissions",
-                         "samlSingleSignOnSettings", "verifiedPublisher"},
-}
-# Complex properties with a fixed set of sub-properties.
-_EXTENSION_ATTRIBUTES = tuple(f"extensionAttribute{i}" for i in range(1, 16))
-_FIXED = {
-    "user": {"onPremisesExtensionAttributes": _EXTENSION_ATTRIBUTES,
-             "employeeOrgData": ("costCenter", "division")},
-    "device": {"extensionAttributes": _EXTENSION_ATTRIBUTES},
-}
+# Complex types that are bags of named values: a source names one of their values, never the whole bag.
+_BAGS = ("employeeOrgData", "onPremisesExtensionAttributes")
 _OUTSIDE_MAIN_STORE = ("is stored outside the directory's main store: Graph refuses it in a delta $select "
                        "(400 'Invalid request for delta query', reference/graph.md §1.3)")
 _SINGLE_GROUP = "is returned only when reading one group (GET /groups/{id}), not in a list or delta query"
@@ -120,19 +55,9 @@ _REFUSED = {
     "device": {},
     "servicePrincipal": {"customSecurityAttributes": _CUSTOM_SECURITY},
 }
-# Relationships per resource: named so that a source naming one is told why it cannot be used.
-_RELATIONSHIPS = {
-    "user": {"manager", "directReports", "memberOf", "transitiveMemberOf", "ownedDevices",
-             "registeredDevices", "ownedObjects", "createdObjects", "photo", "extensions",
-             "appRoleAssignments"},
-    "group": {"members", "transitiveMembers", "owners", "memberOf", "transitiveMemberOf", "photo",
-              "extensions", "appRoleAssignments"},
-    "device": {"registeredOwners", "registeredUsers", "memberOf", "transitiveMemberOf", "extensions"},
-    "servicePrincipal": {"owners", "appRoleAssignedTo", "appRoleAssignments", "memberOf",
-                         "transitiveMemberOf", "oauth2PermissionGrants", "ownedObjects", "createdObjects"},
-}
 _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXTENSION = re.compile(r"^extension_[0-9a-fA-F]{32}_[A-Za-z0-9_]+$")
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -194,12 +119,14 @@ def _extension_problem(source: str, first: str, rest: list[str]) -> str | None:
 
 def _property_problem(source: str, first: str, resource: str) -> str | None:
     """Why ``first`` is not a property of ``resource`` entra-assets can read (None when it is)."""
-    properties = _PROPERTIES[resource]
-    if first not in properties:
-        if first in _RELATIONSHIPS[resource]:
-            return f"'{first}' is a relationship of a Graph {resource}, not a property; it cannot be a source"
-        return (f"the source '{source}': '{first}' is not a property of a Graph {resource}"
-                f"{suggest(first, properties)}")
+    properties = entity_type(resource)
+    prop = properties.get(first)
+    if prop is not None and prop.kind == NAVIGATION:
+        return f"'{first}' is a relationship of a Graph {resource}, not a property; it cannot be a source"
+    if prop is None:
+        plain = [name for name, p in properties.items() if p.kind != NAVIGATION]
+        return (f"the source '{source}': '{first}' is not a property of a Graph {resource} (v1.0)"
+                f"{suggest(first, plain)}")
     refused = _REFUSED[resource].get(first)
     if refused:
         return f"the source '{source}': {first} {refused}"
@@ -207,16 +134,35 @@ def _property_problem(source: str, first: str, resource: str) -> str | None:
 
 
 def _sub_path_problem(source: str, first: str, rest: list[str], resource: str) -> str | None:
-    """Why ``rest`` cannot follow the property ``first`` (None when it can)."""
-    fixed = _FIXED.get(resource, {}).get(first)
-    if fixed is not None:
-        if len(rest) == 1 and rest[0] in fixed:
-            return None
-        allowed = (f".{fixed[0]}...{fixed[-1]}" if fixed == _EXTENSION_ATTRIBUTES
-                   else " or ".join(f".{f}" for f in fixed))
-        got = f"'{'.'.join(rest)}'" if rest else "nothing"
-        return f"the source '{source}': {first} must be followed by {allowed}, not {got}" + (
-            suggest(rest[0], fixed, close=False) if len(rest) == 1 else "")
-    if rest and first not in _COMPLEX[resource]:
-        return f"the source '{source}': {first} is a plain value; it has no '{'.'.join(rest)}'"
+    """Why ``rest`` cannot follow the property ``first`` (None when it can): each segment must be a
+    sub-property of the complex value before it."""
+    prop, walked = entity_type(resource)[first], first
+    if prop.kind == COMPLEX and prop.type in _BAGS and not rest:
+        return (f"the source '{source}': {first} must be followed by {_choices(complex_type(prop.type))}, "
+                "not nothing")
+    for i, segment in enumerate(rest):
+        if prop.kind != COMPLEX:
+            return f"the source '{source}': {walked} is a plain value; it has no '{'.'.join(rest[i:])}'"
+        properties = complex_type(prop.type)
+        if segment not in properties:
+            return (f"the source '{source}': {walked} must be followed by {_choices(properties)}, not "
+                    f"'{'.'.join(rest[i:])}'{suggest(segment, properties)}")
+        prop, walked = properties[segment], f"{walked}.{segment}"
     return None
+
+
+def _choices(properties: Mapping[str, Property]) -> str:
+    """``.a, .b or .c``; a numbered run as ``.extensionAttribute1...extensionAttribute15``."""
+    names = sorted(properties, key=_natural)
+    if not names:
+        return "nothing (it has no sub-properties in Graph v1.0)"
+    stems = {m.group(1) if (m := _NUMBERED.match(n)) else n for n in names}
+    if len(names) > 2 and len(stems) == 1:
+        return f".{names[0]}...{names[-1]}"
+    dotted = [f".{n}" for n in names]
+    return dotted[0] if len(dotted) == 1 else f"{', '.join(dotted[:-1])} or {dotted[-1]}"
+
+
+def _natural(name: str) -> tuple[str, int]:
+    match = _NUMBERED.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, -1)

@@ -29,7 +29,10 @@ GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "gro
                 "mailEnabled", "members"]
 DEVICE_SELECT = ["id", "displayName", "deviceId", "operatingSystem", "operatingSystemVersion", "trustType",
                  "isCompliant", "isManaged", "accountEnabled", "approximateLastSignInDateTime"]
-APPLICATION_SELECT = ["id", "displayName", "appId", "publisherName", "servicePrincipalType", "accountEnabled"]
+# Service principals: the publisher is v1.0's verifiedPublisher (publisherName is beta-only: v1.0 answers 400 to
+# it in a $select); appOwnerOrganizationId is the tenant the app is registered in.
+APPLICATION_SELECT = ["id", "displayName", "appId", "verifiedPublisher", "appOwnerOrganizationId",
+                      "servicePrincipalType", "accountEnabled"]
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -211,12 +214,15 @@ def map_device(device: dict, owners: list[str], warnings: Warnings) -> Record:
 
 
 def map_application(sp: dict, owners: list[str], warnings: Warnings) -> Record:
-    """One Graph service principal (an enterprise application) as an Application record."""
+    """One Graph service principal (an enterprise application) as an Application record. The publisher is the
+    verified publisher's name (null for an app whose publisher is not verified, and for Microsoft's own)."""
     sid = sp["id"]
     c = lambda key, attr: clean(sp.get(key), warnings, sid, attr)
+    publisher = sp.get("verifiedPublisher") or {}
     data = {
         "id": sid, "name": c("displayName", "Name") or clean(sp.get("appId")) or sid, "appId": c("appId", "App ID"),
-        "publisher": c("publisherName", "Publisher"),
+        "publisher": clean(publisher.get("displayName"), warnings, sid, "Publisher"),
+        "publisherTenantId": c("appOwnerOrganizationId", "Publisher Tenant ID"),
         "servicePrincipalType": c("servicePrincipalType", "Service Principal Type"),
         "accountEnabled": _bool(sp.get("accountEnabled")), "owners": owners,
         "status": _status(sp.get("accountEnabled")),

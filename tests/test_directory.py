@@ -56,6 +56,15 @@ def test_full_sync_fills_all_nine_object_types_with_references_as_the_tenant_say
     # Members that are not users (devices, contacts, the nested group) are skipped and counted, not errors.
     assert any("not a user" in kind for kind in report.full.unmatched.counts)
     assert report.executions == 1 and not any(p.errors for p in report.pushes)
+    # Applications: Publisher is v1.0's verifiedPublisher.displayName, Publisher Tenant ID appOwnerOrganizationId
+    # (the emulator refuses the beta-only publisherName as Graph v1.0 does).
+    apps = {sid: box.assets.find("Application", "Entra Object ID", sid).attributes
+            for sid in box.tenant.service_principals}
+    for sid, sp in box.tenant.service_principals.items():
+        publisher, tenant_id = sp["verifiedPublisher"]["displayName"], sp.get("appOwnerOrganizationId")
+        assert apps[sid].get("Publisher", []) == ([publisher] if publisher else []), sid
+        assert apps[sid].get("Publisher Tenant ID", []) == ([tenant_id] if tenant_id else []), sid
+    assert any(a.get("Publisher") for a in apps.values()) and any(a.get("Publisher Tenant ID") for a in apps.values())
 
 
 def test_departures_are_marked_deleted_once_and_never_deleted(box, env):

@@ -126,6 +126,23 @@ def test_groups_devices_and_applications_map_to_spec_attributes():
         assert set(record.data) == {a.locator for a in object_type.attributes}
 
 
+def test_application_publisher_comes_from_the_v1_verified_publisher():
+    w = Warnings()
+    verified = {"id": "s1", "appId": "a-1", "displayName": "Slack", "publisherName": "Slack (beta only)",
+                "verifiedPublisher": {"displayName": "Slack Technologies", "verifiedPublisherId": "1234567",
+                                      "addedDateTime": "2021-05-01T00:00:00Z"},
+                "appOwnerOrganizationId": "0f3e9a1c-0000-4000-8000-000000000001"}
+    data = map_application(verified, [], w).data
+    assert data["publisher"] == "Slack Technologies"
+    assert data["publisherTenantId"] == "0f3e9a1c-0000-4000-8000-000000000001"
+    # Unverified publishers: Graph gives the object with null values (or no object at all); no tenant for
+    # managed identities.
+    for unverified in ({"displayName": None, "verifiedPublisherId": None, "addedDateTime": None}, None):
+        data = map_application({"id": "s2", "appId": "a-2", "verifiedPublisher": unverified}, [], w).data
+        assert data["publisher"] is None and data["publisherTenantId"] is None
+    assert not w.counts
+
+
 def test_scope_and_departures():
     w, unmatched = Warnings(), Warnings()
     user = _user(id="u1", **{"manager@delta": [{"id": "m-out"}]})

@@ -60,8 +60,8 @@ def test_spec_attributes_of_groups_devices_applications():
                   "Owners", "Status", "Entra Object ID"],
         "Device": ["Name", "Device ID", "Operating System", "OS Version", "Trust Type", "Compliant", "Managed",
                    "Account Enabled", "Last Sign-In", "Registered Owners", "Status", "Entra Object ID"],
-        "Application": ["Name", "App ID", "Publisher", "Service Principal Type", "Account Enabled", "Owners",
-                        "Status", "Entra Object ID"],
+        "Application": ["Name", "App ID", "Publisher", "Publisher Tenant ID", "Service Principal Type",
+                        "Account Enabled", "Owners", "Status", "Entra Object ID"],
     }
     types = {t.name: t for t in OBJECT_TYPES}
     for name, attributes in spec.items():

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from sandbox.tenant import Change
-from sandbox.tenant_generator import generate_tenant
+from sandbox.tenant_generator import MICROSOFT_TENANT, generate_tenant
 from shared.mapping import USER_SELECT, fold
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -195,7 +195,12 @@ def test_devices_and_service_principals_are_realistic_and_have_every_odd_case(te
     assert any(not d["displayName"].isascii() for d in devices)
     sps = list(tenant.service_principals.values())
     assert {s["servicePrincipalType"] for s in sps} == {"Application", "ManagedIdentity", "Legacy"}
-    assert any(s.get("publisherName") == "Microsoft Services" for s in sps)
+    assert not any("publisherName" in s for s in sps)  # beta-only
+    verified = [s["verifiedPublisher"] for s in sps if s["verifiedPublisher"]["displayName"]]
+    assert verified and all(re.fullmatch(r"\d{7}", v["verifiedPublisherId"]) and v["addedDateTime"] for v in verified)
+    assert sum(s["verifiedPublisher"] == dict.fromkeys(("displayName", "verifiedPublisherId", "addedDateTime"))
+               for s in sps) > len(verified)  # most apps are unverified: all null
+    assert any(s.get("appOwnerOrganizationId") == MICROSOFT_TENANT for s in sps)
     assert any(s.get("appOwnerOrganizationId") == tenant.tenant_id for s in sps)
     assert any(s["accountEnabled"] is False for s in sps)
     assert set(tenant.sp_owners) == set(tenant.service_principals)
