@@ -87,3 +87,13 @@ class IncompatibleSchema(EntraAssetsError):
     mapping PATCH; nothing was sent."""
 
     exit_code = 2
+
+
+class ForeignLink(RemoteError):
+    """A server handed out a link (a nextLink, a deltaLink, an import link) to an origin other than the one
+    configured for its credentials (SPEC §7): refused before any request, so no credential went there.
+    ``host`` names where it pointed."""
+
+    def __init__(self, message: str, host: str):
+        super().__init__(message)
+        self.host = host
