@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from shared.errors import EntraAssetsError
+from shared.links import degraded_reason
 from shared.schema import BY_KEY
 from shared.store import LeaseBusy, StateStore
 
@@ -87,7 +88,8 @@ class RunRecord:
     Counts by object type use Assets names. ``created``/``updated``/``identical`` are what Assets reported for
     the executions; ``read``/``deactivated``/``held_back`` what the producer (full run) or the delta catch-up
     planned. ``repeated`` > 1: this entry stands for that many identical quiet catch-ups in a row (nothing to
-    push, no problem), the last one started at ``last_started``."""
+    push, no problem), the last one started at ``last_started``. ``linking``: why Jira user linking was
+    degraded in this run (one line, no secret, no e-mail; ``shared.links``), None when it was not."""
 
     triggers: list[str]
     kind: str                       # "full" | "catch-up"
@@ -109,6 +111,7 @@ class RunRecord:
     warnings: list[str] = field(default_factory=list)
     repeated: int = 1
     last_started: str | None = None
+    linking: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -125,7 +128,7 @@ def producer_summary(result, started: float) -> dict:
     Small and bounded (counts per type, at most ``MAX_LINES`` warnings), far under the queue message limit."""
     return {"run": result.run_id, "started": started, "read": by_name(result.read),
             "deactivated": by_name(result.deactivated), "held_back": by_name(result.held_back),
-            "warnings": _lines(result.warnings.lines())}
+            "warnings": _lines(result.warnings.lines()), "linking": degraded_reason(result.warnings)}
 
 
 def held_back_line(held_back: Mapping[str, int], max_deactivations: int) -> str:
@@ -140,12 +143,14 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
                 caught_up=None, max_deactivations: int = 0) -> RunRecord:
     """The record of one worker pass. ``push`` is its ``PushResult`` (``triggers``, ``summaries`` of the full
     runs it carried, counts, Assets' errors); ``caught_up`` the ``FullRunResult`` of its delta catch-up, if it
-    ran one. Departures held back by the guard make the run Failed, as they fail its invocation."""
+    ran one. Departures held back by the guard make the run Failed, as they fail its invocation; degraded
+    Jira linking (lookups or ``Jira User`` writes, ``push.links``) is a warning and the run's ``linking``."""
     summaries = list(push.summaries)
     read: Counter = Counter()
     deactivated: Counter = Counter()
     held_back: Counter = Counter()
     warnings: list[str] = []
+    linking = [summary.get("linking") for summary in summaries]
     for summary in summaries:
         read.update(summary.get("read") or {})
         deactivated.update(summary.get("deactivated") or {})
@@ -157,6 +162,12 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         deactivated.update(by_name(caught_up.deactivated))
         held_back.update(by_name(caught_up.held_back))
         warnings += caught_up.warnings.lines()
+        linking.append(degraded_reason(caught_up.warnings))
+    written = push.links  # shared.links.LinkOutcome, or None when linking is off
+    if written is not None and written.reason:
+        links_line = f"Jira User links not written (retried next pass): {written.reason}"
+        warnings.append(links_line)
+        linking.append(links_line)
     errors = list(push.errors) + ([describe(error)] if error is not None else [])
     if held_back:
         errors.append(held_back_line(held_back, max_deactivations))
@@ -169,7 +180,7 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         executions=push.executions, created=push.result_counts["objectsCreated"],
         updated=push.result_counts["objectsUpdated"], identical=push.result_counts["objectsIdentical"],
         deactivated=dict(deactivated), held_back=dict(held_back),
-        errors=_lines(errors), warnings=_lines(warnings))
+        errors=_lines(errors), warnings=_lines(warnings), linking=next(filter(None, linking), None))
 
 
 def producer_record(trigger: str, kind: str, started: float, ended: float, result=None,
@@ -184,7 +195,8 @@ def producer_record(trigger: str, kind: str, started: float, ended: float, resul
         stage="Failed" if errors else "Done", run=result.run_id if result is not None else None,
         read=by_name(result.read) if result is not None else {},
         deactivated=by_name(result.deactivated) if result is not None else {}, held_back=held_back,
-        errors=_lines(errors), warnings=_lines(result.warnings.lines()) if result is not None else [])
+        errors=_lines(errors), warnings=_lines(result.warnings.lines()) if result is not None else [],
+        linking=degraded_reason(result.warnings) if result is not None else None)
 
 
 def append(state: StateStore, record: RunRecord, *, wait: float = LEASE_WAIT_SECONDS,

@@ -244,7 +244,7 @@ def http_client(timeout: float = 60.0) -> httpx.Client:
     for transport in (client._transport, *client._mounts.values()):
         if isinstance(transport, httpx.HTTPTransport):
             pool = transport._pool
-            if not isinstance(getattr(pool, "_network_backend", None), httpcore.NetworkBackend):
+            if not hasattr(pool, "_network_backend"):
                 raise RuntimeError("httpx/httpcore changed: cannot bound the total time of requests")
             pool._network_backend = _DeadlineBackend(pool._network_backend)
     return client
