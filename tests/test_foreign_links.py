@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 
 from sandbox.http import serve
@@ -94,3 +95,26 @@ def test_execution_links_to_another_host_are_refused(box, settings, foreign):
         client.execution_status(execution)
     client.cancel(execution)  # best effort: logged, and not sent either
     assert foreign.received == []
+
+
+def test_jira_credentials_go_only_to_the_jira_site_and_the_assets_api(tmp_path, foreign):
+    from sandbox.emulators import start_sandbox
+    from shared.jira import atlassian_call, jira_client
+    from shared.links import object_api
+
+    box = start_sandbox(users=20, seed=3, jira=True)
+    try:
+        settings = load_settings({**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "h")})
+        run_setup(settings)
+        api = object_api(settings)  # the site's transport, now bound to JIRA_SITE_URL and ASSETS_API_URL
+        assert api.schemas()  # both allowed origins work
+        for url in (f"{foreign.url}/rest/api/3/myself", f"{foreign.url}/jsm/assets/workspace/x/v1/object/aql"):
+            with pytest.raises(ForeignLink) as error:
+                atlassian_call(api.transport, api.bucket, api._auth, "GET", url, what="test", forbidden="")
+        assert "which is not JIRA_SITE_URL's host" in str(error.value) and "or ASSETS_API_URL's host" in str(error.value)
+        site = jira_client(settings, httpx.Client())
+        with pytest.raises(ForeignLink):
+            atlassian_call(site.transport, site.bucket, site._auth, "GET", f"{foreign.url}/x", what="t", forbidden="")
+        assert foreign.received == []
+    finally:
+        box.stop()
