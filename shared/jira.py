@@ -43,7 +43,7 @@ import httpx
 import orjson
 
 from shared.errors import EntraAssetsError, RemoteError
-from shared.transport import Failure, GaveUp, Origin, Transport, classify
+from shared.transport import Failure, GaveUp, Origin, RetryPolicy, Transport, classify
 
 MISS_TTL = 24 * 3600.0          # an e-mail without an account is searched again after a day
 HIT_TTL = 30 * 24 * 3600.0      # a match is confirmed again after 30-45 days (spread by key)
@@ -301,9 +301,10 @@ class JiraDirectory:
         return account
 
 
-def jira_client(settings, http: httpx.Client, sleep: Callable[[float], None] = time.sleep) -> JiraClient:
+def jira_client(settings, http: httpx.Client, sleep: Callable[[float], None] = time.sleep,
+                policy: RetryPolicy | None = None) -> JiraClient:
     """A client for the configured site (``settings.jira_enabled`` must be true)."""
     bucket = TokenBucket(settings.jira_requests_per_second, burst=max(1, int(settings.jira_requests_per_second)),
                          sleep=sleep)
-    return JiraClient(Transport(http, sleep=sleep), settings.jira_site_url, settings.jira_email,
+    return JiraClient(Transport(http, policy or RetryPolicy(), sleep=sleep), settings.jira_site_url, settings.jira_email,
                       settings.jira_api_token.reveal(), bucket)

@@ -54,7 +54,7 @@ from shared.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_cl
 from shared.mapping import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.schema import Attr, ObjectType
 from shared.store import StateStore
-from shared.transport import http_client
+from shared.transport import RetryPolicy, http_client
 
 log = logging.getLogger(__name__)
 
@@ -337,10 +337,14 @@ def object_api(settings, http: httpx.Client | None = None) -> ObjectApi:
                      settings.jira_api_token.reveal(), site.bucket)
 
 
+CHECK_POLICY = RetryPolicy(attempts=3, total_seconds=15.0, request_seconds=10.0)  # status pages wait for it
+
+
 def check_linking(settings) -> str:
-    """``check``: the site user's credentials (``GET /rest/api/3/myself``) and the site's Assets workspace.
-    Returns the line to print; raises ``JiraError`` (401/403) or ``RemoteError`` saying what to fix."""
-    site = jira_client(settings, http_client(30.0))
+    """``check``: the site user's credentials (``GET /rest/api/3/myself``) and the site's Assets workspace,
+    within ``CHECK_POLICY`` (``status`` and the status page run it too). Returns the line to print; raises
+    ``JiraError`` (401/403) or ``RemoteError`` saying what to fix."""
+    site = jira_client(settings, http_client(30.0), policy=CHECK_POLICY)
     site.myself()
     site.workspace_id()
     return f"Jira linking: ok (JIRA_EMAIL signs in to {site.site_url}, which has an Assets workspace)"
