@@ -6,7 +6,14 @@ https://developer.atlassian.com/cloud/assets/imports-rest-api-guide/workflow/. A
 
 Documents are validated and merged by ``assets_mapping``; finished executions are applied to the object store
 by ``assets_apply``. Tests inspect the store (``objects``, ``find``), the executions and the request log, and
-turn knobs: ``disable``, ``regenerate_token``, ``throttle``, ``set_missing_objects``, ``processing_delay``.
+turn knobs: ``disable``, ``regenerate_token``, ``throttle``, ``set_missing_objects``, ``processing_delay``,
+``fail_next`` (a 500 or a dropped connection, before or after the request took effect) and ``link_origin``
+(import links on another host).
+
+Whether Assets de-duplicates a re-sent data chunk by ``clientGeneratedId`` is UNCONFIRMED (reference §4.3):
+the emulator does not - it keeps every chunk it accepted (``Execution.duplicates`` lists the ids sent more
+than once) and applies them all, the later record of an object winning, as Assets applies entries keyed by
+their external id.
 
 UNCONFIRMED behaviours (emulator choices): the ``links`` in ``configstatus`` while RUNNING, the 409 body of a
 second PUT, PATCH before any PUT (400), PUT with ``?async=true`` (303 like PATCH), the empty 200 body of
@@ -17,6 +24,7 @@ before DONE, 400 when cancelling a DONE execution.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import secrets
 import threading
 import time
@@ -76,6 +84,12 @@ class Execution:
     result_map: dict[str, dict] = field(default_factory=dict)
 
     @property
+    def duplicates(self) -> list[str]:
+        """The ``clientGeneratedId`` of every chunk accepted more than once (a client re-sent it)."""
+        ids = [i for i in self.client_ids if i is not None]
+        return sorted({i for i in ids if ids.count(i) > 1})
+
+    @property
     def progress_result(self) -> dict:
         """``progressResult`` in the shape of reference §4.6; before DONE a partial one (UNCONFIRMED)."""
         done = self.status == "DONE"
@@ -98,6 +112,31 @@ def _invalid(code: str, message: str) -> Response:
     return _json({"dataValidationErrors": [{"code": code, "message": message}]}, 400)
 
 
+@dataclass
+class Fault:
+    """``fail_next``: the next ``count`` requests whose path ends with ``path`` get ``status`` (None: the
+    connection is dropped mid-answer); with ``after_accept`` the request is handled first."""
+
+    path: str
+    count: int
+    status: int | None
+    after_accept: bool
+
+
+def _faulty(fault: Fault, environ: dict, start_response):
+    """The broken answer of ``fault``: an error status with Atlassian's body, or a connection reset after one
+    byte of a longer body (the client sees the connection drop; cheroot closes it without logging)."""
+    if fault.status is not None:
+        return _json({"code": fault.status, "message": "Internal server error"}, fault.status)(environ,
+                                                                                               start_response)
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "100")])
+
+    def body():
+        yield b"{"
+        raise ConnectionResetError(errno.ECONNRESET, "connection dropped by the emulator (fail_next)")
+    return body()
+
+
 class AssetsEmulator(Served):
     """A WSGI app emulating one External import source of one workspace. Thread-safe."""
 
@@ -116,6 +155,8 @@ class AssetsEmulator(Served):
         self._store = ObjectStore()
         self._enabled = True
         self._throttle = (0, "1")
+        self._faults: list[Fault] = []
+        self.link_origin: str | None = None  # "http://host:port": the links of info and start point there
         self._policies: dict[str, MissingPolicy] = {}
         self._mapping_jobs: dict[str, dict] = {}
         self._lock = threading.RLock()
@@ -147,6 +188,22 @@ class AssetsEmulator(Served):
         with self._lock:
             self._throttle = (count, retry_after)
 
+    def fail_next(self, path: str, count: int = 1, *, status: int | None = 500, after_accept: bool = False) -> None:
+        """Answer the next ``count`` requests whose path ends with ``path`` (``/data``, ``/executions``,
+        ``/status``...) with ``status``, or with ``status=None`` drop the connection instead of answering. With
+        ``after_accept`` the request is handled first - a chunk is kept, an execution started - and only its
+        answer is lost, as when Assets fails after committing."""
+        with self._lock:
+            self._faults.append(Fault(path, count, status, after_accept))
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.count > 0 and path.endswith(fault.path):
+                    fault.count -= 1
+                    return fault
+        return None
+
     def set_missing_objects(self, type_name: str, policy: MissingPolicy) -> None:
         """The *Missing objects* setting of one object type: "IGNORE", "REMOVE" or ("UPDATE", attr, value)."""
         with self._lock:
@@ -176,7 +233,13 @@ class AssetsEmulator(Served):
         request = Request(environ)
         body, too_large = self._read_body(request)
         self._record(request, body)
-        return self._respond(request, body, too_large)(environ, start_response)
+        fault = self._take_fault(request.path)
+        if fault is not None and not fault.after_accept:
+            return _faulty(fault, environ, start_response)
+        response = self._respond(request, body, too_large)
+        if fault is not None:
+            return _faulty(fault, environ, start_response)
+        return response(environ, start_response)
 
     def _read_body(self, request: Request) -> tuple[bytes, bool]:
         """The body, up to ``max_body_bytes``; the rest is drained (so the client reads our 413, not a reset)."""
@@ -219,8 +282,8 @@ class AssetsEmulator(Served):
             return getattr(self, f"_{endpoint}")(request, body, **params)
 
     def _base(self, request: Request) -> str:
-        return f"{request.host_url.rstrip('/')}/jsm/assets/workspace/{self.workspace_id}/v1/importsource/" \
-               f"{self.import_source_id}"
+        host = self.link_origin or request.host_url.rstrip("/")
+        return f"{host}/jsm/assets/workspace/{self.workspace_id}/v1/importsource/{self.import_source_id}"
 
     # -- import source and mapping --------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ The resource model, ``$select``/``$top``/``$expand`` parsing and rendering live 
 state, authentication, throttling and routing.
 Errors carry Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
 "client-request-id"}}}``. Tests turn knobs: ``throttle``, ``throttle_batch_items``, ``expire_delta_tokens``,
-``token_ttl``, ``page_size`` (users delta) and ``page_sizes`` (every delta), and read ``requests`` (one entry
+``token_ttl``, ``page_size`` (users delta), ``page_sizes`` (every delta) and ``link_origin`` (nextLinks and
+deltaLinks on another host), and read ``requests`` (one entry
 per HTTP request, a batch counts once) and ``batch_requests`` (the items of batches).
 
 Sources: /work/shared/reference/graph.md §1.1-1.6 (endpoints, paging, ``$select`` and default properties,
@@ -76,7 +77,7 @@ from sandbox.graph_directory import (
     bad_request,
     not_found,
 )
-from sandbox.graph_paging import Tokens, version_base
+from sandbox.graph_paging import LINK_ORIGIN, Tokens, version_base
 from sandbox.graph_reads import DirectoryReads
 from sandbox.graph_subscriptions import Subscriptions
 from sandbox.http import RecordedRequest, Served
@@ -106,6 +107,7 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         self.requests: list[RecordedRequest] = []
         self.batch_requests: list[RecordedRequest] = []
         self.base_url = ""
+        self.link_origin: str | None = None  # "http://host:port": paging and delta links point there
         self._tokens = Tokens()
         self._epoch = 0
         self._gone_epochs: set[int] = set()
@@ -174,6 +176,8 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
     # -- WSGI ---------------------------------------------------------------------------------------------
 
     def __call__(self, environ: dict, start_response):
+        if self.link_origin:
+            environ[LINK_ORIGIN] = self.link_origin
         request = Request(environ)
         with self._lock:
             self.requests.append(RecordedRequest(request.method, request.path, request.args.to_dict(),

@@ -29,9 +29,14 @@ def json_response(body: dict) -> Response:
     return Response(orjson.dumps(body), 200, content_type=_JSON)
 
 
+LINK_ORIGIN = "sandbox.link_origin"  # environ key: the emulator's ``link_origin`` knob, when set
+
+
 def version_base(request: Request) -> str:
-    """The URL of ``/v1.0`` as the client addressed it (for ``@odata.context`` and links)."""
-    return f"{request.host_url.rstrip('/')}/v1.0"
+    """The URL of ``/v1.0`` as the client addressed it (for ``@odata.context`` and links), or on the origin
+    the emulator's ``link_origin`` knob names (links to another host, which clients must refuse)."""
+    origin = request.environ.get(LINK_ORIGIN) or request.host_url.rstrip("/")
+    return f"{origin}/v1.0"
 
 
 @dataclass(frozen=True)

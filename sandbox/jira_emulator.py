@@ -1,4 +1,4 @@
-"""An emulator of the two Jira Cloud site endpoints user linking uses, over real HTTP on loopback.
+"""An emulator of the Jira Cloud site endpoints user linking uses, over real HTTP on loopback.
 
 - ``GET /rest/api/3/user/search?query=&startAt=&maxResults=``: a JSON array of *active* users whose
   ``displayName`` words or ``emailAddress`` start with ``query`` (case-insensitive), as documented
@@ -6,10 +6,14 @@
   left out of an answer when the account hides it (profile visibility).
 - ``GET /rest/servicedeskapi/assets/workspace``: ``{"size", "start", "limit", "isLastPage", "values":
   [{"workspaceId"}]}``.
+- ``GET /rest/api/3/myself``: the site user's own account (``accountId``, ``accountType``, ``emailAddress``,
+  ``displayName``, ``active``), what ``check`` asks to verify the API token
+  (https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-myself/).
 
 Strict like the site: 401 without valid basic auth (the site user's e-mail and API token), 400 for a missing
 ``query`` or a bad ``startAt``/``maxResults``, 404 for other paths, 429 with ``Retry-After`` past
-``max_per_second`` requests in one second (and for ``throttle(n)``).
+``max_per_second`` requests in one second (and for ``throttle(n)``). Knobs: ``throttle``, ``fail_next`` (5xx
+answers), ``token`` (set it to revoke the one the app has).
 
 UNCONFIRMED (emulator choices): whether the search matches an address the account hides (here: it does, but
 the address is not returned), the 400 bodies, the per-second window of the rate limit, ``maxResults`` above
@@ -110,9 +114,16 @@ class JiraEmulator(Served):
         self.requests: list[RecordedRequest] = []
         self._recent: deque[float] = deque()
         self._throttle = (0, "1")
+        self._failing = (0, 503, "0")
+        self.admin_account_id = new_account_id(random.Random(0))
         self._lock = threading.RLock()
 
     # -- knobs and inspection -----------------------------------------------------------------------------
+
+    def fail_next(self, count: int, status: int = 503, retry_after: str = "0") -> None:
+        """Answer the next ``count`` requests with ``status`` (a site that is down), with ``Retry-After``."""
+        with self._lock:
+            self._failing = (count, status, retry_after)
 
     def throttle(self, count: int, retry_after: str = "1") -> None:
         """Answer the next ``count`` requests with 429 and ``Retry-After``."""
@@ -166,6 +177,10 @@ class JiraEmulator(Served):
         return None
 
     def _respond(self, request: Request) -> Response:
+        count, status, retry_after = self._failing
+        if count > 0:
+            self._failing = (count - 1, status, retry_after)
+            return _error(status, "Service unavailable", {"Retry-After": retry_after})
         limited = self._limited()
         if limited is not None:
             return limited
@@ -176,6 +191,10 @@ class JiraEmulator(Served):
             return _error(405, f"{request.method} is not supported here")
         if request.path == "/rest/api/3/user/search":
             return self._search(request)
+        if request.path == "/rest/api/3/myself":
+            return _json({"self": f"/rest/api/3/user?accountId={self.admin_account_id}",
+                          "accountId": self.admin_account_id, "accountType": "atlassian", "emailAddress": self.email,
+                          "displayName": "Sandbox admin", "active": True, "timeZone": "Etc/UTC"})
         if request.path == "/rest/servicedeskapi/assets/workspace":
             return _json({"size": 1, "start": 0, "limit": 50, "isLastPage": True,
                           "values": [{"workspaceId": self.workspace_id}]})

@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from shared.errors import AssetsTokenError, ExecutionFailed, ImportSourceError, RemoteError
-from shared.transport import Failure, GaveUp, Transport, classify
+from shared.transport import Failure, GaveUp, Origin, Transport, classify
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,13 @@ class Execution:
 
 class AssetsClient:
     """Talks to one import source. Raises ``AssetsTokenError`` (NO_TOKEN / INVALID_TOKEN), ``ImportSourceError``,
-    ``ExecutionFailed`` and ``RemoteError``; transient failures are retried by ``transport``."""
+    ``ExecutionFailed`` and ``RemoteError``; transient failures are retried by ``transport``. The import token
+    goes only to the origin of ``api_url``: a link Assets hands out to another host raises ``ForeignLink``
+    before it is requested (the transport is bound to that origin)."""
 
     def __init__(self, transport: Transport, api_url: str, token: str | None, sleep: Callable = time.sleep):
         self.transport = transport
+        transport.allow(Origin.of(api_url, "ASSETS_API_URL", "Assets"))
         self.api_url = api_url.rstrip("/")
         self._token = token
         self._links: dict[str, str] | None = None
@@ -65,7 +68,7 @@ class AssetsClient:
             response = self.transport.send(method, url, content=content, headers=headers, params=params,
                                            **send_options)
         except GaveUp as exc:
-            raise RemoteError(f"Assets kept failing (HTTP {exc.status}) after retries: {exc}") from None
+            raise RemoteError(f"Assets kept failing ({exc.answer}) after retries: {exc}") from None
         if classify(response.status_code) in (Failure.CREDENTIALS, Failure.PERMISSION):
             # A regenerated token silently invalidates the old one (401, reference/assets-imports-api.md §1)
             raise AssetsTokenError(f"Assets rejected the import token ({response.status_code}): it was revoked (a "

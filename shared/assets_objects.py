@@ -23,18 +23,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from shared.jira import TokenBucket, atlassian_call, basic_auth
-from shared.transport import Transport
+from shared.transport import Origin, Transport
 
 USER_ATTRIBUTE_TYPE = 2     # objecttypeattribute "type": User
 PAGE = 100                  # objects per AQL page
 
 
 class ObjectApi:
-    """The Assets object API of one workspace. Raises ``JiraError`` (401/403) and ``RemoteError``."""
+    """The Assets object API of one workspace. Raises ``JiraError`` (401/403) and ``RemoteError``. The site
+    user's credentials go only to ASSETS_API_URL's origin (``transport`` is bound to it)."""
 
     def __init__(self, transport: Transport, api_url: str, workspace_id: str, email: str, token: str,
                  bucket: TokenBucket):
         self.transport, self.bucket = transport, bucket
+        transport.allow(Origin.of(api_url, "ASSETS_API_URL", "the Assets object API"))
         self.base = f"{api_url.rstrip('/')}/jsm/assets/workspace/{workspace_id}/v1"
         self._auth = basic_auth(email, token)
 

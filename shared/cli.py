@@ -227,6 +227,8 @@ def status(as_json: bool, limit: int) -> None:
         sample = ", ".join(jira["unmatched_ids"][:5]) + (", …" if jira["unmatched"] > 5 else "")
         out.print(f"Jira user links: {jira['linked']:,} linked, {jira['unmatched']:,} unmatched"
                   + (f" ({sample}; all in --json)" if sample else ""))
+        if jira.get("degraded"):
+            out.print(f"[yellow]Jira linking degraded:[/yellow] {escape(jira['degraded'])}")
 
 
 def _by_type(counts: dict, most: int = 3) -> str:

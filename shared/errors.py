@@ -96,3 +96,13 @@ class WriterBusy(EntraAssetsError):
 class TypesNotRead(EntraAssetsError):
     """Object types that could not be read from Graph (a missing permission, an unlicensed feature): the run
     pushed the other types and marked nothing of these Deleted (SPEC §7)."""
+
+
+class ForeignLink(RemoteError):
+    """A server handed out a link (a nextLink, a deltaLink, an import link) to an origin other than the one
+    configured for its credentials (SPEC §7): refused before any request, so no credential went there.
+    ``host`` names where it pointed."""
+
+    def __init__(self, message: str, host: str):
+        super().__init__(message)
+        self.host = host

@@ -20,7 +20,7 @@ import orjson
 
 from shared.errors import DeltaExpired, GraphCredentialsError, GraphPermissionError, RemoteError
 from shared.settings import Settings
-from shared.transport import Failure, GaveUp, Transport, classify
+from shared.transport import Failure, GaveUp, Origin, Transport, classify
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ class DeltaRound:
 
 @dataclass
 class GraphClient:
-    """Reads Graph with raw JSON. ``transport`` carries the retry policy; ``token`` yields bearer tokens."""
+    """Reads Graph with raw JSON. ``transport`` carries the retry policy; ``token`` yields bearer tokens, which
+    go only to the origin of ``base_url`` (the transport is bound to it: links elsewhere raise ``ForeignLink``)."""
 
     transport: Transport
     base_url: str
@@ -160,11 +161,15 @@ class GraphClient:
     permission_hint: dict[str, str] = field(default_factory=lambda: dict(PERMISSIONS))
     pages_read: int = 0   # pages fetched through ``pages`` (reported by runs and the benchmark)
 
+    def __post_init__(self) -> None:
+        self.transport.allow(Origin.of(self.base_url, "GRAPH_BASE_URL", "Microsoft Graph"))
+
     def get(self, url: str, params: dict | None = None, headers: dict | None = None) -> dict:
         """GET one Graph resource (absolute URL or path below ``base_url``) and return its JSON.
 
         Raises ``GraphCredentialsError`` (401), ``GraphPermissionError`` (403), ``DeltaExpired`` (410 or
-        400 syncStateNotFound) and ``RemoteError`` for anything else that is not a success.
+        400 syncStateNotFound), ``ForeignLink`` (an absolute URL off GRAPH_BASE_URL's origin: nothing sent) and
+        ``RemoteError`` for anything else that is not a success.
         """
         if not url.startswith(("http://", "https://")):
             url = f"{self.base_url}/{url.lstrip('/')}"
@@ -172,7 +177,7 @@ class GraphClient:
         try:
             response = self.transport.send("GET", url, params=params, headers=headers)
         except GaveUp as exc:
-            raise RemoteError(f"Microsoft Graph kept failing (HTTP {exc.status}) after retries: {exc}") from None
+            raise RemoteError(f"Microsoft Graph kept failing ({exc.answer}) after retries: {exc}") from None
         if classify(response.status_code) is Failure.OK:
             return orjson.loads(response.content)
         raise self._error(response, url)
@@ -195,7 +200,7 @@ class GraphClient:
         try:
             response = self.transport.send(method, url, **kwargs)
         except GaveUp as exc:
-            raise RemoteError(f"Microsoft Graph kept failing (HTTP {exc.status}) after retries: {exc}") from None
+            raise RemoteError(f"Microsoft Graph kept failing ({exc.answer}) after retries: {exc}") from None
         if classify(response.status_code) is Failure.OK:
             return orjson.loads(response.content) if response.content.strip() else None
         error = self._error(response, url)
@@ -204,7 +209,8 @@ class GraphClient:
         raise error
 
     def pages(self, url: str, params: dict | None = None, headers: dict | None = None) -> Iterator[dict]:
-        """Yield every page of a collection, following ``@odata.nextLink`` exactly as returned.
+        """Yield every page of a collection, following ``@odata.nextLink`` exactly as returned - on GRAPH_BASE_URL's
+        origin only (``ForeignLink`` otherwise, before the link is requested).
 
         The last page (the one without a nextLink) is yielded too: delta rounds read their deltaLink from it.
         Raises ``RemoteError`` if the server hands back a link it already gave (a paging loop).

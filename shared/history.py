@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from shared.errors import EntraAssetsError
+from shared.links import degraded_reason
 from shared.schema import BY_KEY
 from shared.store import LeaseBusy, StateStore
 
@@ -87,7 +88,8 @@ class RunRecord:
     Counts by object type use Assets names. ``created``/``updated``/``identical`` are what Assets reported for
     the executions; ``read``/``deactivated``/``held_back`` what the producer (full run) or the delta catch-up
     planned. ``repeated`` > 1: this entry stands for that many identical quiet catch-ups in a row (nothing to
-    push, no problem), the last one started at ``last_started``."""
+    push, no problem), the last one started at ``last_started``. ``linking``: why Jira user linking was
+    degraded in this run (one line, no secret, no e-mail; ``shared.links``), None when it was not."""
 
     triggers: list[str]
     kind: str                       # "full" | "catch-up"
@@ -109,6 +111,7 @@ class RunRecord:
     warnings: list[str] = field(default_factory=list)
     repeated: int = 1
     last_started: str | None = None
+    linking: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -126,7 +129,7 @@ def producer_summary(result, started: float) -> dict:
     return {"run": result.run_id, "started": started, "read": by_name(result.read),
             "deactivated": by_name(result.deactivated), "held_back": by_name(result.held_back),
             "held_reason": result.held_reason, "failed": failed_lines(result),
-            "warnings": _lines(result.warnings.lines())}
+            "warnings": _lines(result.warnings.lines()), "linking": degraded_reason(result.warnings)}
 
 
 def held_back_line(held_back: Mapping[str, int], reason: str | None) -> str:
@@ -146,7 +149,8 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
                 caught_up=None, max_deactivations: int = 0) -> RunRecord:
     """The record of one worker pass. ``push`` is its ``PushResult`` (``triggers``, ``summaries`` of the full
     runs it carried, counts, Assets' errors); ``caught_up`` the ``FullRunResult`` of its delta catch-up, if it
-    ran one. Departures held back by the guard make the run Failed, as they fail its invocation."""
+    ran one. Departures held back by the guard make the run Failed, as they fail its invocation; degraded
+    Jira linking (lookups or ``Jira User`` writes, ``push.links``) is a warning and the run's ``linking``."""
     summaries = list(push.summaries)
     read: Counter = Counter()
     deactivated: Counter = Counter()
@@ -154,6 +158,7 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
     warnings: list[str] = []
     failed: list[str] = []
     reason = None
+    linking = [summary.get("linking") for summary in summaries]
     for summary in summaries:
         read.update(summary.get("read") or {})
         deactivated.update(summary.get("deactivated") or {})
@@ -169,6 +174,12 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         warnings += caught_up.warnings.lines()
         failed += failed_lines(caught_up)
         reason = caught_up.held_reason or reason
+        linking.append(degraded_reason(caught_up.warnings))
+    written = push.links  # shared.links.LinkOutcome, or None when linking is off
+    if written is not None and written.reason:
+        links_line = f"Jira User links not written (retried next pass): {written.reason}"
+        warnings.append(links_line)
+        linking.append(links_line)
     errors = list(push.errors) + failed + ([describe(error)] if error is not None else [])
     if held_back:
         errors.append(held_back_line(held_back, reason or f"more than MAX_DEACTIVATIONS={max_deactivations}"))
@@ -181,7 +192,7 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         executions=push.executions, created=push.result_counts["objectsCreated"],
         updated=push.result_counts["objectsUpdated"], identical=push.result_counts["objectsIdentical"],
         deactivated=dict(deactivated), held_back=dict(held_back),
-        errors=_lines(errors), warnings=_lines(warnings))
+        errors=_lines(errors), warnings=_lines(warnings), linking=next(filter(None, linking), None))
 
 
 def producer_record(trigger: str, kind: str, started: float, ended: float, error: BaseException) -> RunRecord:

@@ -26,12 +26,14 @@ key, so that a first run's 100,000 entries do not all expire on the same night);
 entries by user id, so that a catch-up can re-check them without reading every stored user
 (``shared.links.AccountLinker.sweep``). ``JiraDirectory`` resolves e-mails through the cache, within a budget
 of searches per run (and, for catch-ups, of seconds): an e-mail past the budget is ``PENDING`` and keeps its
-previous value until a later catch-up or run.
+previous value until a later catch-up or run. So is every e-mail once a search fails: Jira failing degrades
+linking only (``JiraDirectory.failure``), never the directory data.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,18 +43,39 @@ import httpx
 import orjson
 
 from shared.errors import EntraAssetsError, RemoteError
-from shared.transport import Failure, GaveUp, Transport, classify
+from shared.transport import Failure, GaveUp, Origin, RetryPolicy, Transport, classify
 
 MISS_TTL = 24 * 3600.0          # an e-mail without an account is searched again after a day
 HIT_TTL = 30 * 24 * 3600.0      # a match is confirmed again after 30-45 days (spread by key)
-PENDING = object()              # resolve(): not searched this run (budget spent); keep the previous value
+PENDING = object()              # resolve(): not searched this run (budget spent, Jira failing); keep the previous value
+
+log = logging.getLogger(__name__)
 
 
 class JiraError(EntraAssetsError):
-    """The Jira site refused the linking credentials or answered something unexpected. ``status`` is the
-    importer status shown by ``check``/``status``."""
+    """The Jira site refused the linking credentials (401) or a permission (403). ``status`` is the importer
+    status shown by ``check``/``status``; ``reason`` the short form for the run history (no advice)."""
 
     status = "INVALID_CREDENTIALS"
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class AtlassianError(RemoteError):
+    """The Jira site or the Assets object API answered something unexpected or kept failing. ``reason`` is
+    the one line for the run history: what failed and its status, never the answer's body (a search answer
+    may quote the e-mail searched for)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def problem(error: EntraAssetsError) -> str:
+    """The one-line, secret- and e-mail-free reason of a linking failure (for the history and ``status``)."""
+    return getattr(error, "reason", None) or str(error).splitlines()[0]
 
 
 class TokenBucket:
@@ -87,7 +110,9 @@ def atlassian_call(transport: Transport, bucket: TokenBucket, auth: str, method:
                    expect: tuple[int, ...] = (200,)) -> object:
     """One paced request with the site user's basic auth, to the Jira site or the Assets object API (``what``
     names it in errors). Raises ``JiraError`` on 401 and on 403 (``forbidden`` says what permission is
-    missing), ``RemoteError`` on anything else unexpected. Returns the JSON body (None when empty)."""
+    missing), ``ForeignLink`` for a URL off the transport's origins (nothing sent), ``AtlassianError`` on
+    anything else unexpected (retries spent, another status, a body that is not JSON). Returns the JSON body
+    (None when empty)."""
     bucket.take()
     headers = {"Authorization": auth, "Accept": "application/json"}
     content = None
@@ -98,24 +123,35 @@ def atlassian_call(transport: Transport, bucket: TokenBucket, auth: str, method:
     try:
         response = transport.send(method, url, content=content, headers=headers, params=params)
     except GaveUp as exc:
-        raise RemoteError(f"{what} kept failing (HTTP {exc.status}) after retries") from None
+        reason = f"{what} kept failing ({exc.answer}) after retries"
+        raise AtlassianError(reason, reason) from None
     failure = classify(response.status_code)
     if failure is Failure.CREDENTIALS:
-        raise JiraError(f"{what} rejected JIRA_EMAIL/JIRA_API_TOKEN (401): check that JIRA_EMAIL is the e-mail of "
-                        "the Atlassian account that created the API token, and create a new token at "
-                        "https://id.atlassian.com/manage-profile/security/api-tokens if it was revoked or expired")
+        reason = f"{what} rejected JIRA_EMAIL/JIRA_API_TOKEN (401)"
+        raise JiraError(f"{reason}: check that JIRA_EMAIL is the e-mail of the Atlassian account that created the "
+                        "API token, and create a new token at https://id.atlassian.com/manage-profile/security/"
+                        "api-tokens if it was revoked or expired", reason)
     if failure is Failure.PERMISSION:
-        raise JiraError(f"{what} refused {method} {path} (403): {forbidden}")
+        reason = f"{what} refused {method} {path} (403)"
+        raise JiraError(f"{reason}: {forbidden}", reason)
     if response.status_code not in expect:
-        raise RemoteError(f"{what} answered {response.status_code} to {method} {path}: {response.text[:200]}")
-    return orjson.loads(response.content) if response.content else None
+        reason = f"{what} answered {response.status_code} to {method} {path}"
+        raise AtlassianError(f"{reason}: {response.text[:200]}", reason)
+    try:
+        return orjson.loads(response.content) if response.content else None
+    except orjson.JSONDecodeError:
+        reason = f"{what} answered {method} {path} with a body that is not JSON"
+        raise AtlassianError(reason, reason) from None
 
 
 class JiraClient:
-    """The two Jira site calls linking needs. Raises ``JiraError`` on 401/403 and ``RemoteError`` otherwise."""
+    """The Jira site calls linking needs. Raises ``JiraError`` on 401/403 and ``RemoteError`` otherwise. The
+    site user's credentials go only to JIRA_SITE_URL's origin (and, through the same transport, the object
+    API's ASSETS_API_URL): ``transport`` is bound to it."""
 
     def __init__(self, transport: Transport, site_url: str, email: str, token: str, bucket: TokenBucket):
         self.transport, self.site_url, self.bucket = transport, site_url.rstrip("/"), bucket
+        transport.allow(Origin.of(site_url, "JIRA_SITE_URL", "the Jira site"))
         self._auth = basic_auth(email, token)
 
     def _get(self, path: str, params: dict | None = None) -> object:
@@ -123,6 +159,11 @@ class JiraClient:
                               what="the Jira site", params=params,
                               forbidden="the account of JIRA_EMAIL needs the 'Browse users and groups' global "
                                         "permission and Jira Service Management access to Assets")
+
+    def myself(self) -> dict:
+        """The account of JIRA_EMAIL (``GET /rest/api/3/myself``): what ``check`` asks to verify the token."""
+        found = self._get("/rest/api/3/myself")
+        return found if isinstance(found, dict) else {}
 
     def search_users(self, email: str) -> list[dict]:
         """The users ``/rest/api/3/user/search?query=<email>`` returns (prefix matches; filter with
@@ -135,8 +176,9 @@ class JiraClient:
         body = self._get("/rest/servicedeskapi/assets/workspace")
         values = body.get("values") if isinstance(body, dict) else None
         if not values or not isinstance(values[0], dict) or not values[0].get("workspaceId"):
-            raise RemoteError("the Jira site lists no Assets workspace: Assets needs Jira Service Management "
-                              "Premium or Enterprise on JIRA_SITE_URL")
+            reason = "the Jira site lists no Assets workspace"
+            raise AtlassianError(f"{reason}: Assets needs Jira Service Management Premium or Enterprise on "
+                                 "JIRA_SITE_URL", reason)
         return str(values[0]["workspaceId"])
 
 
@@ -200,7 +242,12 @@ class AccountCache:
 
 class JiraDirectory:
     """E-mail → Atlassian account id, through the cache, at most ``budget`` searches per run (per instance) and,
-    with a ``time_limit``, no search started more than that many seconds after the first one."""
+    with a ``time_limit``, no search started more than that many seconds after the first one.
+
+    Jira failing never fails the run (DESIGN "fail apart"): the first search that raises - a rejected token,
+    a missing permission, a site that keeps failing or times out, a foreign link - ends this instance's
+    searches (``failure`` holds its one-line reason), and every e-mail not answered by a fresh cache entry is
+    PENDING: its user keeps what it had, never an empty account that Jira did not say."""
 
     def __init__(self, client: JiraClient | None, cache: AccountCache, budget: int,
                  clock: Callable[[], float] = time.time, time_limit: float | None = None,
@@ -208,10 +255,11 @@ class JiraDirectory:
         self.client, self.cache, self.budget, self.clock = client, cache, budget, clock
         self.time_limit, self._monotonic, self._started = time_limit, monotonic, None
         self.searched = 0
+        self.failure: str | None = None  # why searching stopped early (shared.jira.problem), None while it works
 
     def remaining(self) -> int:
-        """Searches this instance may still make (0 once the budget or the time limit is spent)."""
-        if self.client is None:
+        """Searches this instance may still make (0 once the budget or the time limit is spent, or Jira failed)."""
+        if self.client is None or self.failure is not None:
             return 0
         if self._started is not None and self.time_limit is not None \
                 and self._monotonic() - self._started >= self.time_limit:
@@ -221,7 +269,7 @@ class JiraDirectory:
     def resolve(self, emails: Iterable[str], owners: Mapping[str, str] | None = None) -> dict[str, object]:
         """``{email: account id | None | PENDING}`` for each e-mail: fresh cache entries as they are, others
         searched while the budget lasts (the result cached, with ``owners[email]``, the Entra id searched for),
-        the rest PENDING. Raises ``JiraError``."""
+        the rest PENDING - stale entries too once a search failed. Never raises for a Jira failure."""
         now = self.clock()
         out: dict[str, object] = {}
         for email in emails:
@@ -229,22 +277,34 @@ class JiraDirectory:
             cached = self.cache.get(key, now)
             if cached is not None and cached[1]:
                 out[email] = cached[0]
-            elif self.client is not None and self.remaining() > 0:
-                if self._started is None:
-                    self._started = self._monotonic()
-                self.searched += 1
-                account = account_for(self.client.search_users(email), email)
-                self.cache.put(key, account, now, (owners or {}).get(email))
-                out[email] = account
-            else:
-                # A stale entry is still the best value we have; with none, the caller keeps its previous one.
+            elif self.remaining() > 0:
+                out[email] = self._search(email, key, now, (owners or {}).get(email))
+            elif self.failure is None:
+                # Budget spent: a stale entry is still the best value we have; with none, the caller keeps its own.
                 out[email] = cached[0] if cached is not None else PENDING
+            else:
+                out[email] = PENDING
         return out
 
+    def _search(self, email: str, key: str, now: float, owner: str | None) -> object:
+        if self._started is None:
+            self._started = self._monotonic()
+        self.searched += 1
+        try:
+            found = self.client.search_users(email)
+        except EntraAssetsError as error:
+            self.failure = problem(error)
+            log.warning("Jira lookups stopped for this run, accounts kept as they were: %s", self.failure)
+            return PENDING
+        account = account_for(found, email)
+        self.cache.put(key, account, now, owner)
+        return account
 
-def jira_client(settings, http: httpx.Client, sleep: Callable[[float], None] = time.sleep) -> JiraClient:
+
+def jira_client(settings, http: httpx.Client, sleep: Callable[[float], None] = time.sleep,
+                policy: RetryPolicy | None = None) -> JiraClient:
     """A client for the configured site (``settings.jira_enabled`` must be true)."""
     bucket = TokenBucket(settings.jira_requests_per_second, burst=max(1, int(settings.jira_requests_per_second)),
                          sleep=sleep)
-    return JiraClient(Transport(http, sleep=sleep), settings.jira_site_url, settings.jira_email,
+    return JiraClient(Transport(http, policy or RetryPolicy(), sleep=sleep), settings.jira_site_url, settings.jira_email,
                       settings.jira_api_token.reveal(), bucket)

@@ -17,6 +17,13 @@ How it fits the pipeline (a deviation from SPEC §5's "the worker resolves": the
    wait in ``jira/lookups``) or due (their cache entry expired: ``AccountCache.due``), reading only those
    users' stored records, and emits their stored record with the new account where it changed.
 
+4. Jira failing - a wrong or revoked token, a missing permission, a site that keeps failing or times out -
+   degrades linking only (DESIGN "fail apart"): the run's lookups stop at the first failure
+   (``JiraDirectory.failure``), its users keep the account they were last pushed with (never an empty one,
+   which would change every hash and unlink everyone), stay pending for the next runs, and the run's
+   warnings say why in one line (``degraded``; ``shared.history`` keeps it as the run's ``linking``).
+   ``apply_links`` keeps its links pending the same way. The directory data is pushed as usual.
+
 The manager's account comes from the accounts resolved in this run, else from the manager's stored record.
 In a full run, a user whose manager comes later in the listing is held back until the manager is resolved
 (at most ``MAX_DEFERRED`` users; past that, and in a catch-up, the stored value is used): a manager whose
@@ -43,11 +50,11 @@ import orjson
 
 from shared.assets_objects import USER_ATTRIBUTE_TYPE, ObjectApi
 from shared.errors import EntraAssetsError, RemoteError
-from shared.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_client
+from shared.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_client, problem
 from shared.mapping import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.schema import Attr, ObjectType
 from shared.store import StateStore
-from shared.transport import http_client
+from shared.transport import RetryPolicy, http_client
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ CACHE, LINKS, PENDING_LINKS = "jira/cache", "jira/links", "jira/pending"
 UNMATCHED, TARGET, LOOKUPS = "jira/unmatched", "jira/target", "jira/lookups"
 UNMATCHED_KIND = "no Jira account with the user's e-mail"
 NOT_LOOKED_UP = "Jira account not looked up yet (lookup budget of the run reached; the next catch-ups do it)"
+DEGRADED = "Jira linking degraded"   # the start of the warning kind of users whose lookup Jira failed
 # A catch-up plans inside the worker's pass, under the writer lease (60 s, renewed only between chunks sent
 # to Assets), so its searches are bounded in number and in time: at the default 10 requests a second, about
 # 200 searches a catch-up, i.e. some 19,000 a day from the 15-minute timer alone (plus one catch-up per change
@@ -91,6 +99,16 @@ def user_email(user: dict) -> str | None:
     """The e-mail a user is matched by: ``mail`` as the record carries it (cleaned, valid), else None."""
     email = clean(user.get("mail"))
     return email if email and _EMAIL.match(email) else None
+
+
+def degraded(reason: str) -> str:
+    """The warning kind of the users a Jira failure left unlooked-up (counted, with sample ids, per run)."""
+    return f"{DEGRADED} ({reason}): Jira account kept as last pushed, looked up again by the next runs"
+
+
+def degraded_reason(warnings: Warnings) -> str | None:
+    """The linking problem a run's warnings report (``degraded``), as one line without the count, or None."""
+    return next((kind for kind in sorted(warnings.counts) if kind.startswith(DEGRADED)), None)
 
 
 def kept_manager(data: dict, last: dict) -> dict:
@@ -160,12 +178,16 @@ class AccountLinker:
             email = emails.get(uid)
             account = found[email] if email else None
             if account is PENDING:
-                self.warnings.add(NOT_LOOKED_UP, uid)
+                self._not_looked_up(uid)
                 self.waiting.add(uid)
                 account = (previous.get(uid) or {}).get(ACCOUNT.locator)
             else:
                 self._note(uid, email, account)
             self.resolved[uid] = account
+
+    def _not_looked_up(self, uid: str) -> None:
+        failure = self.directory.failure
+        self.warnings.add(degraded(failure) if failure else NOT_LOOKED_UP, uid)
 
     def _note(self, uid: str, email: str | None, account: str | None) -> None:
         if email and account is None:
@@ -210,9 +232,11 @@ class AccountLinker:
         found = self.directory.resolve({e for _, e in live.values()}, {e: uid for uid, (_, e) in live.items()})
         accounts: dict[str, str | None] = {}
         for uid, (_, email) in live.items():
-            if found[email] is not PENDING:  # PENDING: the time limit struck; still pending next time
+            if found[email] is not PENDING:  # PENDING: the time limit struck, or Jira failed; pending next time
                 accounts[uid] = self.resolved[uid] = found[email]
                 self._note(uid, email, accounts[uid])
+            elif self.directory.failure:
+                self._not_looked_up(uid)
         for uid, account in accounts.items():
             data = live[uid][0]
             new = {**data, ACCOUNT.locator: account}
@@ -286,13 +310,15 @@ def linking_for(settings) -> Linking | None:
 
 @dataclass
 class LinkOutcome:
-    """What one pass did to ``Jira User``: links set, cleared, users not found in Assets, left for later."""
+    """What one pass did to ``Jira User``: links set, cleared, users not found in Assets, left for later;
+    ``error`` the failure that stopped it (what to do, for the CLI), ``reason`` its one line for the history."""
 
     set: int = 0
     cleared: int = 0
     missing: int = 0
     left: int = 0
     error: str | None = None
+    reason: str | None = None
 
     def lines(self) -> list[str]:
         out = [f"Jira User links: {self.set} set, {self.cleared} cleared"
@@ -309,6 +335,19 @@ def object_api(settings, http: httpx.Client | None = None) -> ObjectApi:
     site = jira_client(settings, http)
     return ObjectApi(site.transport, settings.assets_api_url, site.workspace_id(), settings.jira_email,
                      settings.jira_api_token.reveal(), site.bucket)
+
+
+CHECK_POLICY = RetryPolicy(attempts=3, total_seconds=15.0, request_seconds=10.0)  # status pages wait for it
+
+
+def check_linking(settings) -> str:
+    """``check``: the site user's credentials (``GET /rest/api/3/myself``) and the site's Assets workspace,
+    within ``CHECK_POLICY`` (``status`` and the status page run it too). Returns the line to print; raises
+    ``JiraError`` (401/403) or ``RemoteError`` saying what to fix."""
+    site = jira_client(settings, http_client(30.0), policy=CHECK_POLICY)
+    site.myself()
+    site.workspace_id()
+    return f"Jira linking: ok (JIRA_EMAIL signs in to {site.site_url}, which has an Assets workspace)"
 
 
 def find_target(api: ObjectApi, schema_key: str, create: bool) -> dict[str, str]:
@@ -375,7 +414,7 @@ def apply_links(state: StateStore, user_records: dict | None, api: Callable[[], 
     try:
         _write(api(), state, schema_key, todo, links, outcome, renew)
     except EntraAssetsError as error:
-        outcome.error = str(error)
+        outcome.error, outcome.reason = str(error), problem(error)
         if isinstance(error, RemoteError):
             state.commit({}, {TARGET: None})  # ids may be stale (attribute deleted...): look them up again
     outcome.left = len(todo)

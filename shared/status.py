@@ -16,7 +16,7 @@ from shared.assets import CONFIG_STATUSES
 from shared.credentials import credential_report, describe
 from shared.credentials import warnings as credential_warnings
 from shared.errors import EntraAssetsError, GraphPermissionError
-from shared.links import linked_count, unmatched_ids
+from shared.links import check_linking, linked_count, unmatched_ids
 from shared.runtime import assets_client, graph_client, open_backend
 from shared.settings import Settings
 from shared.store import StateStore
@@ -31,6 +31,7 @@ class CheckReport:
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # credential expiry warnings (also in ``lines``)
     credentials: dict = field(default_factory=dict)     # shared.credentials.credential_report
+    jira: str | None = None                             # why Jira linking cannot work (JIRA_* set), else None
 
 
 def _assets_status(settings: Settings) -> tuple[str, str]:
@@ -48,9 +49,12 @@ _RESOURCES = {"user": "users", "group": "groups", "device": "devices", "applicat
 
 
 def check_all(settings: Settings, now: dt.datetime | None = None, state: StateStore | None = None) -> CheckReport:
-    """Check Graph (credentials, the read permission of every synced resource), Assets (token, import source)
-    and when the credentials expire (``shared.credentials``: warnings from 30 days ahead, in ``warnings`` and
-    as "warning:" lines). Every missing Graph permission is named, not only the first. Raises only
+    """Check Graph (credentials, the read permission of every synced resource), Assets (token, import source),
+    Jira linking when JIRA_* are set (the site user's token and the site's Assets workspace) and when the
+    credentials expire (``shared.credentials``: warnings from 30 days ahead, in ``warnings`` and as "warning:"
+    lines). Every missing Graph permission is named, not only the first. Jira failing leaves the importer
+    status as it is (SPEC §3 has no status for it; syncs still push the directory) but makes the report not
+    ``ready`` (``check`` exits 1) with a "Jira linking:" line saying what to fix, also in ``jira``. Raises only
     SettingsError. Writes one thing, into ``state`` (default: the configured store): the import token's
     first-seen time, once per accepted token."""
     report = CheckReport()
@@ -81,6 +85,12 @@ def check_all(settings: Settings, now: dt.datetime | None = None, state: StateSt
     if report.ready:
         report.lines.append("the import's 'Missing objects' setting must be Ignore for every object type "
                             "(this cannot be read through the import token: check it in Assets)")
+    if settings.jira_enabled:
+        try:
+            report.lines.append(check_linking(settings))
+        except EntraAssetsError as error:
+            report.ready, report.jira = False, str(error)
+            report.lines.append(f"Jira linking: {error} (until then syncs push the directory without new links)")
     signed_in = report.status != "INVALID_CREDENTIALS"
     state = state or open_backend(settings).state
     report.credentials = credential_report(settings, graph if signed_in else None, state,
@@ -99,7 +109,8 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
     MISSING_PERMISSIONS first, then the import token and source), RUNNING while one of our runs is going
     (``current``) even before Assets sees an execution; ``message`` says what to do about it. ``runs`` is the
     history, newest first (``shared.history``); ``credentials`` the expiry report with its warnings
-    (``shared.credentials``); ``jira`` the user links (null when linking is off). Costs what ``check`` costs:
+    (``shared.credentials``); ``jira`` the user links (null when linking is off), with ``degraded``: why linking
+    does not work - what ``check`` finds now, else what the newest run reported - or null. Costs what ``check`` costs:
     a token, one Graph read per synced resource and the registration, one Assets request. Raises only
     SettingsError; a remote side that fails becomes ``importer_status`` and ``message``."""
     now = time.time() if now is None else now
@@ -110,12 +121,13 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
     if current is not None and status == "IDLE":
         status = "RUNNING"
     depth = backend.queue.depth()
+    runs = history.read_runs(backend.state)
     jira = None
     if settings.jira_enabled:
         unmatched = unmatched_ids(backend.state)
-        jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched}
-    return {"importer_status": status, "message": check.message, "current": current,
-            "runs": history.read_runs(backend.state),
+        jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched,
+                "degraded": check.jira or (runs[0].get("linking") if runs else None)}
+    return {"importer_status": status, "message": check.message, "current": current, "runs": runs,
             "subscriptions": stored_subscriptions(backend.state),
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
             "credentials": {**check.credentials, "warnings": check.warnings}, "jira": jira}

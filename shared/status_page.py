@@ -235,13 +235,16 @@ def _credentials(report: dict | None) -> str:
 
 
 def _jira(jira: dict | None) -> str:
-    """Jira user links (SPEC §5): how many are set, and the users whose e-mail matched no account (ids)."""
+    """Jira user links (SPEC §5): why linking is degraded (if it is), how many are set, and the users whose
+    e-mail matched no account (ids)."""
     if not jira:
         return ""
+    degraded = (f'<p id="jira-degraded" class="badge bad">Linking degraded: {_e(jira["degraded"])}</p>'
+                if jira.get("degraded") else "")
     ids = jira.get("unmatched_ids") or []
     sample = "".join(f"<li><code>{_e(uid)}</code></li>" for uid in ids[:MAX_ROWS])
     more = f'<p class="muted">{len(ids) - MAX_ROWS} more in the JSON.</p>' if len(ids) > MAX_ROWS else ""
-    return (f'<h2>Jira user links</h2><p id="jira"><span class="linked">{int(jira.get("linked") or 0):,}</span> '
+    return (f'<h2>Jira user links</h2>{degraded}<p id="jira"><span class="linked">{int(jira.get("linked") or 0):,}</span> '
             f'users linked to their Jira account; <span class="unmatched">{int(jira.get("unmatched") or 0):,}'
             "</span> unmatched (their e-mail matches no Jira account, or its owner hides it)</p>"
             + (f'<ul id="unmatched">{sample}</ul>{more}' if ids else ""))

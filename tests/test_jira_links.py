@@ -317,8 +317,7 @@ def test_a_rejected_api_token_is_actionable_and_changes_nothing(box, tmp_path):
         run_setup(settings)
     message = str(error.value)
     assert "401" in message and "JIRA_API_TOKEN" in message and "revoked-token" not in message
-    with pytest.raises(JiraError):
-        sync_full(settings)
+    # A sync is not stopped by it: it pushes the directory without links (tests/test_jira_degraded.py).
     assert box.assets.executions == []
     assert not any(o.attributes.get("Jira User") for o in box.assets.objects("User"))
 
