@@ -77,8 +77,8 @@ class AssetsClient:
                                    "ASSETS_IMPORT_TOKEN")
         return response
 
-    def _json(self, method: str, url: str, body=None, expect=(200,), params=None) -> dict:
-        response = self._request(method, url, body, params)
+    def _json(self, method: str, url: str, body=None, expect=(200,), params=None, **send_options) -> dict:
+        response = self._request(method, url, body, params, **send_options)
         if response.status_code not in expect:
             error = RemoteError(f"Assets answered {response.status_code} to {method} {_path(url)}: "
                                 f"{response.text[:300]}")
@@ -189,9 +189,19 @@ class AssetsClient:
 
     def submit(self, execution: Execution, data: dict, chunk_id: str, completed: bool) -> None:
         """Send one chunk of records. ``completed`` is set on the last chunk only: it means "sending finished"
-        and starts processing (reference §4.3)."""
-        self._json("POST", execution.submit_results,
-                   {"data": data, "clientGeneratedId": chunk_id, "completed": completed}, expect=(200, 201, 204))
+        and starts processing (reference §4.3). A chunk whose answer was lost is sent again as it was (same
+        ``clientGeneratedId``; its records are keyed by their external ids, so a double is harmless) - except
+        the last: once Assets took it the execution is no longer INGESTING and refuses more data, so before it
+        is sent again the execution's status is asked, and a chunk already taken is not resent."""
+        def taken_already() -> None:
+            if completed and self.execution_status(execution).get("status") != "INGESTING":
+                raise _ChunkTaken
+        try:
+            self._json("POST", execution.submit_results,
+                       {"data": data, "clientGeneratedId": chunk_id, "completed": completed},
+                       expect=(200, 201, 204), before_retry=taken_already)
+        except _ChunkTaken:
+            log.info("Assets took the last chunk %s before its answer was lost; not sent again", chunk_id)
 
     def execution_status(self, execution: Execution) -> dict:
         """``{"status": INGESTING|PROCESSING|DONE|CANCELLED, "progressResult": {...}}``."""
@@ -233,6 +243,10 @@ class AssetsClient:
             self._request("DELETE", execution.cancel)
         except Exception as exc:  # noqa: BLE001 - cancelling is the cleanup of another failure
             log.warning("could not cancel the Assets execution: %s", exc)
+
+
+class _ChunkTaken(Exception):
+    """The last chunk reached Assets although its answer did not (``submit``)."""
 
 
 def _path(url: str) -> str:

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import orjson
 
 from shared.derived import Derived
-from shared.errors import DeltaExpired, GraphPermissionError, RemoteError
+from shared.errors import DeltaExpired, ForeignLink, GraphPermissionError, RemoteError
 from shared.links import kept_manager
 from shared.mapping import Record, deactivated, is_deactivated, make_record, map_group, map_user
 from shared.reconcile import (
@@ -80,6 +80,8 @@ class _CatchUp(Planner):
                 except DeltaExpired as why:
                     log.warning("%s: starting a fresh %s round", why, key)
                     yield from self._fresh(key)
+            except ForeignLink:  # a link off GRAPH_BASE_URL is not one type's trouble: it fails the run
+                raise
             except (GraphPermissionError, RemoteError) as error:  # 401 (GraphCredentialsError) fails the run
                 self.type_failed(key, error)
                 departures = [d for d in departures if d.record.type != key]

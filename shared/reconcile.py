@@ -28,6 +28,7 @@ from shared.custom_mapping import customize, extract, graph_select, load_customi
 from shared.derived import Derived
 from shared.errors import (
     EntraAssetsError,
+    ForeignLink,
     GraphPermissionError,
     MassDeactivation,
     RemoteError,
@@ -268,6 +269,8 @@ class Planner:
         for key in self.options.object_types:
             try:
                 yield from readers[key]()
+            except ForeignLink:  # a link off GRAPH_BASE_URL is not one type's trouble: it fails the run
+                raise
             except (GraphPermissionError, RemoteError) as error:  # 401 (GraphCredentialsError) fails the run
                 self.type_failed(key, error)
                 errors.append(error)

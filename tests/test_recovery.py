@@ -128,10 +128,7 @@ def test_an_execution_left_open_is_cancelled_by_the_next_writer_instead_of_waite
     backend.state.commit({}, open_executions.opened(orphan))
     box.tenant.update_user(min(box.tenant.users), jobTitle="After the crash")
 
-    def no_waiting(seconds: float) -> None:
-        assert seconds < 5, "start waited for an execution (409 IN_PROGRESS) instead of cancelling it"
-        time.sleep(seconds)
-    report = sync_full(settings, assets=assets_client(settings, sleep=no_waiting))
+    report = sync_full(settings, assets=assets_client(settings, sleep=_no_waiting))
     assert [e.status for e in box.assets.executions][-2:] == ["CANCELLED", "DONE"]
     assert report.pushes[0].orphans_cancelled and backend.state.checkpoint(open_executions.OPEN) is None
 
@@ -147,23 +144,30 @@ def test_an_execution_a_writer_left_while_starting_it_is_found_through_the_impor
 
 
 def test_a_start_that_failed_in_transit_is_reconciled_before_it_is_retried(box, settings):
-    """Assets created the execution but the answer was lost (503): a blind retry would meet our own execution's
+    """Assets created the execution but the answer was lost: a blind retry would meet our own execution's
     409 IN_PROGRESS and wait 600 s. The import's status is asked first and that execution cancelled."""
-    real_start = box.assets._start
-    calls = []
-
-    def start_then_fail(request, body):
-        response = real_start(request, body)
-        calls.append(response.status_code)
-        if len(calls) == 1:
-            return type(response)(b'{"code": 503}', 503, mimetype="application/json")
-        return response
-    box.assets._start = start_then_fail
+    box.assets.fail_next("/executions", status=500, after_accept=True)
     box.tenant.update_user(min(box.tenant.users), jobTitle="Lost answer")
-    sync_full(settings, assets=assets_client(settings, sleep=lambda s: time.sleep(min(s, 0.05))))
-    assert calls == [200, 200]
+    sync_full(settings, assets=assets_client(settings, sleep=_no_waiting))
     assert [e.status for e in box.assets.executions][-2:] == ["CANCELLED", "DONE"]
     assert _attribute(box, "User", min(box.tenant.users), "Job Title") == "Lost answer"
+
+
+def test_a_last_chunk_taken_before_its_answer_was_lost_is_not_sent_again(box, settings):
+    """Sending `completed: true` again after Assets took it would be refused (the execution is no longer
+    INGESTING); the execution's status shows it was taken, and the run goes on to wait for it."""
+    box.assets.fail_next("/data", status=500, after_accept=True)
+    box.tenant.update_user(min(box.tenant.users), jobTitle="Last chunk")
+    report = sync_full(settings, assets=assets_client(settings, sleep=_no_waiting))
+    assert box.assets.executions[-1].status == "DONE" and len(box.assets.executions[-1].chunks) == 1
+    assert report.records_pushed == 1 and not report.pushes[0].errors
+    assert _attribute(box, "User", min(box.tenant.users), "Job Title") == "Last chunk"
+
+
+def _no_waiting(seconds: float) -> None:
+    """A sleep for the Assets client that fails when ``start`` waits out a 409 IN_PROGRESS (5 s polls)."""
+    assert seconds < 5, "start waited for an execution (409 IN_PROGRESS) instead of cancelling it"
+    time.sleep(min(seconds, 0.05))
 
 
 def test_a_sync_killed_while_assets_processes_leaves_nothing_that_blocks_the_next(box, env, settings):
