@@ -87,3 +87,8 @@ class IncompatibleSchema(EntraAssetsError):
     mapping PATCH; nothing was sent."""
 
     exit_code = 2
+
+
+class StorageUnreachable(EntraAssetsError):
+    """The storage account of AzureWebJobsStorage (or AzureWebJobsStorage__accountName) did not answer, or
+    refused the credential, when the store was opened: nothing was read or written."""
