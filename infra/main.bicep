@@ -99,6 +99,9 @@ param scopeGroupId string = ''
 @description('A full run that would mark more objects Deleted than this stops and reports instead -> MAX_DEACTIVATIONS.')
 param maxDeactivations string = '500'
 
+@description('A full run that would mark more than this share (percent) of one object type\'s objects Deleted, and more than 10 of them, is held too -> MAX_DEACTIVATION_PERCENT (100: off).')
+param maxDeactivationPercent string = '30'
+
 @description('Path, inside the deployed package, of a YAML/JSON mapping file -> MAPPING_FILE, e.g. /home/site/wwwroot/mapping.yaml (empty: the default schema).')
 param mappingFile string = ''
 
@@ -500,6 +503,7 @@ var appSettingsCommon = {
   GROUP_FILTER: groupFilter
   SCOPE_GROUP_ID: scopeGroupId
   MAX_DEACTIVATIONS: maxDeactivations
+  MAX_DEACTIVATION_PERCENT: maxDeactivationPercent
   MAPPING_FILE: mappingFile
   LOG_FORMAT: logFormat
 }

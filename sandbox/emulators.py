@@ -24,8 +24,11 @@ class Sandbox:
     jira: JiraEmulator | None = None   # Jira site (user search) + the Assets object API, when linking is on
 
     def settings(self) -> dict[str, str]:
-        """App settings (environment variables) that aim entra-assets at the emulators."""
-        return {"GRAPH_BASE_URL": self.graph.base_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
+        """App settings (environment variables) that aim entra-assets at the emulators. ``AZURE_TENANT_ID`` is
+        the tenant's id, as in Azure: unused with the fixed token, but the webhook refuses notifications of
+        any other tenant (``shared.notifications``) and the emulated Graph names this one in each."""
+        return {"AZURE_TENANT_ID": self.tenant.tenant_id, "GRAPH_BASE_URL": self.graph.base_url,
+                "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
                 "ASSETS_API_URL": self.assets.url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN} | self.jira_settings()
 
     def jira_settings(self) -> dict[str, str]:

@@ -4,9 +4,13 @@ The Functions host (`func`, Core Tools) cannot be installed without internet, so
 demo and the end-to-end tests run the functions registered in ``function_app.py`` - the same handlers Azure
 runs - with what the host would do around them:
 
-- HTTP functions over real HTTP on loopback (cheroot), at ``/api/<route>``; routes whose auth level is not
-  anonymous need the host's function key, as in Azure: the ``code`` query parameter or the ``x-functions-key``
-  header, else 401 with an empty body and the function is not called
+- HTTP functions over real HTTP on loopback (cheroot), at ``/api/<route>``. A path that is no function's
+  route, or a method the function does not declare in its ``methods=[...]``, is answered 404 with an empty
+  body before any key check, and the function is not called. 404 and not 405 for a wrong method: that is
+  what the real host's routing layer answers (reported in azure-functions-host issues #10098, 2024, and
+  #11625, 2026, both open; not documented, so UNCONFIRMED for every hosting plan). Routes whose auth level is
+  not anonymous need the host's function key, as in Azure: the ``code`` query parameter or the
+  ``x-functions-key`` header, else 401 with an empty body and the function is not called
   (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to);
 - the queue trigger: poll the queue (Azurite or the embedded one), call the handler with one message, delete
   it on success, leave it to reappear after the visibility timeout on failure, and move it to
@@ -29,6 +33,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
 import azure.functions as func
+from azure.functions.decorators.http import HttpTrigger
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from croniter import croniter
@@ -52,12 +57,26 @@ def app_functions() -> dict[str, func.FunctionBuilder]:
     return {f.get_function_name(): f for f in app.get_functions()}
 
 
+def http_routes(functions: dict[str, func.FunctionBuilder]) -> dict[str, tuple[func.FunctionBuilder, HttpTrigger]]:
+    """Each HTTP function's route (without the ``/api/`` prefix; the function's name when the decorator gives
+    none, as in the host), with the function and its trigger binding."""
+    return {b.route or f.get_function_name(): (f, b) for f in functions.values() for b in f.get_bindings()
+            if isinstance(b, HttpTrigger)}
+
+
+def allows(trigger: HttpTrigger, method: str) -> bool:
+    """True when the trigger declares ``method`` (case-insensitive; no ``methods`` at all: every method)."""
+    declared = trigger.methods
+    return declared is None or method.upper() in {str(getattr(m, "value", m)).upper() for m in declared}
+
+
 class FunctionsHost:
     """Runs the HTTP, queue and timer functions until ``stop``. ``url`` is the HTTP base (``…/api``);
     ``function_key`` the key of every function (random unless given); ``function_url(route)`` a URL with it."""
 
     def __init__(self, run_timer: bool = True, function_key: str | None = None):
         self.functions = app_functions()
+        self.routes = http_routes(self.functions)
         self.run_timer = run_timer
         self.function_key = function_key or secrets.token_urlsafe(32)
         self.url = ""
@@ -102,18 +121,19 @@ class FunctionsHost:
 
     def _wsgi(self, environ: dict, start_response):
         route = environ.get("PATH_INFO", "").removeprefix("/api/")
-        target = next((f for f in self.functions.values() for b in f.get_bindings()
-                       if getattr(b, "route", None) == route), None)
-        if target is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"no such function"]
+        method = environ["REQUEST_METHOD"]
+        found = self.routes.get(route)
+        if found is None or not allows(found[1], method):  # the host's routing: neither key check nor call
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        target, trigger = found
         length = int(environ.get("CONTENT_LENGTH") or 0)
         query = environ.get("QUERY_STRING", "")
-        if not self._authorized(target, route, environ, query):
+        if not self._authorized(trigger, environ, query):
             start_response("401 Unauthorized", [("Content-Length", "0")])
             return [b""]
         request = func.HttpRequest(
-            environ["REQUEST_METHOD"], f"http://localhost{environ['PATH_INFO']}?{query}",
+            method, f"http://localhost{environ['PATH_INFO']}?{query}",
             headers={k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
             | {"Content-Type": environ.get("CONTENT_TYPE", "")},
             params=dict(parse_qsl(query, keep_blank_values=True)), body=environ["wsgi.input"].read(length) if length else b"")
@@ -128,11 +148,10 @@ class FunctionsHost:
         start_response(f"{response.status_code} X", headers + [("Content-Type", content_type)])
         return [response.get_body()]
 
-    def _authorized(self, target: func.FunctionBuilder, route: str, environ: dict, query: str) -> bool:
+    def _authorized(self, trigger: HttpTrigger, environ: dict, query: str) -> bool:
         """True for an anonymous route, or when the request carries the function key (compared in constant
         time)."""
-        level = next((b.auth_level for b in target.get_bindings() if getattr(b, "route", None) == route), None)
-        if level in (None, func.AuthLevel.ANONYMOUS):
+        if trigger.auth_level in (None, func.AuthLevel.ANONYMOUS):
             return True
         given = dict(parse_qsl(query, keep_blank_values=True)).get("code") or environ.get("HTTP_X_FUNCTIONS_KEY")
         return bool(given) and hmac.compare_digest(given.encode(), self.function_key.encode())

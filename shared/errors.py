@@ -106,3 +106,8 @@ class ForeignLink(RemoteError):
     def __init__(self, message: str, host: str):
         super().__init__(message)
         self.host = host
+
+
+class StorageUnreachable(EntraAssetsError):
+    """The storage account of AzureWebJobsStorage (or AzureWebJobsStorage__accountName) did not answer, or
+    refused the credential, when the store was opened: nothing was read or written."""

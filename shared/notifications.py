@@ -7,9 +7,16 @@ queue; it does no I/O, so the webhook stays a thin adapter and everything here i
   ``text/plain`` before any body is looked at. Tokens over 1,024 characters or with control characters: 400.
 - Anything else is a notification POST (§3.3): JSON (415 otherwise), at most 1 MiB (413), an object with a
   ``value`` array (400). These errors queue nothing.
-- Each item is accepted only when its ``clientState`` matches the configured secret (constant time) and its
-  ``subscriptionId`` is one of ours. Items that fail are counted, never queued, and still answered 202: Graph
-  must not retry a forged notification, and there is no sender to tell.
+- Each item is accepted only when its ``clientState`` matches the configured secret (constant time), its
+  ``subscriptionId`` is one of ours, every tenant id it names (``tenantId``, ``organizationId``, or
+  ``resourceData.organizationId``: payloads differ, §3.3 and §3.6) is the configured tenant
+  (``AZURE_TENANT_ID``), and the resource it names is its subscription's (a users subscription never queues
+  a group). Items that fail are counted, never queued, and still answered 202: Graph must not retry a forged
+  or foreign notification, and there is no sender to tell. Lifecycle notifications pass the same checks.
+- Without a configured tenant (a sandbox with a fixed ``GRAPH_ACCESS_TOKEN`` and no ``AZURE_TENANT_ID``)
+  there is nothing to compare, so tenant ids are not checked; with one, an item that names no tenant at all
+  is refused too (``tenant_missing``): Graph documents ``tenantId`` as required on every notification
+  (https://learn.microsoft.com/graph/api/resources/changenotification).
 - Accepted changes become one ``changes`` message per request, deduplicated by (resource, id) keeping the
   strongest change type; the message is split when its JSON would not fit one queue message. Lifecycle
   notifications (§3.6) become one ``lifecycle`` message each (deduplicated by event and subscription).
@@ -62,9 +69,11 @@ COUNT_KEYS = (
     "forged",                # clientState missing or wrong
     "unknown_subscription",  # subscriptionId not one of ours (or ours not known yet)
     "subscriptions_unknown", # ... because no subscription is known yet (the checkpoint is missing)
+    "foreign_tenant",        # names a tenant other than AZURE_TENANT_ID
+    "tenant_missing",        # names no tenant at all while AZURE_TENANT_ID is set
     "malformed",             # not an object, or no usable resource / id / changeType
     "unsupported_resource",  # a resource other than users and groups
-    "resource_mismatch",     # accepted, but the item's resource differs from its subscription's
+    "resource_mismatch",     # the item's resource differs from its subscription's (refused)
     "validation", "validation_refused",  # handshakes answered / refused (too long, control characters, empty)
     "rejected_content_type", "rejected_too_large", "rejected_invalid_json", "rejected_no_value",  # 415/413/400
 )  # plus "lifecycle:<event>" for the three documented events and "lifecycle:other"
@@ -79,8 +88,6 @@ class WebhookOutcome:
     body: str = ""
     messages: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
-    # Tenant ids named by the accepted notifications (informational; not queued, not logged).
-    tenants: set[str] = field(default_factory=set)
 
 
 def _get(mapping: Mapping[str, str], name: str) -> str | None:
@@ -121,10 +128,11 @@ def _is_json(content_type: str | None) -> bool:
 
 def handle_notification_request(query: Mapping[str, str], headers: Mapping[str, str], body: bytes, *,
                                 client_state: str | None, subscriptions: Mapping[str, str] | None,
-                                now: float, cid: str | None = None) -> WebhookOutcome:
+                                tenant: str | None, now: float, cid: str | None = None) -> WebhookOutcome:
     """Answer one POST to the webhook; see the module docstring. ``client_state`` is the revealed secret (None
     or empty: nothing is accepted); ``subscriptions`` maps our subscription ids to "users"/"groups" (None: not
-    known yet, nothing is accepted); ``cid``, the request's correlation id, goes into every queued message."""
+    known yet, nothing is accepted); ``tenant`` is ``AZURE_TENANT_ID`` (None: tenant ids are not checked);
+    ``cid``, the request's correlation id, goes into every queued message."""
     token = _get(query, "validationToken")
     if token is not None:
         return _validation(token)
@@ -141,37 +149,61 @@ def handle_notification_request(query: Mapping[str, str], headers: Mapping[str, 
         return _error(400, "body has no 'value' array", rejected_no_value=1)
 
     outcome = WebhookOutcome(status=202)
-    secret = client_state.encode("utf-8") if client_state else None
+    expected = _Expected(client_state.encode("utf-8") if client_state else None, subscriptions,
+                         tenant.casefold() if tenant else None)
     changes: dict[tuple[str, str], str] = {}
     lifecycle: dict[tuple[str, str], dict] = {}
     for item in items:
-        _one(item, secret, subscriptions, outcome, changes, lifecycle)
+        _one(item, expected, outcome.counts, changes, lifecycle)
     outcome.messages.extend(_change_messages(changes, now, cid))
     outcome.messages.extend({**m, "cid": cid} if cid else m for m in lifecycle.values())
     outcome.counts["changes"] += len(changes)
     return outcome
 
 
-def _one(item: object, secret: bytes | None, subscriptions: Mapping[str, str] | None, outcome: WebhookOutcome,
-         changes: dict[tuple[str, str], str], lifecycle: dict[tuple[str, str], dict]) -> None:
+@dataclass(frozen=True)
+class _Expected:
+    """What a notification must carry to be ours: the secret, one of our subscriptions, our tenant (casefolded)."""
+
+    secret: bytes | None
+    subscriptions: Mapping[str, str] | None
+    tenant: str | None
+
+
+def _refusal(item: dict, expected: _Expected) -> tuple[str, ...]:
+    """The count keys that refuse ``item`` (empty when it is ours), checked in order: clientState (constant
+    time), subscription, tenant."""
+    given = item.get("clientState")
+    secret = expected.secret
+    if secret is None or not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8"), secret):
+        return ("forged",)
+    if expected.subscriptions is None:
+        return ("unknown_subscription", "subscriptions_unknown")
+    if not isinstance(item.get("subscriptionId"), str) or item["subscriptionId"] not in expected.subscriptions:
+        return ("unknown_subscription",)
+    if expected.tenant is None:
+        return ()  # nothing to compare with (module docstring)
+    data = item.get("resourceData")
+    named = [t for t in (item.get("tenantId"), item.get("organizationId"),
+                         data.get("organizationId") if isinstance(data, dict) else None) if t not in (None, "")]
+    if not named:
+        return ("tenant_missing",)
+    if any(not isinstance(t, str) or t.casefold() != expected.tenant for t in named):
+        return ("foreign_tenant",)
+    return ()
+
+
+def _one(item: object, expected: _Expected, counts: Counter, changes: dict[tuple[str, str], str],
+         lifecycle: dict[tuple[str, str], dict]) -> None:
     """Check one notification and record it in ``changes`` or ``lifecycle``, or only count it."""
-    counts = outcome.counts
     if not isinstance(item, dict):
         counts["malformed"] += 1
         return
-    given = item.get("clientState")
-    if secret is None or not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8"), secret):
-        counts["forged"] += 1
+    if refused := _refusal(item, expected):
+        counts.update(refused)
         return
-    subscription = item.get("subscriptionId")
-    if subscriptions is None:
-        counts["unknown_subscription"] += 1
-        counts["subscriptions_unknown"] += 1
-        return
-    if not isinstance(subscription, str) or subscription not in subscriptions:
-        counts["unknown_subscription"] += 1
-        return
-    subscribed = _SINGULAR.get(str(subscriptions[subscription]).casefold())
+    subscription = item["subscriptionId"]
+    subscribed = _SINGULAR.get(str(expected.subscriptions[subscription]).casefold())
 
     event = item.get("lifecycleEvent")
     if event is not None:
@@ -182,7 +214,6 @@ def _one(item: object, secret: bytes | None, subscriptions: Mapping[str, str] | 
         lifecycle.setdefault((event, subscription), {"v": MESSAGE_VERSION, "kind": "lifecycle", "trigger": TRIGGER,
                                                      "event": event, "subscription": subscription,
                                                      "resource": subscribed})
-        _tenant(item, outcome)
         return
 
     verdict, resource, object_id = _resource(item)
@@ -194,10 +225,10 @@ def _one(item: object, secret: bytes | None, subscriptions: Mapping[str, str] | 
     if resource is None or object_id is None or change is None:
         counts["malformed"] += 1
         return
-    if subscribed is not None and resource != subscribed:
+    if subscribed is not None and resource != subscribed:  # a users subscription never notifies a group
         counts["resource_mismatch"] += 1
+        return
     counts["accepted"] += 1
-    _tenant(item, outcome)
     key = (resource, object_id)
     previous = changes.get(key)
     if previous is None:
@@ -243,13 +274,6 @@ def _change_type(value: object) -> str | None:
         return None
     found = [t for t in (part.strip().casefold() for part in value.split(",")) if t in _STRENGTH]
     return max(found, key=_STRENGTH.__getitem__) if found else None
-
-
-def _tenant(item: dict, outcome: WebhookOutcome) -> None:
-    data = item.get("resourceData")
-    tenant = item.get("tenantId") or (data.get("organizationId") if isinstance(data, dict) else None)
-    if isinstance(tenant, str) and tenant:
-        outcome.tenants.add(tenant)
 
 
 def _dumps(value: object) -> str:

@@ -7,6 +7,7 @@ log line, an error or ``status`` output.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -78,7 +79,7 @@ class Settings:
     group_filter: str | None = None
     scope_group_id: str | None = None
     max_deactivations: int = 500
-    max_deactivation_percent: float = 30.0   # MAX_DEACTIVATION_PERCENT (SPEC §2)
+    max_deactivation_percent: float = 30.0  # SPEC §2; 100 = off (no type can lose more than all of its objects)
     mapping_file: Path | None = None
     webhook_url: str | None = None
     webhook_client_state: Secret | None = None
@@ -162,8 +163,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         problems.append(f"TIMER_SYNC_SCHEDULE '{schedule}' must be a 6-field NCRONTAB "
                         "expression ({second} {minute} {hour} {day} {month} {day-of-week})")
     values["timer_schedule"] = schedule
-    values["full_sync_interval_hours"] = _positive(get("FULL_SYNC_INTERVAL_HOURS"), 24.0,
-                                                   "FULL_SYNC_INTERVAL_HOURS", problems)
+    # At most a year: the full run is the safety net for whatever notifications and catch-ups missed (and nan,
+    # inf or a typo like 87600 would switch it off without a word).
+    values["full_sync_interval_hours"] = _number(get("FULL_SYNC_INTERVAL_HOURS"), 24.0, "FULL_SYNC_INTERVAL_HOURS",
+                                                 "hours", 8760, problems)
     key = get("ASSETS_SCHEMA_KEY") or "ENTRA"
     if not _SCHEMA_KEY.match(key):
         problems.append(f"ASSETS_SCHEMA_KEY '{key}' must be 2-10 upper-case letters or digits, starting with a letter")
@@ -196,7 +199,13 @@ def _scope(get, values: dict, problems: list[str]) -> None:
         problems.append(f"SCOPE_GROUP_ID '{group}' is not a group object id (a GUID such as "
                         "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9)")
     values["scope_group_id"] = group
-    values["max_deactivations"] = _whole(get("MAX_DEACTIVATIONS"), 500, "MAX_DEACTIVATIONS", "objects", problems)
+    # More than any Entra directory holds: a bigger number is a typo (one run: --allow-mass-deactivation).
+    values["max_deactivations"] = _whole(get("MAX_DEACTIVATIONS"), 500, "MAX_DEACTIVATIONS", "objects",
+                                         10_000_000, problems)
+    # A share of one type's objects: 100 turns the relative guard off; 0 is refused rather than guessed at
+    # (SPEC §2 does not say whether it means "off" or "hold every run").
+    values["max_deactivation_percent"] = _number(get("MAX_DEACTIVATION_PERCENT"), 30.0, "MAX_DEACTIVATION_PERCENT",
+                                                 "percent", 100, problems)
     mapping = get("MAPPING_FILE")
     if mapping and not Path(mapping).is_file():
         problems.append(f"MAPPING_FILE: no file at {mapping}")
@@ -226,10 +235,12 @@ def _jira(get, values: dict, problems: list[str]) -> None:
     values["jira_site_url"] = site.rstrip("/") if site else None
     values["jira_email"] = email
     values["jira_api_token"] = Secret(token) if token else None
+    # Jira Cloud allows a site about 1,000 requests a minute (DESIGN.md): a million searches is half a day of
+    # them, and more than 1,000 a second is no pace at all (the sandbox's emulated site runs at 500).
     values["jira_lookups_per_run"] = _whole(get("JIRA_LOOKUPS_PER_RUN"), 5000, "JIRA_LOOKUPS_PER_RUN",
-                                            "Jira user searches", problems)
-    values["jira_requests_per_second"] = _positive(get("JIRA_REQUESTS_PER_SECOND"), 10.0, "JIRA_REQUESTS_PER_SECOND",
-                                                   problems)
+                                            "Jira user searches", 1_000_000, problems)
+    values["jira_requests_per_second"] = _number(get("JIRA_REQUESTS_PER_SECOND"), 10.0, "JIRA_REQUESTS_PER_SECOND",
+                                                 "requests a second", 1000, problems)
 
 
 def _webhook(get, values: dict, problems: list[str]) -> None:
@@ -246,6 +257,11 @@ def _webhook(get, values: dict, problems: list[str]) -> None:
     # https://learn.microsoft.com/graph/api/resources/subscription: clientState is at most 128 characters
     if state and len(state) > 128:
         problems.append(f"WEBHOOK_CLIENT_STATE is {len(state)} characters long; Graph accepts at most 128")
+    tenant = values.get("tenant_id")
+    if url and tenant and not GUID.match(tenant):  # azure-identity also takes a domain name; notifications do not
+        problems.append(f"AZURE_TENANT_ID '{_shown(tenant)}' must be the tenant's id (a GUID: Entra > Overview > "
+                        "Tenant ID) when WEBHOOK_URL is set: each change notification names its tenant by id, "
+                        "and the webhook refuses every other")
     values["webhook_url"] = url
     values["webhook_client_state"] = Secret(state) if state else None
 
@@ -280,13 +296,37 @@ def _url(value: str, name: str, problems: list[str]) -> str:
     return value.rstrip("/")
 
 
-def _whole(raw: str | None, default: int, name: str, unit: str, problems: list[str]) -> int:
+# ASCII digits only: "²".isdigit() is True and int() refuses it; no sign, exponent, separator or space.
+_WHOLE = re.compile(r"[0-9]{1,12}")
+# A plain decimal ("24", "0.5", ".5"): no sign, exponent, "nan" or "inf", which float() would all take.
+_DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12}")
+
+
+def _whole(raw: str | None, default: int, name: str, unit: str, most: int, problems: list[str]) -> int:
+    """``raw`` as a whole number from 0 to ``most``; ``default`` when unset. Else a problem naming ``name``."""
     if raw is None:
         return default
-    if not raw.isdigit():
-        problems.append(f"{name} '{raw}' must be a whole number of {unit} (0 or more)")
+    if _WHOLE.fullmatch(raw) and int(raw) <= most:
+        return int(raw)
+    problems.append(f"{name} '{_shown(raw)}' must be a whole number of {unit} from 0 to {most:,}")
+    return default
+
+
+def _number(raw: str | None, default: float, name: str, unit: str, most: float, problems: list[str]) -> float:
+    """``raw`` as a finite number greater than 0 and at most ``most``; ``default`` when unset. Else a problem
+    naming ``name``."""
+    if raw is None:
         return default
-    return int(raw)
+    value = float(raw) if _DECIMAL.fullmatch(raw) else math.nan
+    if 0 < value <= most:  # never true for nan
+        return value
+    problems.append(f"{name} '{_shown(raw)}' must be a number of {unit} greater than 0 and at most {most:,g}")
+    return default
+
+
+def _shown(raw: str, most: int = 40) -> str:
+    """``raw`` shortened for a message (a pasted blob must not flood the one-line error)."""
+    return raw if len(raw) <= most else raw[:most - 1] + "…"
 
 
 def parse_utc(value: str | None) -> dt.datetime | None:
@@ -299,15 +339,3 @@ def parse_utc(value: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-
-
-def _positive(raw: str | None, default: float, name: str, problems: list[str]) -> float:
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        problems.append(f"{name} '{raw}' must be a positive number")
-    return value

@@ -27,25 +27,31 @@ import json
 import logging
 import math
 import random
+import socket
 import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.errors import StorageUnreachable
 from shared.store import LeaseBusy, QueueDepth, QueuedMessage, encode_message, joined
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,13 @@ LEASE_MIN, LEASE_MAX = 15, 60
 # Client options of the webhook's storage clients (azure-core's retry and transport keywords).
 # https://learn.microsoft.com/python/api/overview/azure/storage-blob-readme#optional-configuration
 QUICK = {"retry_total": 0, "connection_timeout": 1, "read_timeout": 2}
+# Options of the first requests of every other open (create the container and the queue when missing), which
+# double as a reachability probe: one attempt, short timeouts (a create answers in milliseconds). The SDK's
+# default policy (three retries after 15, 18 and 24 s of back-off) took 93 s for `entra-assets status` to give
+# up on a closed port, ending in a traceback; the requests after the probe keep that policy, since an account
+# that has just answered is worth waiting for. A failed probe is retried by whoever runs again: the admin, the
+# next timer tick, the queue's next delivery.
+PROBE = {"retry_total": 0, "connection_timeout": 2, "read_timeout": 2}
 
 
 def azure_clients(connection_string: str | None, *, account_name: str | None = None, credential: Any = None,
@@ -70,9 +83,13 @@ def azure_clients(connection_string: str | None, *, account_name: str | None = N
     ``account_name`` + ``credential`` (managed identity). Creates the container and the queue when missing
     (idempotent); the poison queue is left to the Functions host, which creates it on the first poison.
 
-    ``quick`` (the webhook): no SDK retries and short timeouts (``QUICK``), so that an unreachable storage
-    account fails in seconds - the SDK's default policy (exponential back-off from 15 s) took 82 s to give up
-    here, and Graph wants an answer within 3 s; the webhook then answers 503 and Graph delivers again later."""
+    ``quick`` (the webhook): no SDK retries and short timeouts (``QUICK``) for every request, so that an
+    unreachable storage account fails in seconds - the SDK's default policy (exponential back-off from 15 s)
+    took 82 s to give up here, and Graph wants an answer within 3 s; the webhook then answers 503 and Graph
+    delivers again later. Otherwise only the creating requests are quick (``PROBE``).
+
+    Raises ``StorageUnreachable`` (one line naming the setting and the endpoint, never a key or a SAS) when
+    those first requests fail: no connection, no answer, or the credential refused."""
     common = QUICK if quick else {}
     blob_options = {"max_single_get_size": BLOCK_BYTES, "max_chunk_get_size": BLOCK_BYTES, **common}
     queue_options = {"message_encode_policy": TextBase64EncodePolicy(),
@@ -89,12 +106,81 @@ def azure_clients(connection_string: str | None, *, account_name: str | None = N
         queue, poison = (QueueClient(f"https://{account_name}.queue.core.windows.net", name,
                                      credential=credential, **queue_options)
                          for name in (queue_name, f"{queue_name}-poison"))
-    for create in (container.create_container, queue.create_queue):
+    setting = "AzureWebJobsStorage" if connection_string else "AzureWebJobsStorage__accountName"
+    probe = QUICK if quick else PROBE
+    for client, create in ((container, container.create_container), (queue, queue.create_queue)):
         try:
-            create()
+            create(**probe)
         except ResourceExistsError:
             pass
+        except AzureError as err:
+            raise StorageUnreachable(_unreachable_message(setting, client.url, err, probe)) from None
     return container, queue, poison
+
+
+def _unreachable_message(setting: str, url: str, err: AzureError, probe: dict[str, Any]) -> str:
+    """One line for a storage account that failed its first request: the setting, the account's endpoint
+    (``url`` without its container or queue name and without any query, where a SAS would be), what happened
+    and what to check. Never the exception's text, which can carry the request's URL."""
+    parts = urlsplit(url)
+    endpoint = f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}"
+    advice = "check the setting and the network"
+    causes = _causes(err)
+    if isinstance(err, ServiceResponseError):
+        if any(isinstance(c, TimeoutError) for c in causes):
+            reason = f"does not answer (nothing within {probe['read_timeout']} s)"
+        else:
+            reason = "cannot be reached: the connection was dropped"
+    elif isinstance(err, ServiceRequestError):
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            reason = "cannot be reached: connection refused"
+        elif any(isinstance(c, socket.gaierror) for c in causes):
+            reason = "cannot be reached: the host name does not resolve"
+        elif any(isinstance(c, TimeoutError) for c in causes):
+            reason = f"cannot be reached: no connection within {probe['connection_timeout']} s"
+        else:
+            reason = f"cannot be reached ({type(causes[-1]).__name__})"
+    elif isinstance(err, ClientAuthenticationError) and err.response is None:  # no token to send at all
+        reason = "cannot be reached: no identity could sign in to it"
+        advice = ("sign in with az login, or in Azure set AzureWebJobsStorage__credential=managedidentity "
+                  "(AzureWebJobsStorage__clientId for a user-assigned identity)")
+    elif isinstance(err, HttpResponseError) and err.status_code in (401, 403):
+        reason, advice = _refusal(err, setting)
+    else:
+        status = getattr(err, "status_code", None)
+        reason = f"answered {status} {_code(err)}".rstrip() if status else f"failed ({type(err).__name__})"
+    return f"the storage account of {setting} ({endpoint}) {reason} - {advice}"
+
+
+def _refusal(err: HttpResponseError, setting: str) -> tuple[str, str]:
+    """(reason, advice) for a 401/403, by the storage error code.
+    https://learn.microsoft.com/rest/api/storageservices/common-rest-api-error-codes"""
+    code = _code(err) or str(err.status_code)
+    if isinstance(err, ClientAuthenticationError):  # AuthenticationFailed, InvalidAuthenticationInfo: the signature
+        check = f"the AccountKey or SAS in {setting}" if setting == "AzureWebJobsStorage" else "the identity's tenant"
+        return f"refused the credential ({code})", f"check {check}"
+    if code == "AuthorizationPermissionMismatch":  # signed in fine, no data role (RBAC)
+        return (f"refused access ({code}): the identity lacks a storage role",
+                "it needs Storage Blob Data Owner and Storage Queue Data Contributor on the account")
+    # AuthorizationFailure (also the account's firewall), the SAS mismatches, AuthorizationSourceIPMismatch, ...
+    advice = "check the account's Networking (firewall) settings and what the credential may do: it needs to " \
+             "create containers, queues and blobs"
+    return f"refused access ({code})", advice
+
+
+def _code(err: AzureError) -> str:
+    """The storage error code as the service spelt it ("AuthenticationFailed"; the SDK may hand an enum)."""
+    code = getattr(err, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions behind it (azure-core wraps urllib3's, which wrap the socket's)."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__ or getattr(err, "inner_exception", None)
+    return chain
 
 
 class _LenientBase64DecodePolicy(TextBase64DecodePolicy):

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -37,12 +40,15 @@ def running(box, app_env, monkeypatch):
     host.stop()
 
 
-def _notify(host: FunctionsHost, backend, uid: str, client_state: str = SECRET) -> httpx.Response:
+def _notify(host: FunctionsHost, backend, uid: str, client_state: str = SECRET, *,
+            tenant: str | None = None) -> httpx.Response:
+    """POST one user notification as Graph does (``tenant``: the tenant it names, the configured one if None)."""
     subscription = stored_subscriptions(backend.state)["users"]["id"]
+    tenant = tenant or os.environ["AZURE_TENANT_ID"]
     body = {"value": [{"subscriptionId": subscription, "changeType": "updated", "clientState": client_state,
-                       "resource": f"Users/{uid}", "tenantId": "t",
+                       "resource": f"Users/{uid}", "tenantId": tenant,
                        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": f"Users/{uid}",
-                                        "id": uid}}]}
+                                        "id": uid, "organizationId": tenant}}]}
     return httpx.post(host.function_url("graph-webhook"), json=body, timeout=10)
 
 
@@ -80,9 +86,66 @@ def test_a_forged_notification_queues_nothing(running):
     assert handshake.headers["content-type"].startswith("text/plain")
     workers = len([i for i in host.invocations if i[0] == "submit_worker"])
     assert _notify(host, backend, sorted(box.tenant.users)[12], client_state="guess").status_code == 202
+    # The right secret and subscription, but another tenant's id: refused as well (shared.notifications).
+    assert _notify(host, backend, sorted(box.tenant.users)[13], tenant=str(uuid.uuid4())).status_code == 202
     time.sleep(0.3)
     assert backend.queue.depth().messages == 0
     assert len([i for i in host.invocations if i[0] == "submit_worker"]) == workers
+    # Control: the same notification naming the box's tenant (what AZURE_TENANT_ID says) is queued.
+    assert box.settings()["AZURE_TENANT_ID"] == box.tenant.tenant_id
+    assert _notify(host, backend, sorted(box.tenant.users)[13]).status_code == 202
+    _eventually(lambda: len([i for i in host.invocations if i[0] == "submit_worker"]) > workers)
+
+
+@pytest.fixture
+def bare_host(app_storage, monkeypatch):
+    """The host over Azurite with a subscriptions checkpoint, no Graph and no Assets behind it: enough for
+    the webhook to queue (and for a wrongly reached worker to show in ``invocations``)."""
+    env = {**app_storage, "WEBHOOK_CLIENT_STATE": SECRET, "AZURE_TENANT_ID": TENANT,
+           "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    backend = open_backend(load_settings(env))
+    backend.state.commit({}, {"subscriptions": json.dumps({"users": {"id": USERS_SUB, "expires": "2099-01-01T00:00:00Z"}})})
+    host = FunctionsHost(run_timer=False).start()
+    yield host, backend
+    host.stop()
+
+
+TENANT = "e1ad7f5c-f009-4bbc-9d22-129eb7c92c5e"
+USERS_SUB = "acdf75db-b5d6-4811-8995-aa3b5a7e42bd"
+NOTIFICATION = {"value": [{"subscriptionId": USERS_SUB, "changeType": "updated", "clientState": SECRET,
+                           "resource": "Users/7540ee2b-ec66-4735-babd-ba1b2aa6c584", "tenantId": TENANT,
+                           "resourceData": {"id": "7540ee2b-ec66-4735-babd-ba1b2aa6c584"}}]}
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+def test_a_method_the_webhook_does_not_declare_is_404_before_the_key_check_and_nothing_runs(bare_host, method):
+    """graph_webhook declares methods=["POST"]: any other method is answered by the host's routing (404, as
+    the real host does - see sandbox/functions_host.py) - with or without the key, even with a body that a
+    POST would queue - and neither the webhook nor the worker runs."""
+    host, backend = bare_host
+    with httpx.Client(timeout=10) as client:
+        for url in (host.function_url("graph-webhook"), f"{host.url}/graph-webhook"):
+            response = client.request(method, url, json=NOTIFICATION)
+            assert (response.status_code, response.content) == (404, b""), url
+    assert host.invocations == []
+    assert backend.queue.depth().messages == 0
+
+
+def test_unknown_routes_are_404_and_the_declared_methods_still_work(bare_host):
+    host, _ = bare_host
+    with httpx.Client(timeout=10) as client:
+        for path in ("nope", "graph-webhook/extra", "status/x"):
+            response = client.get(f"{host.url}/{path}", params={"code": host.function_key})
+            assert (response.status_code, response.content) == (404, b""), path
+        assert client.post(host.function_url("status")).status_code == 404  # status_page declares GET only
+        assert host.invocations == []
+        # Control: the declared method reaches the function - after the key check.
+        assert client.post(f"{host.url}/graph-webhook", json=NOTIFICATION).status_code == 401
+        assert host.invocations == []
+        assert client.post(host.function_url("graph-webhook"), json=NOTIFICATION).status_code == 202
+    assert host.invocations[0][0] == "graph_webhook"
 
 
 def test_a_burst_of_10000_changes_in_1000_notifications_is_a_handful_of_executions(app_storage, monkeypatch):
@@ -108,7 +171,8 @@ def test_a_burst_of_10000_changes_in_1000_notifications_is_a_handful_of_executio
 
         def notify(batch: list[str]) -> int:
             value = [{"subscriptionId": "s-users", "changeType": "updated", "clientState": SECRET,
-                      "resource": f"Users/{uid}", "resourceData": {"id": uid}} for uid in batch]
+                      "resource": f"Users/{uid}", "tenantId": tenant.tenant_id, "resourceData": {"id": uid}}
+                     for uid in batch]
             return client.post(url, json={"value": value}).status_code
 
         # 1,000 POSTs of 10 notifications, four at a time (Graph delivers concurrently), as fast as they are taken.

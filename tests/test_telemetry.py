@@ -164,7 +164,7 @@ def _notify_then_work(functions, box: Sandbox, backend) -> list[str]:
     for uid in sorted(box.tenant.users)[:2]:
         box.tenant.update_user(uid, jobTitle="Telemetry tester")
         body = {"value": [{"subscriptionId": USERS_SUB, "clientState": CLIENT_STATE, "changeType": "updated",
-                           "resource": f"Users/{uid}", "resourceData": {"id": uid}}]}
+                           "resource": f"Users/{uid}", "tenantId": box.tenant.tenant_id, "resourceData": {"id": uid}}]}
         response = webhook(func.HttpRequest("POST", "http://localhost/api/graph-webhook", body=json.dumps(body).encode(),
                                             headers={"Content-Type": "application/json"}, params={}))
         assert response.status_code == 202

@@ -51,11 +51,12 @@ def lifecycle_note(event: str, sub: str = USERS_SUB, state: str = SECRET) -> dic
 
 
 def post(items: list | dict | bytes, *, headers: dict | None = None, subscriptions=SUBS,
-         client_state: str | None = SECRET) -> WebhookOutcome:
+         client_state: str | None = SECRET, tenant: str | None = TENANT) -> WebhookOutcome:
     body = items if isinstance(items, bytes) else json.dumps(items if isinstance(items, dict) else {"value": items})
     body = body if isinstance(body, bytes) else body.encode()
     return handle_notification_request({"code": "function-key"}, JSON if headers is None else headers, body,
-                                       client_state=client_state, subscriptions=subscriptions, now=NOW)
+                                       client_state=client_state, subscriptions=subscriptions, tenant=tenant,
+                                       now=NOW)
 
 
 def uid(n: int) -> str:
@@ -70,7 +71,6 @@ def test_graph_user_notification_becomes_one_changes_message():
     assert outcome.messages == [{"v": 1, "kind": "changes", "trigger": "webhook", "received": NOW,
                                  "changes": [{"r": "users", "id": uid(1), "c": "updated"}]}]
     assert outcome.counts == {"accepted": 1, "changes": 1}
-    assert outcome.tenants == {TENANT}
 
 
 def test_several_notifications_for_different_subscriptions_and_duplicates():
@@ -84,7 +84,6 @@ def test_several_notifications_for_different_subscriptions_and_duplicates():
                                   {"r": "groups", "id": group, "c": "updated"},
                                   {"r": "users", "id": uid(2), "c": "deleted"}]
     assert outcome.counts == {"accepted": 7, "duplicates": 4, "changes": 3}
-    assert outcome.tenants == {TENANT}
 
 
 def test_comma_list_change_types_keep_the_strongest():
@@ -93,7 +92,7 @@ def test_comma_list_change_types_keep_the_strongest():
 
 
 def test_lenient_resource_parsing():
-    bare = {"subscriptionId": USERS_SUB, "clientState": SECRET, "changeType": "updated"}
+    bare = {"subscriptionId": USERS_SUB, "clientState": SECRET, "changeType": "updated", "tenantId": TENANT}
     items = [
         {**bare, "resource": f"/users/{uid(1)}"},                                   # id from the path
         {**bare, "resource": f"Users('{uid(2)}')"},                                 # OData key syntax
@@ -112,7 +111,7 @@ def test_validation_handshake_echoes_the_token_as_plain_text(token):
     # The handshake comes as text/plain with an empty body; it is answered before any body parsing.
     for headers, body in (({"Content-Type": "text/plain; charset=utf-8"}, b""), ({}, b"{not json")):
         outcome = handle_notification_request({"validationToken": token}, headers, body, client_state=None,
-                                              subscriptions=None, now=NOW)
+                                              subscriptions=None, tenant=None, now=NOW)
         assert (outcome.status, outcome.content_type, outcome.body) == (200, "text/plain; charset=utf-8", token)
         assert outcome.messages == []
 
@@ -120,7 +119,7 @@ def test_validation_handshake_echoes_the_token_as_plain_text(token):
 @pytest.mark.parametrize("token", ["x" * 1025, "line\nbreak", "nul\x00", "del\x7f", "tab\there", "c1\x85", ""])
 def test_validation_handshake_refuses_long_or_control_character_tokens(token):
     outcome = handle_notification_request({"validationToken": token}, {}, b"", client_state=SECRET,
-                                          subscriptions=SUBS, now=NOW)
+                                          subscriptions=SUBS, tenant=TENANT, now=NOW)
     assert outcome.status == 400 and outcome.content_type.startswith("text/plain") and outcome.messages == []
     assert token not in outcome.body or token == ""
 
@@ -178,7 +177,7 @@ def test_oversized_body_is_413():
 
 
 def test_malformed_and_unsupported_items_are_counted_not_queued():
-    bare = {"subscriptionId": USERS_SUB, "clientState": SECRET}
+    bare = {"subscriptionId": USERS_SUB, "clientState": SECRET, "tenantId": TENANT}
     items = [
         "a string", 7, None, [],
         {**bare, "changeType": "updated"},                                          # no id anywhere
@@ -198,10 +197,52 @@ def test_malformed_and_unsupported_items_are_counted_not_queued():
     assert outcome.counts == {"malformed": 12, "unsupported_resource": 2, "changes": 0}
 
 
-def test_resource_mismatch_with_the_subscription_is_still_queued_and_counted():
-    outcome = post([{**group_note(uid(1)), "subscriptionId": USERS_SUB}])
-    assert outcome.messages[0]["changes"] == [{"r": "groups", "id": uid(1), "c": "updated"}]
-    assert outcome.counts["resource_mismatch"] == 1
+def test_a_resource_other_than_the_subscriptions_is_refused_and_counted():
+    # A group named by the users subscription: not what we subscribed to, so not ours to queue.
+    outcome = post([{**group_note(uid(1)), "subscriptionId": USERS_SUB}, {**user_note(uid(2)), "subscriptionId": GROUPS_SUB},
+                    user_note(uid(3))])
+    assert outcome.status == 202
+    assert outcome.messages[0]["changes"] == [{"r": "users", "id": uid(3), "c": "updated"}]
+    assert outcome.counts == {"resource_mismatch": 2, "accepted": 1, "changes": 1}
+
+
+FOREIGN = "0badf00d-0000-4000-8000-000000000bad"
+
+
+def test_notifications_of_another_tenant_are_refused_and_counted():
+    """A notification with the right secret and subscription but another tenant's id (a copied secret, a
+    multi-tenant app, a replay) is not queued; Graph still gets 202 and the counts name no id."""
+    items = [{**user_note(uid(1)), "tenantId": FOREIGN},                                        # tenantId
+             user_note(uid(2)) | {"resourceData": {**user_note(uid(2))["resourceData"], "organizationId": FOREIGN}},
+             {**group_note(uid(3)), "resourceData": {"@odata.type": "#microsoft.graph.group", "id": uid(3),
+                                                     "organizationId": FOREIGN}},                # only organizationId
+             {**lifecycle_note("reauthorizationRequired"), "tenantId": FOREIGN},               # lifecycle too
+             {**lifecycle_note("missed", sub=GROUPS_SUB), "tenantId": None, "organizationId": FOREIGN},  # quirk shape
+             {**user_note(uid(4)), "tenantId": 42},
+             user_note(uid(5))]
+    outcome = post(items)
+    assert (outcome.status, outcome.body) == (202, "")
+    assert outcome.messages == [{"v": 1, "kind": "changes", "trigger": "webhook", "received": NOW,
+                                 "changes": [{"r": "users", "id": uid(5), "c": "updated"}]}]
+    assert outcome.counts == {"foreign_tenant": 6, "accepted": 1, "changes": 1}
+    assert FOREIGN not in repr(outcome.counts) and FOREIGN not in outcome.body
+
+
+def test_a_notification_naming_no_tenant_is_refused_when_a_tenant_is_configured():
+    bare = {"subscriptionId": USERS_SUB, "clientState": SECRET, "changeType": "updated",
+            "resource": f"Users/{uid(1)}", "resourceData": {"id": uid(1)}}
+    outcome = post([bare, {**bare, "tenantId": ""}, lifecycle_note("missed") | {"tenantId": None}])
+    assert outcome.messages == [] and outcome.counts == {"tenant_missing": 3, "changes": 0}
+
+
+def test_the_tenant_is_compared_without_case_and_not_at_all_when_none_is_configured():
+    upper = [{**user_note(uid(1)), "tenantId": TENANT.upper()}]
+    assert post(upper).counts == {"accepted": 1, "changes": 1}
+    assert post([user_note(uid(1))], tenant=TENANT.upper()).counts == {"accepted": 1, "changes": 1}
+    # No AZURE_TENANT_ID (a sandbox on a fixed token): nothing to compare with, so nothing is refused for it.
+    anything = [{**user_note(uid(1)), "tenantId": FOREIGN}, {**user_note(uid(2)), "tenantId": None}]
+    outcome = post(anything, tenant=None)
+    assert outcome.counts == {"accepted": 2, "changes": 2}
 
 
 @pytest.mark.parametrize("event", ["reauthorizationRequired", "subscriptionRemoved", "missed"])
@@ -269,7 +310,8 @@ def handler():
 @pytest.fixture
 def webhook_env(azurite, monkeypatch):
     env = {"AzureWebJobsStorage": azurite.connection_string, "SYNC_QUEUE_NAME": f"w{uuid.uuid4().hex[:12]}",
-           "WEBHOOK_URL": "https://func.example.net/api/graph-webhook?code=k", "WEBHOOK_CLIENT_STATE": SECRET}
+           "WEBHOOK_URL": "https://func.example.net/api/graph-webhook?code=k", "WEBHOOK_CLIENT_STATE": SECRET,
+           "AZURE_TENANT_ID": TENANT}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(env)
@@ -324,6 +366,8 @@ def test_handler_queues_nothing_for_bad_input(handler, webhook_env):
     cases = [
         (request([user_note(uid(1), state="wrong")]), 202),
         (request([user_note(uid(1), sub="11111111-2222-3333-4444-555555555555")]), 202),
+        (request([{**user_note(uid(1)), "tenantId": FOREIGN}, {**lifecycle_note("missed"), "tenantId": FOREIGN}]), 202),
+        (request([{**group_note(uid(1)), "subscriptionId": USERS_SUB}]), 202),
         (request([{"nonsense": True}, "x"]), 202),
         (request(b"{not json"), 400),
         (request(b'{"value": 3}'), 400),
@@ -335,6 +379,17 @@ def test_handler_queues_nothing_for_bad_input(handler, webhook_env):
         assert response.status_code == status
         assert SECRET.encode() not in response.get_body() and uid(1).encode() not in response.get_body()
     assert drain(webhook_env) == []
+
+
+def test_handler_checks_the_configured_tenant_and_logs_counts_only(handler, webhook_env, caplog):
+    caplog.set_level("INFO", logger="functions.graph_webhook")
+    response = handler(request([{**user_note(uid(1)), "tenantId": FOREIGN}, user_note(uid(2))]))
+    assert response.status_code == 202
+    [message] = drain(webhook_env)
+    assert [c["id"] for c in message["changes"]] == [uid(2)]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "functions.graph_webhook"]
+    assert "'foreign_tenant': 1" in line and "'accepted': 1" in line
+    assert FOREIGN not in line and TENANT not in line and uid(1) not in line
 
 
 def test_handler_without_a_subscriptions_checkpoint_queues_nothing(handler, webhook_env):

@@ -33,7 +33,7 @@ def graph_webhook(req: func.HttpRequest) -> func.HttpResponse:
         backend = None if is_validation(req.params) else _backend(settings)  # the handshake needs no storage
         outcome = handle_notification_request(req.params, req.headers, req.get_body(), client_state=secret,
                                               subscriptions=backend and subscription_ids(backend.state),
-                                              now=time.time(), cid=current_cid())
+                                              tenant=settings.tenant_id, now=time.time(), cid=current_cid())
         for message in outcome.messages:
             backend.queue.send(message)
     except Exception as err:  # noqa: BLE001 - whatever failed, nothing may be lost: let Graph retry
