@@ -34,7 +34,7 @@ from shared.store import ChangeQueue, PayloadStore, QueuedMessage, StateStore
 from shared.subscriptions import ensure_subscriptions
 from shared.telemetry import StampingQueue, run
 from shared.transport import Transport, http_client
-from shared.worker import CatchUp, PushResult, push_queued
+from shared.worker import CatchUp, PushResult, push_queued, recover
 
 log = logging.getLogger(__name__)
 # Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
@@ -139,6 +139,7 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
         log.info("full reconciliation not due yet; queuing a delta catch-up")
         backend.queue.send({"v": 1, "kind": "catchup", "trigger": "timer", "created": now})
         return None
+    recover(backend.state, assets_client(settings))  # what a crashed worker left, before planning
     tracker = history.StageTracker(backend.state, "timer", "full")
     try:
         result = _full_run(settings, backend, graph_client(settings), "timer", RunOptions.from_settings(settings),
@@ -213,6 +214,7 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
     backend = backend or open_backend(settings)
     assets = assets or assets_client(settings)
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
+    recover(backend.state, assets, lease_wait=CLI_LEASE_WAIT_SECONDS)  # what a killed run left, before planning
     tracker = history.StageTracker(backend.state, "cli", "full" if full else "catch-up")
     progress = history.fanout(progress, tracker)
     try:

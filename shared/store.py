@@ -107,6 +107,19 @@ class StateStore(Protocol):
         type's records are replaced atomically, but the commit as a whole is atomic only in the local store."""
         ...
 
+    def note_in_flight(self, records: dict[str, dict[str, bytes]]) -> None:
+        """Durably add ``records`` ({type: {id: data as JSON}}) to those in flight: about to be sent in an
+        execution whose outcome is not committed yet (``shared.open_executions``). One append per call."""
+        ...
+
+    def in_flight(self) -> dict[str, dict[str, bytes]]:
+        """The records noted in flight since the last ``clear_in_flight``, by type and id (the last noted wins)."""
+        ...
+
+    def clear_in_flight(self) -> None:
+        """Forget the records in flight (before a new execution starts). Idempotent."""
+        ...
+
     def lease(self, name: str, ttl: float) -> Lease:
         """A lease named ``name`` (may contain "/", e.g. ``writer/<source>``) that expires ``ttl`` seconds after
         it was acquired or last renewed. Not acquired until entered."""

@@ -60,6 +60,7 @@ CONTAINER = "entra-assets"
 BLOCK_BYTES = 4 * 1024 * 1024      # compressed bytes per staged block / per download chunk
 INFLATE_BYTES = 1024 * 1024        # decompressed bytes produced per step while reading
 MERGE_ATTEMPTS = 20
+APPEND_BYTES = 4 * 1024 * 1024     # the most one Append Block takes (4 MiB before service version 2022-11-02)
 # Blob leases last 15-60 s (or forever); https://learn.microsoft.com/rest/api/storageservices/lease-blob
 LEASE_MIN, LEASE_MAX = 15, 60
 
@@ -374,6 +375,39 @@ class AzureStateStore:
             log.info("records of %s changed while merging; retrying (%d)", type_key, attempt + 1)
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
         raise RuntimeError(f"could not merge the records of {type_key} after {MERGE_ATTEMPTS} attempts")
+
+    def _in_flight_blob(self):
+        return self._container.get_blob_client("state/in-flight.jsonl")
+
+    def note_in_flight(self, records: dict[str, dict[str, bytes]]) -> None:
+        """Lines ``[type, id]<TAB>data`` appended to an append blob (created on first use): one request per
+        chunk sent, or a few for a chunk over the 4 MiB an append takes."""
+        block = b"".join(orjson.dumps([type_key, id_]) + b"\t" + data + b"\n"
+                         for type_key, by_id in records.items() for id_, data in by_id.items())
+        blob = self._in_flight_blob()
+        for start in range(0, len(block), APPEND_BYTES):
+            try:
+                blob.append_block(block[start:start + APPEND_BYTES])
+            except ResourceNotFoundError:
+                with contextlib.suppress(ResourceExistsError):
+                    blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+                blob.append_block(block[start:start + APPEND_BYTES])
+
+    def in_flight(self) -> dict[str, dict[str, bytes]]:
+        try:
+            lines = self._in_flight_blob().download_blob().readall().split(b"\n")
+        except ResourceNotFoundError:
+            return {}
+        found: dict[str, dict[str, bytes]] = {}
+        for line in filter(None, lines):
+            head, _, data = line.partition(b"\t")
+            type_key, id_ = orjson.loads(head)
+            found.setdefault(type_key, {})[id_] = data
+        return found
+
+    def clear_in_flight(self) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._in_flight_blob().delete_blob()
 
     def lease(self, name: str, ttl: float) -> AzureLease:
         return AzureLease(self._container, name, ttl)

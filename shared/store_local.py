@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS hashes (type TEXT NOT NULL, id TEXT NOT NULL, hash TE
 CREATE TABLE IF NOT EXISTS records (type TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL,
                                     read_at REAL, PRIMARY KEY (type, id));
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS in_flight (type TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL,
                                    holder TEXT);
 CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL,
@@ -237,6 +238,22 @@ class LocalStateStore:
                     conn.execute("DELETE FROM checkpoints WHERE name=?", (name,))
                 else:
                     conn.execute("INSERT OR REPLACE INTO checkpoints (name, value) VALUES (?, ?)", (name, value))
+
+    def note_in_flight(self, records: dict[str, dict[str, bytes]]) -> None:
+        with self._db.transaction() as conn:
+            conn.executemany("INSERT INTO in_flight (type, id, data) VALUES (?, ?, ?)",
+                             ((type_key, id_, data) for type_key, by_id in records.items()
+                              for id_, data in by_id.items()))
+
+    def in_flight(self) -> dict[str, dict[str, bytes]]:
+        found: dict[str, dict[str, bytes]] = {}
+        for type_key, id_, data in self._db.query("SELECT type, id, data FROM in_flight ORDER BY rowid"):
+            found.setdefault(type_key, {})[id_] = bytes(data)
+        return found
+
+    def clear_in_flight(self) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM in_flight")
 
     def lease(self, name: str, ttl: float) -> LocalLease:
         return LocalLease(self._db, name, ttl)

@@ -116,6 +116,23 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
             lease.__exit__(None, None, None)
 
 
+def recover(state: StateStore, assets: AssetsClient, *, lease_ttl: float = 60, lease_wait: float = 0,
+            sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Before a full run plans: resolve, under the writer lease, an execution a crashed writer left open
+    (``shared.open_executions``), so that the plan compares against what Assets may now hold. Waits up to
+    ``lease_wait`` for the lease; a lease still busy then belongs to a live writer, who resolves it. Returns
+    True when an execution was cancelled."""
+    lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
+    try:
+        _acquire(lease, lease_wait, sleep)
+    except LeaseBusy:
+        return False
+    try:
+        return open_executions.cancel_left_open(assets, state)
+    finally:
+        lease.__exit__(None, None, None)
+
+
 def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> float:
     """Enter ``lease``, polling for up to ``wait`` seconds while it is busy; returns the seconds waited. One
     line tells why a run pauses. Raises ``LeaseBusy`` when the wait is over."""
@@ -272,12 +289,12 @@ def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], r
              pushed: Outgoing, renew: Callable[[], None], progress: Progress, messages: int, cids: list[str],
              more: int) -> None:
     """One Assets execution for ``records``: noted as open (``shared.open_executions``) from before ``start``
-    until the commit; cancelled when anything fails before DONE."""
+    until the commit; cancelled, and its records marked for comparison, when anything fails before DONE."""
     assets.ensure_ready()
     progress("Submitting data", 0)
-    state.commit({}, open_executions.starting())
+    open_executions.note_starting(state)
     execution = assets.start()
-    state.commit({}, open_executions.opened(execution))
+    open_executions.note_opened(state, execution)
     result.executions = 1
     execution_id = _execution_id(execution)
     span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below
@@ -286,7 +303,7 @@ def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], r
              extra={"event": "execution.started", "execution": execution_id, "cids": cids})
     try:
         sending = time.monotonic()
-        _send(assets, execution, records, result, pushed, renew, progress)
+        _send(assets, state, execution, records, result, pushed, renew, progress)
         waiting = time.monotonic()
         result.seconds["submit"] = waiting - sending
         progress("Waiting for Assets", result.records)
@@ -295,7 +312,7 @@ def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], r
     except BaseException as error:
         telemetry.failed(span, error)
         assets.cancel(execution)
-        state.commit({}, open_executions.closed())
+        open_executions.abandon(state)  # Assets may have applied some of it: compared again by the next run
         raise
     finally:
         span.end()
@@ -333,38 +350,55 @@ def _merge_later(checkpoints: dict, newer: dict) -> Iterator[Line]:
     yield from ()
 
 
-def _send(assets: AssetsClient, execution: Execution, records: Iterator[Line], result: PushResult,
-          pushed: Outgoing, renew: Callable[[], None], progress: Progress) -> None:
+def _send(assets: AssetsClient, state: StateStore, execution: Execution, records: Iterator[Line],
+          result: PushResult, pushed: Outgoing, renew: Callable[[], None], progress: Progress) -> None:
     """Send records in bounded chunks; one full chunk is held back so that the last one carries
     ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
 
-    ``pushed`` is filled as records go out: committed once Assets is DONE. The data stays the raw JSON of the payload line (``orjson.Fragment``): a 100,000-user execution then holds
-    ~60 MB, not ~150 MB of dicts, and no record is parsed or serialised again. A record bigger than
-    ``CHUNK_BYTES`` (a group with tens of thousands of members) goes alone."""
-    held: dict | None = None
-    current: dict[str, list] = {}
-    count = size = 0
+    ``pushed`` is filled as records go out: committed once Assets is DONE. The data stays the raw JSON of the
+    payload line (``orjson.Fragment``): a 100,000-user execution then holds ~60 MB, not ~150 MB of dicts, and
+    no record is parsed or serialised again. A record bigger than ``CHUNK_BYTES`` (a group with tens of
+    thousands of members) goes alone. Before a chunk goes out its ids are noted as in flight
+    (``shared.open_executions``): if this writer dies, the next one knows what Assets may hold."""
+    held: _Chunk | None = None
+    current = _Chunk()
     for line in records:
-        if count and (count >= CHUNK_RECORDS or size + len(line.data) > CHUNK_BYTES):
+        if current.count and (current.count >= CHUNK_RECORDS or current.size + len(line.data) > CHUNK_BYTES):
             if held is not None:
-                _submit(assets, execution, held, result, completed=False)
+                _submit(assets, state, execution, held, result, completed=False)
                 renew()
                 progress("Submitting data", result.records)
-            held, current, count, size = current, {}, 0, 0
+            held, current = current, _Chunk()
         fragment = orjson.Fragment(line.data)  # embedded as is in the chunk and in the state's records
-        current.setdefault(BY_KEY[line.type].selector, []).append(fragment)
+        current.add(line, fragment)
         pushed.add(line, fragment)
         result.by_type[line.type] += 1
         result.records += 1
-        count, size = count + 1, size + len(line.data)
     if held is not None:
-        _submit(assets, execution, held, result, completed=False)
-    _submit(assets, execution, current, result, completed=True)
+        _submit(assets, state, execution, held, result, completed=False)
+    _submit(assets, state, execution, current, result, completed=True)
 
 
-def _submit(assets: AssetsClient, execution: Execution, data: dict, result: PushResult, completed: bool) -> None:
+@dataclass
+class _Chunk:
+    """One chunk being filled: its data by selector (as Assets wants it) and its records by type and id."""
+
+    data: dict[str, list] = field(default_factory=dict)
+    records: dict[str, dict[str, bytes]] = field(default_factory=dict)   # by type and id: the record's JSON
+    count: int = 0
+    size: int = 0
+
+    def add(self, line: Line, fragment: orjson.Fragment) -> None:
+        self.data.setdefault(BY_KEY[line.type].selector, []).append(fragment)
+        self.records.setdefault(line.type, {})[line.id] = line.data
+        self.count, self.size = self.count + 1, self.size + len(line.data)
+
+
+def _submit(assets: AssetsClient, state: StateStore, execution: Execution, chunk: _Chunk, result: PushResult,
+            completed: bool) -> None:
     result.chunks += 1
-    assets.submit(execution, data, f"chunk-{result.chunks:05d}", completed)
+    state.note_in_flight(chunk.records)
+    assets.submit(execution, chunk.data, f"chunk-{result.chunks:05d}", completed)
 
 
 def _read_outcome(body: dict, result: PushResult, pushed: Outgoing) -> None:

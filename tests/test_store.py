@@ -146,6 +146,30 @@ def test_records_round_trip_and_merge_keeps_untouched_ids(stores):
     assert other.checkpoint("cp") == "x"
 
 
+def test_read_times_are_stored_with_records_and_confirmations_only_move_them_forward(stores):
+    state = stores.state
+    state.commit({"user": {"a": "1", "b": "2"}}, {}, {"user": {"a": _user(1), "b": _user(2)}},
+                 read={"user": {"a": 100.0, "b": 100.0}})
+    state.commit({"user": {"a": "3"}}, {}, {"user": {"a": _user(3)}})            # no time given: keeps 100
+    state.commit({}, {}, None, read={"user": {"b": 300.0, "nobody": 50.0}})        # read again, unchanged
+    state.commit({}, {}, None, read={"user": {"b": 200.0}})                        # never backwards
+    other = stores.reopen().state
+    assert other.read_times("user", ["a", "b", "nobody", "c"]) == {"a": 100.0, "b": 300.0}
+    assert other.records("user", ["a", "b"]) == {"a": _user(3), "b": _user(2)}   # data untouched by times
+
+
+def test_records_in_flight_are_appended_read_back_and_cleared(stores):
+    state = stores.state
+    assert state.in_flight() == {}
+    huge = orjson.dumps({"members": [str(uuid.UUID(int=i)) for i in range(120_000)]})  # > one 4 MiB append
+    state.note_in_flight({"user": {"a": b'{"n":1}', "b": b'{"n":2}'}})
+    state.note_in_flight({"user": {"a": b'{"n":3}'}, "group": {"g": huge}})
+    assert stores.reopen().state.in_flight() == {"user": {"a": b'{"n":3}', "b": b'{"n":2}'}, "group": {"g": huge}}
+    state.clear_in_flight()
+    state.clear_in_flight()
+    assert stores.reopen().state.in_flight() == {}
+
+
 def test_records_of_twenty_thousand_ids_unicode_and_a_huge_group(stores):
     users = {str(uuid.UUID(int=i)): _user(i) for i in range(20_000)}
     half = dict(list(users.items())[:10_000])

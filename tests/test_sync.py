@@ -9,6 +9,7 @@ from sandbox.verify import verify_users
 from shared import worker
 from shared.errors import AssetsTokenError, GraphCredentialsError, GraphPermissionError, ImportSourceError
 from shared.mapping import USER_SELECT, fold
+from shared.open_executions import UNKNOWN
 from shared.reconcile import USERS_DELTA, run_full
 from shared.runtime import assets_client, graph_client, open_backend, sync_full
 from shared.settings import load_settings
@@ -159,7 +160,9 @@ def test_checkpoints_move_only_after_done(box, settings, monkeypatch):
     with pytest.raises(RuntimeError):
         worker.push_queued(backend.queue, backend.payloads, backend.state, assets)
     assert box.assets.executions[-1].status == "CANCELLED"
-    assert backend.state.hashes("user") == {} and backend.state.checkpoint(USERS_DELTA) is None
+    # No real hash moved: the ids the failed execution had sent are only marked "compare again" (UNKNOWN)
+    assert set(backend.state.hashes("user").values()) == {UNKNOWN}
+    assert backend.state.checkpoint(USERS_DELTA) is None
     monkeypatch.setattr(assets, "submit", real_submit)
     time.sleep(1.2)  # the drained message becomes visible again
     result = worker.push_queued(backend.queue, backend.payloads, backend.state, assets)
