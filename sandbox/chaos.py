@@ -100,6 +100,7 @@ class ChaosReport:
         """The figures, then the failures by kind with a few samples each."""
         p50 = statistics.median(self.recovery_seconds) if self.recovery_seconds else 0.0
         kinds = Counter(kind for kind, _ in self.failures)
+        first_start = f"max {max(self.before_start):.1f} s" if self.before_start else "no recovery started one"
         out = [f"kills: {self.kills} (hit: {', '.join(f'{p} {self.hits[p]}' for p in PHASES)}; missed {self.missed})",
                f"syncs: {self.syncs}; recoveries: {self.recoveries}; repairs after a failed recovery: {self.repairs}",
                (f"messages of dead runs replayed: {self.replayed['at once']} at once, {self.replayed['later']} "
@@ -108,7 +109,7 @@ class ChaosReport:
                f"objects compared with the tenant: {self.objects_compared:,}",
                f"open executions after recoveries: {self.open_executions}",
                (f"recovery time: max {max(self.recovery_seconds, default=0):.1f} s, p50 {p50:.1f} s; time to "
-                f"the first Assets start: max {max(self.before_start, default=0):.1f} s (limit {self.limit:.0f} s)"),
+                f"the first Assets start: {first_start} (limit {self.limit:.0f} s)"),
                (f"leftovers at the end: {self.leftovers['queue messages']} queue messages, "
                 f"{self.leftovers['payload files']} payload files"),
                f"time: {self.seconds:.0f} s",

@@ -115,6 +115,7 @@ class Tripwire:
             self.counts = Counter()
 
     def disarm(self) -> None:
+        """Stop counting and killing (the run ended); ``counts`` and ``hit`` stay until the next ``arm``."""
         with self._lock:
             self._pid = self._point = None
 
@@ -181,6 +182,7 @@ class Harness:
         return self
 
     def _prepare(self) -> None:
+        """Knobs and watched logs on the emulators, every object tagged v0, the settings, ``setup``."""
         self.home = Path(self._home.name)
         graph, assets = self.box.graph, self.box.assets
         graph.page_size = self.page_size                 # more Graph pages: more places to be killed
@@ -188,8 +190,8 @@ class Harness:
         self.tripwire = Tripwire(assets)
         graph.requests = WatchedLog(graph.requests, self.tripwire.graph_request)
         assets.requests = WatchedLog(assets.requests, self.tripwire.assets_request)
-        for kind, objects in self.box.tenant.objects.items():
-            for oid in sorted(objects) if kind in TAGS else ():
+        for kind in TAGS:
+            for oid in sorted(self.box.tenant.objects[kind]):
                 tag(self.box.tenant, kind, oid, 0)
         self.env = self._environment()
         setup = subprocess.run([sys.executable, "-m", "shared.cli", "setup"], cwd=ROOT, env=self.env,

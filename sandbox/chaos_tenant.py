@@ -106,7 +106,7 @@ def change_tenant(tenant: Tenant, rng: random.Random, version: int, wide: bool =
     after = _snapshot(tenant)
     for kind, objects in after.items():
         forced |= {(kind, oid) for oid, seen in objects.items() if before[kind].get(oid) != seen}
-    for kind, oid in forced:
+    for kind, oid in sorted(forced):  # sorted: the same change log order in every process
         if oid in tenant.objects[kind]:
             tag(tenant, kind, oid, version)
     done["objects tagged"] += len(forced)

@@ -11,7 +11,7 @@ failure mode seen in the field, so a failure names the bug:
 """
 import pytest
 
-from sandbox.chaos import run_chaos
+from sandbox.chaos import PHASES, run_chaos
 from sandbox.chaos_harness import Harness, KillPoint, Limits
 from sandbox.chaos_tenant import tag
 
@@ -22,9 +22,10 @@ def test_chaos_loop_recovers_from_every_kill():
     by a recovery run: no failed or slow recovery, no open execution, Assets equal to the tenant after every
     recovery, no object's version ever going back, nothing left behind at the end."""
     report = run_chaos(kills=6, users=300, seed=11)
-    assert report.hits.total() + report.missed == report.kills == 6
-    assert report.objects_compared > 0
     assert report.ok, "\n".join(report.lines())
+    assert report.hits.total() + report.missed == report.kills == 6
+    assert all(report.hits[phase] for phase in PHASES), report.hits   # every kind of kill point was reached
+    assert report.recoveries == 6 and report.objects_compared > 0
 
 
 def test_a_run_killed_while_posting_chunks_does_not_block_the_next_one():
