@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean chromium
+.PHONY: install demo test bench chaos lint clean chromium
 
 $(STAMP): pyproject.toml requirements.txt package.json
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP) chromium
 
 bench: $(STAMP)
 	$(BIN)/python -m sandbox.bench
+
+# Crash recovery, long: 50 SIGKILLs of `sync` at random points, each followed by a checked recovery run.
+chaos: $(STAMP)
+	$(BIN)/python -m sandbox.chaos --kills 50
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

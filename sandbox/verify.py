@@ -68,3 +68,93 @@ def verify_directory(tenant: Tenant, assets: AssetsEmulator) -> dict[str, int]:
 def statuses(assets: AssetsEmulator, type_name: str) -> dict[str, str]:
     """Entra object id -> Status of every object of the type in Assets."""
     return {oid: (o.attributes.get("Status") or [None])[0] for oid, o in _by_object_id(assets, type_name).items()}
+
+
+# -- exact comparison (the chaos harness: sandbox/chaos.py) ----------------------------------------------------
+
+# Per Assets type: the tenant collection and the text attributes compared value for value with a Graph property.
+TEXT_ATTRIBUTES = {
+    "User": ("users", (("Job Title", "jobTitle"), ("User Principal Name", "userPrincipalName"),
+                       ("Given Name", "givenName"), ("Surname", "surname"))),
+    "Group": ("groups", (("Description", "description"),)),
+    "Device": ("devices", (("OS Version", "operatingSystemVersion"), ("Operating System", "operatingSystem"))),
+    "Application": ("servicePrincipals", (("Publisher", "publisherName"), ("App ID", "appId"))),
+}
+TEXT_LIMIT = 255  # what Assets keeps of a text value (sandbox/assets_apply.py TEXT_MAX_LENGTH)
+
+
+def _text(value: object) -> str | None:
+    """A Graph text as Assets shows it: spaces collapsed, trimmed to the text limit; None when empty."""
+    if value is None:
+        return None
+    return " ".join(str(value).split())[:TEXT_LIMIT].rstrip() or None
+
+
+def _first(obj, attribute: str) -> object:
+    return (obj.attributes.get(attribute) or [None])[0]
+
+
+def _expected_references(tenant: Tenant, type_name: str, oid: str) -> dict[str, set[str]]:
+    """The user references the tenant gives one object: attribute name -> Entra user ids."""
+    if type_name == "User":
+        manager = tenant.managers.get(oid)
+        return {"Manager": {manager} if manager else set()}
+    if type_name == "Group":
+        return {"Members": {m for t, m in tenant.members.get(oid, []) if t == "user" and m in tenant.users},
+                "Owners": set(tenant.group_owners.get(oid, []))}
+    if type_name == "Device":
+        return {"Registered Owners": set(tenant.device_owners.get(oid, []))}
+    return {"Owners": set(tenant.sp_owners.get(oid, []))}
+
+
+def _object_mismatches(tenant: Tenant, type_name: str, oid: str, props: dict, obj,
+                       key_to_user: dict[str, str], skip: tuple[str, ...]) -> list[str]:
+    """What differs between one tenant object and its Assets object (text, Status, user references)."""
+    _, attributes = TEXT_ATTRIBUTES[type_name]
+    found = [f"{type_name} {oid}: {name} is {_first(obj, name)!r}, the tenant says {_text(props.get(prop))!r}"
+             for name, prop in attributes if _first(obj, name) != _text(props.get(prop))]
+    status = "Disabled" if props.get("accountEnabled") is False else "Active"
+    if _first(obj, "Status") != status:
+        found.append(f"{type_name} {oid}: Status is {_first(obj, 'Status')!r}, the tenant says {status!r}")
+    for attribute, want in _expected_references(tenant, type_name, oid).items():
+        if attribute in skip:
+            continue
+        have = {key_to_user.get(k, f"unknown key {k}") for k in obj.attributes.get(attribute, [])}
+        if have != want:
+            found.append(f"{type_name} {oid}: {attribute} has {len(have - want)} link(s) too many and "
+                         f"{len(want - have)} missing")
+    return found
+
+
+def mismatches(tenant: Tenant, assets: AssetsEmulator, catch_up: bool = False) -> tuple[list[str], int]:
+    """Every difference between Assets and the tenant, object by object, and the number of objects compared.
+
+    Each user, group, device and application of the tenant must be in Assets with the text attributes of
+    ``TEXT_ATTRIBUTES``, its Status (Active, or Disabled when ``accountEnabled`` is false) and its user
+    references (Manager; Members and Owners; Registered Owners) exactly as the tenant has them; every object
+    in Assets that is no longer in the tenant must be ``Status = Deleted``. With ``catch_up``, only what a
+    delta catch-up (`sync`) keeps current: users and groups, without the groups' owners (devices and
+    applications have no change notifications and group owners no delta: full runs keep those, SPEC §1)."""
+    key_to_user = {o.key: uid for uid, o in _by_object_id(assets, "User").items()}
+    types = ("User", "Group") if catch_up else tuple(TEXT_ATTRIBUTES)
+    skip = ("Owners",) if catch_up else ()
+    found: list[str] = []
+    compared = 0
+    for type_name in types:
+        kind = TEXT_ATTRIBUTES[type_name][0]
+        in_assets = _by_object_id(assets, type_name)
+        in_tenant = tenant.objects[kind]
+        for oid, props in in_tenant.items():
+            obj = in_assets.get(oid)
+            found += [f"{type_name} {oid}: not in Assets"] if obj is None else \
+                _object_mismatches(tenant, type_name, oid, props, obj, key_to_user, skip)
+        for oid, obj in in_assets.items():
+            if oid not in in_tenant and _first(obj, "Status") != "Deleted":
+                found.append(f"{type_name} {oid}: gone from the tenant but Status is {_first(obj, 'Status')!r}")
+        compared += len(in_tenant.keys() | in_assets.keys())
+    return found, compared
+
+
+def values(assets: AssetsEmulator, type_name: str, attribute: str) -> dict[str, tuple[object, str | None]]:
+    """Entra object id -> (first value of ``attribute``, Status) of every object of the type in Assets."""
+    return {oid: (_first(o, attribute), _first(o, "Status")) for oid, o in _by_object_id(assets, type_name).items()}
