@@ -19,7 +19,7 @@ from sandbox.verify import values
 TAGS = {"users": ("jobTitle", "Title", "User", "Job Title"),
         "groups": ("description", "Group", "Group", "Description"),
         "devices": ("operatingSystemVersion", "OS", "Device", "OS Version"),
-        "servicePrincipals": ("publisherName", "Publisher", "Application", "Publisher")}
+        "servicePrincipals": ("displayName", "App", "Application", "Name")}
 
 
 class Versions:

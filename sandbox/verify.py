@@ -78,7 +78,8 @@ TEXT_ATTRIBUTES = {
                        ("Given Name", "givenName"), ("Surname", "surname"))),
     "Group": ("groups", (("Description", "description"),)),
     "Device": ("devices", (("OS Version", "operatingSystemVersion"), ("Operating System", "operatingSystem"))),
-    "Application": ("servicePrincipals", (("Publisher", "publisherName"), ("App ID", "appId"))),
+    "Application": ("servicePrincipals", (("Name", "displayName"), ("App ID", "appId"),
+                                          ("Publisher Tenant ID", "appOwnerOrganizationId"))),
 }
 TEXT_LIMIT = 255  # what Assets keeps of a text value (sandbox/assets_apply.py TEXT_MAX_LENGTH)
 
