@@ -179,17 +179,10 @@ def _valid(message: QueuedMessage) -> bool:
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
           progress: Progress, catch_up: CatchUp | None, result: PushResult, after: AfterDone | None = None
           ) -> PushResult:
+    """One pass: drain, drop what is superseded, coalesce with the catch-up, push, commit, acknowledge."""
     started = time.monotonic()
     messages = _drain(queue, trigger)
-    result.messages = len(messages)
-    cids, more = telemetry.carried_cids(m.body for m in messages)  # the notifications and runs coalesced here
-    if messages:
-        log.info("worker drained %d message(s)", len(messages),
-                 extra={"event": "worker.drained", "messages": len(messages), "cids": cids})
-    for message in messages:
-        result.triggers[str(message.body.get("trigger") or "unknown")] += 1
-        if isinstance(message.body.get("summary"), dict):
-            result.summaries.append(message.body["summary"])
+    cids, more = _noted(messages, result)
     marks = Pushed.load(state.checkpoint(PUSHED))
     with_payload = _unsuperseded(queue, payloads, [m for m in messages if m.body["kind"] == "records"], trigger,
                                  marks, result)
@@ -217,24 +210,51 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
                                          for t in message_types(m.body) if t not in pushed.failed})
     state.commit(pushed.hashes, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()},
                  pushed.records, pushed.read)
-    if catch_up_ran:  # notified ids this catch-up did not see: delta may lag the notification
-        for attempt, changes in follow_ups.missed(messages, pushed.read, state.read_times).items():
-            for body, delay in follow_ups.follow_ups(changes, attempt, time.time()):
-                queue.send(body, delay=delay)
-                result.follow_ups += len(body["changes"])
+    if catch_up_ran:
+        _follow_up(queue, state, messages, pushed, result)
     if after is not None:  # after DONE and the commit: a failure there never undoes the execution
         result.links = after(state, pushed.records, renew)
+    _acknowledge(queue, payloads, messages, with_payload, trigger, result)
+    result.seconds["push"] = time.monotonic() - started
+    progress("Done", result.records)
+    return result
+
+
+def _noted(messages: list[QueuedMessage], result: PushResult) -> tuple[list[str], int]:
+    """Count the drained messages and their triggers in ``result``; their correlation ids (and how many more)."""
+    result.messages = len(messages)
+    cids, more = telemetry.carried_cids(m.body for m in messages)  # the notifications and runs coalesced here
+    if messages:
+        log.info("worker drained %d message(s)", len(messages),
+                 extra={"event": "worker.drained", "messages": len(messages), "cids": cids})
+    for message in messages:
+        result.triggers[str(message.body.get("trigger") or "unknown")] += 1
+        if isinstance(message.body.get("summary"), dict):
+            result.summaries.append(message.body["summary"])
+    return cids, more
+
+
+def _follow_up(queue: ChangeQueue, state: StateStore, messages: list[QueuedMessage], pushed: Outgoing,
+               result: PushResult) -> None:
+    """Queue a later catch-up for the notified ids this one did not see (delta may lag the notification)."""
+    for attempt, changes in follow_ups.missed(messages, pushed.read, state.read_times).items():
+        for body, delay in follow_ups.follow_ups(changes, attempt, time.time()):
+            queue.send(body, delay=delay)
+            result.follow_ups += len(body["changes"])
+
+
+def _acknowledge(queue: ChangeQueue, payloads: PayloadStore, messages: list[QueuedMessage],
+                 with_payload: list[QueuedMessage], trigger: QueuedMessage | None, result: PushResult) -> None:
+    """After the commit: delete the messages and their payloads, and sweep what dead or superseded runs left
+    (older than the newest full run just pushed)."""
     for message in messages:
         if message is not trigger:  # the Functions host completes the trigger message itself
             queue.delete(message)
     for name in {m.body["payload"] for m in with_payload}:
         payloads.delete(name)
     full_runs = [message_read_time(m.body) for m in with_payload if message_types(m.body)]
-    if full_runs:  # what a dead or superseded run left: older than the newest full run just pushed
+    if full_runs:
         result.leftovers = payloads.sweep(before=max(full_runs))
-    result.seconds["push"] = time.monotonic() - started
-    progress("Done", result.records)
-    return result
 
 
 def _unsuperseded(queue: ChangeQueue, payloads: PayloadStore, messages: list[QueuedMessage],
