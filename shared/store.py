@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+import orjson
+
 # A Storage queue message holds at most 64 KiB of text; base64 (host.json ``messageEncoding: base64``) turns
 # 3 bytes into 4, so 48 KiB of raw JSON is the most one message can carry. Bigger batches go to a payload
 # (claim check). https://learn.microsoft.com/rest/api/storageservices/put-message
@@ -186,6 +188,23 @@ def joined(lines: Iterable[bytes], size: int = 512) -> Iterator[bytes]:
     it = iter(lines)
     while block := list(itertools.islice(it, size)):
         yield b"\n".join(block) + b"\n"
+
+
+def in_flight_lines(records: dict[str, dict[str, bytes]]) -> bytes:
+    """Records in flight as lines ``[type, id]``, a tab, the record's JSON (which holds no raw newline)."""
+    return b"".join(b'["' + type_key.encode() + b'",' + orjson.dumps(id_) + b"]\t" + data + b"\n"
+                    for type_key, by_id in records.items() for id_, data in by_id.items())
+
+
+def parse_in_flight(text: bytes) -> dict[str, dict[str, bytes]]:
+    """The records of ``in_flight_lines`` output, the last line of an id winning; a torn last line (a writer
+    killed mid-write) is left out."""
+    found: dict[str, dict[str, bytes]] = {}
+    for line in text.split(b"\n")[:-1]:  # what follows the last newline is empty, or torn
+        head, _, data = line.partition(b"\t")
+        type_key, id_ = orjson.loads(head)
+        found.setdefault(type_key, {})[id_] = data
+    return found
 
 
 def encode_message(body: dict) -> str:

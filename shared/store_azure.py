@@ -52,7 +52,15 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.errors import StorageUnreachable
-from shared.store import LeaseBusy, QueueDepth, QueuedMessage, encode_message, joined
+from shared.store import (
+    LeaseBusy,
+    QueueDepth,
+    QueuedMessage,
+    encode_message,
+    in_flight_lines,
+    joined,
+    parse_in_flight,
+)
 
 log = logging.getLogger(__name__)
 
@@ -380,10 +388,9 @@ class AzureStateStore:
         return self._container.get_blob_client("state/in-flight.jsonl")
 
     def note_in_flight(self, records: dict[str, dict[str, bytes]]) -> None:
-        """Lines ``[type, id]<TAB>data`` appended to an append blob (created on first use): one request per
-        chunk sent, or a few for a chunk over the 4 MiB an append takes."""
-        block = b"".join(orjson.dumps([type_key, id_]) + b"\t" + data + b"\n"
-                         for type_key, by_id in records.items() for id_, data in by_id.items())
+        """Appended to an append blob (created on first use): one request per chunk sent, or a few for a chunk
+        over the 4 MiB an append takes."""
+        block = in_flight_lines(records)
         blob = self._in_flight_blob()
         for start in range(0, len(block), APPEND_BYTES):
             try:
@@ -395,15 +402,9 @@ class AzureStateStore:
 
     def in_flight(self) -> dict[str, dict[str, bytes]]:
         try:
-            lines = self._in_flight_blob().download_blob().readall().split(b"\n")
+            return parse_in_flight(self._in_flight_blob().download_blob().readall())
         except ResourceNotFoundError:
             return {}
-        found: dict[str, dict[str, bytes]] = {}
-        for line in filter(None, lines):
-            head, _, data = line.partition(b"\t")
-            type_key, id_ = orjson.loads(head)
-            found.setdefault(type_key, {})[id_] = data
-        return found
 
     def clear_in_flight(self) -> None:
         with contextlib.suppress(ResourceNotFoundError):

@@ -19,7 +19,7 @@ from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 from shared import store_azure
-from shared.store import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth
+from shared.store import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth, in_flight_lines, parse_in_flight
 from shared.store_azure import AzureLease, AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
 from shared.store_local import LocalPayloadStore, LocalQueue, LocalStateStore
 
@@ -168,6 +168,12 @@ def test_records_in_flight_are_appended_read_back_and_cleared(stores):
     state.clear_in_flight()
     state.clear_in_flight()
     assert stores.reopen().state.in_flight() == {}
+
+
+def test_a_torn_last_in_flight_line_is_left_out():
+    whole = in_flight_lines({"user": {"a": b'{"n":1}', "b": b'{"n":2}'}})
+    assert parse_in_flight(whole) == {"user": {"a": b'{"n":1}', "b": b'{"n":2}'}}
+    assert parse_in_flight(whole[:-4]) == {"user": {"a": b'{"n":1}'}}  # killed in the middle of a write
 
 
 def test_records_of_twenty_thousand_ids_unicode_and_a_huge_group(stores):
