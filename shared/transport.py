@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -129,9 +130,16 @@ def retry_after_seconds(response: httpx.Response | None) -> float | None:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    scheme = url.scheme.lower()
-    return scheme, (url.host or "").lower(), url.port or _DEFAULT_PORTS.get(scheme, 0)
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, lower-cased, the port filled in. ``urlsplit``: on every request, and
+    ~10x cheaper than building an ``httpx.URL`` (which percent-checks every character of a long page link)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: matches no origin
+        port = -1
+    return scheme, parts.hostname or "", port or _DEFAULT_PORTS.get(scheme, 0)
 
 
 def _display(scheme: str, host: str, port: int) -> str:
@@ -153,16 +161,16 @@ class Origin:
 
     @classmethod
     def of(cls, url: str, setting: str, service: str) -> Origin:
-        return cls(*_origin(httpx.URL(url)), setting, service)
+        return cls(*_origin(url), setting, service)
 
-    def admits(self, url: httpx.URL) -> bool:
+    def admits(self, url: str) -> bool:
         return _origin(url) == (self.scheme, self.host, self.port)
 
     def __str__(self) -> str:
         return _display(self.scheme, self.host, self.port)
 
 
-def foreign_link(origins: Iterable[Origin], url: httpx.URL) -> ForeignLink:
+def foreign_link(origins: Iterable[Origin], url: str) -> ForeignLink:
     """The one-line refusal of ``url``, naming its host and the configured ones. Pure."""
     origins = list(origins)
     host = _display(*_origin(url))
@@ -287,9 +295,8 @@ class Transport:
         retries and propagates. Raises ``ForeignLink`` - nothing sent - for a URL outside the allowed origins,
         and ``GaveUp`` when the retry budget (attempts, ``total_seconds``) is spent.
         """
-        target = httpx.URL(url)
-        if self.origins and not any(origin.admits(target) for origin in self.origins):
-            raise foreign_link(self.origins, target)
+        if self.origins and not any(origin.admits(url) for origin in self.origins):
+            raise foreign_link(self.origins, url)
         deadline = time.monotonic() + self.policy.total_seconds
 
         def before(state: RetryCallState) -> None:
