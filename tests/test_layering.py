@@ -1,0 +1,31 @@
+"""The layering rule of DESIGN/issue 10: nothing outside ``sandbox/`` and ``tests/`` imports the sandbox, at
+module level or inside a function."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTSIDE = [p for p in ROOT.rglob("*.py")
+           if p.relative_to(ROOT).parts[0] not in ("sandbox", "tests", ".venv", "node_modules", "build")]
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_the_checked_files_include_the_product():
+    names = {p.relative_to(ROOT).as_posix() for p in OUTSIDE}
+    assert {"function_app.py", "shared/cli.py", "shared/worker.py", "functions/submit_worker/__init__.py"} <= names
+
+
+def test_nothing_outside_the_sandbox_and_the_tests_imports_the_sandbox():
+    offending = [f"{p.relative_to(ROOT)}:{line} imports {name}" for p in OUTSIDE for line, name in _imports(p)
+                 if name == "sandbox" or name.startswith("sandbox.")]
+    assert offending == []
