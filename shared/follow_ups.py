@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from shared.freshness import NEVER, message_read_time
+from shared.notifications import change_messages
 from shared.store import QueuedMessage
 
 DELAYS = (30.0, 120.0)   # seconds before the first and the second follow-up catch-up
 TYPES = {"users": "user", "groups": "group"}   # notification resource -> record type
-PER_MESSAGE = 300        # changes per follow-up message: ~100 bytes each as JSON
 
 
 def missed(messages: Iterable[QueuedMessage], seen: Mapping[str, Iterable[str]],
@@ -47,10 +47,10 @@ def missed(messages: Iterable[QueuedMessage], seen: Mapping[str, Iterable[str]],
 
 
 def follow_ups(changes: list[dict], attempt: int, now: float) -> list[tuple[dict, float]]:
-    """The messages (with their delay) to queue for ``changes`` still missing at ``attempt``; none past the
-    last attempt. ``PER_MESSAGE`` changes a message keep each well under the queue's 48 KiB."""
+    """The messages (with their delay) to queue for ``changes`` still missing at ``attempt``: the webhook's own
+    ``changes`` messages (``notifications.change_messages``, split under the queue's limit); none past the
+    last attempt."""
     if attempt > len(DELAYS):
         return []
-    return [({"v": 1, "kind": "changes", "trigger": "webhook", "created": now, "attempt": attempt,
-              "changes": changes[i:i + PER_MESSAGE]}, DELAYS[attempt - 1])
-            for i in range(0, len(changes), PER_MESSAGE)]
+    missing = {(change["r"], change["id"]): change.get("c", "updated") for change in changes}
+    return [(body, DELAYS[attempt - 1]) for body in change_messages(missing, now, attempt=attempt)]

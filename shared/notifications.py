@@ -155,7 +155,7 @@ def handle_notification_request(query: Mapping[str, str], headers: Mapping[str, 
     lifecycle: dict[tuple[str, str], dict] = {}
     for item in items:
         _one(item, expected, outcome.counts, changes, lifecycle)
-    outcome.messages.extend(_change_messages(changes, now, cid))
+    outcome.messages.extend(change_messages(changes, now, cid))
     outcome.messages.extend({**m, "cid": cid} if cid else m for m in lifecycle.values())
     outcome.counts["changes"] += len(changes)
     return outcome
@@ -281,11 +281,14 @@ def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _change_messages(changes: dict[tuple[str, str], str], now: float, cid: str | None = None) -> list[dict]:
-    """``changes`` as as few ``changes`` messages as fit ``RAW_MESSAGE_LIMIT`` each (order kept)."""
+def change_messages(changes: dict[tuple[str, str], str], now: float, cid: str | None = None,
+                    attempt: int = 0) -> list[dict]:
+    """``changes`` ({(resource, id): change type}) as as few ``changes`` messages as fit ``RAW_MESSAGE_LIMIT``
+    each (order kept). ``attempt`` > 0 marks a follow-up of notified ids a catch-up did not see
+    (``shared.follow_ups``)."""
     if not changes:
         return []
-    envelope = len(_dumps(_message([], now, cid)).encode())
+    envelope = len(_dumps(_message([], now, cid, attempt)).encode())
     messages: list[dict] = []
     batch: list[dict] = []
     size = envelope
@@ -293,14 +296,15 @@ def _change_messages(changes: dict[tuple[str, str], str], now: float, cid: str |
         entry = {"r": resource, "id": object_id, "c": change}
         extra = len(_dumps(entry).encode()) + (1 if batch else 0)  # a comma between entries
         if batch and size + extra > RAW_MESSAGE_LIMIT:
-            messages.append(_message(batch, now, cid))
+            messages.append(_message(batch, now, cid, attempt))
             batch, size, extra = [], envelope, extra - 1
         batch.append(entry)
         size += extra
-    messages.append(_message(batch, now, cid))
+    messages.append(_message(batch, now, cid, attempt))
     return messages
 
 
-def _message(batch: list[dict], now: float, cid: str | None = None) -> dict:
+def _message(batch: list[dict], now: float, cid: str | None = None, attempt: int = 0) -> dict:
     message = {"v": MESSAGE_VERSION, "kind": "changes", "trigger": TRIGGER, "received": now, "changes": batch}
+    message |= {"attempt": attempt} if attempt else {}
     return message | {"cid": cid} if cid else message  # the correlation id (shared/telemetry.py)

@@ -40,10 +40,10 @@ OPEN_STATUSES = ("INGESTING", "PROCESSING")
 UNKNOWN = "?"               # a stored hash that matches no record: Assets may or may not hold what was sent
 
 
-def note_starting(state: StateStore, now: float | None = None) -> None:
-    """Commit the note just before ``start``, forgetting the in-flight ids of any earlier execution."""
+def note_starting(state: StateStore) -> None:
+    """Commit the note just before ``start``, forgetting the in-flight records of any earlier execution."""
     state.clear_in_flight()
-    state.commit({}, {OPEN: orjson.dumps({"starting": time.time() if now is None else now}).decode()})
+    state.commit({}, {OPEN: orjson.dumps({"starting": time.time()}).decode()})
 
 
 def note_opened(state: StateStore, execution: Execution) -> None:

@@ -58,8 +58,6 @@ class PushResult:
     triggers: Counter = field(default_factory=Counter)    # who queued the messages: timer, webhook, cli (history)
     summaries: list[dict] = field(default_factory=list)   # the producer summaries of the full runs carried
     links: object | None = None    # Jira User links written after DONE (shared.links.LinkOutcome), if linking is on
-    lease_wait: float = 0.0        # seconds spent waiting for the writer lease
-    orphans_cancelled: bool = False  # an execution a crashed writer left open was cancelled first
     superseded: int = 0            # records messages dropped whole: newer full runs were pushed
     stale: Counter = field(default_factory=Counter)  # records dropped per type: newer data was pushed
     leftovers: int = 0             # payloads (and unfinished writes) of superseded or dead runs deleted
@@ -93,7 +91,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     result, failure = PushResult(), None
     lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
     try:
-        result.lease_wait = _acquire(lease, lease_wait if trigger is None else 0, sleep)
+        _acquire(lease, lease_wait if trigger is None else 0, sleep)
     except LeaseBusy:
         if trigger is None:
             raise WriterBusy(f"another entra-assets writer kept the Assets import source for {lease_wait:.0f} s; "
@@ -103,7 +101,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
         return PushResult(deferred=True)
     try:
         with telemetry.span("worker_pass"):
-            result.orphans_cancelled = open_executions.cancel_left_open(assets, state)
+            open_executions.cancel_left_open(assets, state)
             return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after)
     except BaseException as error:
         failure = error
@@ -133,24 +131,24 @@ def recover(state: StateStore, assets: AssetsClient, *, lease_ttl: float = 60, l
         lease.__exit__(None, None, None)
 
 
-def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> float:
-    """Enter ``lease``, polling for up to ``wait`` seconds while it is busy; returns the seconds waited. One
-    line tells why a run pauses. Raises ``LeaseBusy`` when the wait is over."""
-    started = time.monotonic()
-    for attempt in itertools.count():
+def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> None:
+    """Enter ``lease``, polling for up to ``wait`` seconds while it is busy; one line tells why a run pauses.
+    Raises ``LeaseBusy`` when the wait is over."""
+    started, told = time.monotonic(), False
+    while True:
         try:
             lease.__enter__()
-            return time.monotonic() - started
+            return
         except LeaseBusy as busy:
             waited = time.monotonic() - started
             if waited >= wait:
                 raise
-            if attempt == 0:
+            if not told:
                 expires = f" (it expires in {busy.expires_in:.0f} s unless its holder renews it)" \
                     if busy.expires_in is not None else ""
                 log.warning("another writer holds the Assets import source%s; waiting up to %.0f s", expires, wait)
+                told = True
             sleep(min(LEASE_POLL_SECONDS, wait - waited))
-    raise AssertionError("unreachable")
 
 
 def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMessage]:
@@ -215,6 +213,13 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     if after is not None:  # after DONE and the commit: a failure there never undoes the execution
         result.links = after(state, pushed.records, renew)
     _acknowledge(queue, payloads, messages, with_payload, trigger, result)
+    if result.superseded or result.stale or result.leftovers or result.follow_ups:
+        log.info("worker pass set aside %d superseded message(s) and %d stale record(s) (%s), swept %d leftover "
+                 "payload(s), queued %d notified id(s) for a follow-up catch-up", result.superseded,
+                 sum(result.stale.values()), dict(result.stale), result.leftovers, result.follow_ups,
+                 extra={"event": "worker.set_aside", "superseded": result.superseded,
+                        "stale": sum(result.stale.values()), "leftovers": result.leftovers,
+                        "follow_ups": result.follow_ups})
     result.seconds["push"] = time.monotonic() - started
     progress("Done", result.records)
     return result
