@@ -26,11 +26,11 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
-	$(BIN)/python -m sandbox.bench
+	$(BIN)/python -m sandbox.tools.bench
 
 # Crash recovery, long: 50 SIGKILLs of `sync` at random points, each followed by a checked recovery run.
 chaos: $(STAMP)
-	$(BIN)/python -m sandbox.chaos --kills 50
+	$(BIN)/python -m sandbox.tools.chaos --kills 50
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandbox.assets_emulator import AssetsEmulator
-from sandbox.assets_objects import AssetsObjectApi
-from sandbox.graph_emulator import GraphEmulator
-from sandbox.jira_emulator import SITE_EMAIL, SITE_TOKEN, JiraEmulator, accounts_for
-from sandbox.tenant import Tenant
-from sandbox.tenant_generator import generate_tenant
+from sandbox.assets.emulator import AssetsEmulator
+from sandbox.assets.objects import AssetsObjectApi
+from sandbox.graph.emulator import GraphEmulator
+from sandbox.jira.emulator import SITE_EMAIL, SITE_TOKEN, JiraEmulator, accounts_for
+from sandbox.tenant.generator import generate_tenant
+from sandbox.tenant.model import Tenant
 
 GRAPH_TOKEN = "sandbox-graph-token"
 IMPORT_TOKEN = "sandbox-import-token"
@@ -26,7 +26,7 @@ class Sandbox:
     def settings(self) -> dict[str, str]:
         """App settings (environment variables) that aim entra-assets at the emulators. ``AZURE_TENANT_ID`` is
         the tenant's id, as in Azure: unused with the fixed token, but the webhook refuses notifications of
-        any other tenant (``shared.notifications``) and the emulated Graph names this one in each."""
+        any other tenant (``shared.produce.notifications``) and the emulated Graph names this one in each."""
         return {"AZURE_TENANT_ID": self.tenant.tenant_id, "GRAPH_BASE_URL": self.graph.base_url,
                 "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
                 "ASSETS_API_URL": self.assets.url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN} | self.jira_settings()
@@ -48,7 +48,7 @@ class Sandbox:
 def start_sandbox(users: int = 2000, seed: int = 1, graph_port: int = 0, assets_port: int = 0,
                   tenant: Tenant | None = None, jira: bool = False) -> Sandbox:
     """Generate (or take) a tenant and start both emulators; ports 0 pick free ones. With ``jira``, also a Jira
-    site with Atlassian accounts for most users (``sandbox.jira_emulator``) and the Assets object API."""
+    site with Atlassian accounts for most users (``sandbox.jira.emulator``) and the Assets object API."""
     tenant = tenant or generate_tenant(users=users, seed=seed)
     graph = GraphEmulator(tenant, token=GRAPH_TOKEN).start(port=graph_port)
     assets = AssetsEmulator(token=IMPORT_TOKEN).start(port=assets_port)

@@ -77,7 +77,7 @@ def _progress():
 @main.command()
 def check() -> None:
     """Verify settings, Graph credentials and permissions, and the import token; print the importer status."""
-    from shared.status import check_all
+    from shared.admin.status import check_all
 
     try:
         report = check_all(_settings())
@@ -92,7 +92,7 @@ def check() -> None:
 @main.command()
 def setup() -> None:
     """Submit or update the schema-and-mapping document of the import source."""
-    from shared.setup import run_setup
+    from shared.admin.setup import run_setup
 
     try:
         outcome = run_setup(_settings())
@@ -112,7 +112,7 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
     """Run the timer path, then the worker in-process until the queue is drained and Assets is done.
 
     Without --full: a catch-up from the stored delta links (what the timer does between full runs)."""
-    from shared.runtime import run_outcome_error, sync_full, sync_incremental
+    from shared.app import run_outcome_error, sync_full, sync_incremental
 
     try:
         settings = _settings()
@@ -128,7 +128,7 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
 
 
 def _counts(counter) -> str:
-    from shared.schema import BY_KEY
+    from shared.records.schema import BY_KEY
 
     return ", ".join(f"{BY_KEY[k].name} {v:,}" for k, v in sorted(counter.items()) if v) or "none"
 
@@ -152,7 +152,7 @@ def _print_sync(report, title: str) -> None:
     for push in report.pushes:
         for error in push.errors:
             out.print(f"[red]Assets reported:[/red] {escape(error)}")
-        for line in push.links.lines() if push.links is not None else ():  # Jira User links (shared.links)
+        for line in push.links.lines() if push.links is not None else ():  # Jira User links (shared.jira_links)
             out.print(escape(line))
 
 
@@ -160,7 +160,7 @@ def _print_sync(report, title: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (documented in the README).")
 def preview(as_json: bool) -> None:
     """Dry run of a full reconciliation: what `sync --full` would create, update and mark Deleted."""
-    from shared.runtime import preview as run_preview
+    from shared.app import preview as run_preview
 
     try:
         with _progress() as progress:
@@ -196,8 +196,8 @@ def preview(as_json: bool) -> None:
 @click.option("--runs", "limit", default=10, show_default=True, help="How many of the last runs to list.")
 def status(as_json: bool, limit: int) -> None:
     """Importer status, the current stage, the last runs, subscriptions and the queue."""
-    from shared.credentials import describe
-    from shared.status import collect_status
+    from shared.admin.credential_expiry import describe
+    from shared.admin.status import collect_status
 
     try:
         data = collect_status(_settings())
@@ -261,7 +261,7 @@ def runs_table(runs: list[dict], title: str = "last runs (newest first)") -> Tab
 def _register_commands() -> None:
     """Add the commands other installed packages declare (entry points ``entra_assets.commands``, each a
     function taking this click group): the sandbox's ``demo``, ``sandbox`` and ``serve``
-    (``sandbox/commands.py``). The product never imports the sandbox; where it is not installed (the
+    (``sandbox/tools/commands.py``). The product never imports the sandbox; where it is not installed (the
     Functions package leaves it out, .funcignore), those commands are simply absent."""
     for entry in importlib.metadata.entry_points(group="entra_assets.commands"):
         try:

@@ -215,7 +215,7 @@ def _scope(get, values: dict, problems: list[str]) -> None:
 
 
 def _jira(get, values: dict, problems: list[str]) -> None:
-    """JIRA_SITE_URL, JIRA_EMAIL, JIRA_API_TOKEN (all or none) and the lookup bounds (SPEC §5, shared.jira)."""
+    """JIRA_SITE_URL, JIRA_EMAIL, JIRA_API_TOKEN (all or none) and the lookup bounds (SPEC §5, shared.clients.jira)."""
     names = ("JIRA_SITE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN")
     site, email, token = (get(n) for n in names)
     missing = [n for n, v in zip(names, (site, email, token), strict=True) if not v]

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.assets_emulator import AssetsEmulator
+from sandbox.assets.emulator import AssetsEmulator
 
 
 @pytest.fixture

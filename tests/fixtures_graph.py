@@ -6,9 +6,9 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox.emulators import GRAPH_TOKEN
-from sandbox.graph_emulator import GraphEmulator
-from sandbox.tenant import Tenant
-from sandbox.tenant_generator import generate_tenant
+from sandbox.graph.emulator import GraphEmulator
+from sandbox.tenant.generator import generate_tenant
+from sandbox.tenant.model import Tenant
 
 
 @pytest.fixture

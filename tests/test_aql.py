@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.aql import AqlError, BoolOp, Compare, In, Placeholder, parse, quote, substitute, text_of
+from sandbox.assets.aql import AqlError, BoolOp, Compare, In, Placeholder, parse, quote, substitute, text_of
 
 
 class Objects:

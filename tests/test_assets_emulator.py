@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from sandbox.assets_apply import ObjectStore, apply_execution, read_locators, select
-from sandbox.assets_emulator import AssetsEmulator
-from sandbox.assets_mapping import merge_document
+from sandbox.assets.apply import ObjectStore, apply_execution, read_locators, select
+from sandbox.assets.emulator import AssetsEmulator
+from sandbox.assets.mapping import merge_document
 
 TOKEN = "sandbox-import-token"
 

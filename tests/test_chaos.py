@@ -1,4 +1,4 @@
-"""Crash recovery: `entra-assets sync` SIGKILLed at a bad moment, then the next run (sandbox/chaos.py).
+"""Crash recovery: `entra-assets sync` SIGKILLed at a bad moment, then the next run (sandbox/tools/chaos.py).
 
 Every sync is a real CLI subprocess on the embedded store against the emulators; kill points come from the
 emulators' request logs. The loop test draws its kill points from a fixed seed; the others each pin one
@@ -11,9 +11,9 @@ failure mode seen in the field, so a failure names the bug:
 """
 import pytest
 
-from sandbox.chaos import PHASES, run_chaos
-from sandbox.chaos_harness import Harness, KillPoint, Limits
-from sandbox.chaos_tenant import tag
+from sandbox.tenant.chaos import tag
+from sandbox.tools.chaos import PHASES, run_chaos
+from sandbox.tools.chaos_harness import Harness, KillPoint, Limits
 
 
 @pytest.mark.timeout(400)

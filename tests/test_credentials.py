@@ -16,9 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from sandbox.emulators import IMPORT_TOKEN
-from sandbox.identity_emulator import SYNC_APP_ROLES, IdentityEmulator
-from shared.cli import main
-from shared.credentials import (
+from sandbox.identity.emulator import SYNC_APP_ROLES, IdentityEmulator
+from shared.admin.credential_expiry import (
     TOKEN_SEEN,
     credential_report,
     expiry_warning,
@@ -26,11 +25,12 @@ from shared.credentials import (
     pick_key_credential,
     pick_password_credential,
 )
+from shared.admin.setup import run_setup
+from shared.admin.status import check_all
+from shared.app import graph_client, open_backend
+from shared.cli import main
 from shared.errors import SettingsError
-from shared.runtime import graph_client, open_backend
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.status import check_all
 
 NOW = dt.datetime.now(dt.UTC)
 

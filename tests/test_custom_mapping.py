@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-import shared.custom_mapping
-from shared.custom_mapping import customize, extract, graph_select, incompatible_changes, unmapped_attributes
-from shared.customization import EMPTY, CustomAttr, Customization
+import shared.records.mapping_file_apply
+from shared.admin.setup import document_problems
 from shared.errors import EntraAssetsError
-from shared.mapping_file import MappingFileError, load_customization
-from shared.schema import BY_KEY, OBJECT_TYPES, Attr, build_document
-from shared.setup import document_problems
+from shared.records.mapping_file import MappingFileError, load_customization
+from shared.records.mapping_file_apply import (
+    customize,
+    extract,
+    graph_select,
+    incompatible_changes,
+    unmapped_attributes,
+)
+from shared.records.mapping_file_value import EMPTY, CustomAttr, Customization
+from shared.records.schema import BY_KEY, OBJECT_TYPES, Attr, build_document
 
 GOOD_YAML = """\
 attributes:            # add attributes from any Graph property
@@ -108,12 +114,12 @@ def test_object_types_and_attribute_names_are_matched_case_insensitively(tmp_pat
 
 
 def test_custom_mapping_still_exports_the_names_other_modules_import():
-    # shared.reconcile and shared.setup import these from shared.custom_mapping.
+    # shared.produce.full and shared.admin.setup import these from shared.records.mapping_file_apply.
     for name in ("customize", "extract", "graph_select", "load_customization", "incompatible_changes",
                  "unmapped_attributes", "MappingFileError", "Customization", "CustomAttr", "EMPTY"):
-        assert hasattr(shared.custom_mapping, name), name
-    assert shared.custom_mapping.load_customization is load_customization
-    assert shared.custom_mapping.EMPTY is EMPTY
+        assert hasattr(shared.records.mapping_file_apply, name), name
+    assert shared.records.mapping_file_apply.load_customization is load_customization
+    assert shared.records.mapping_file_apply.EMPTY is EMPTY
 
 
 def test_error_is_a_settings_kind_error(tmp_path):

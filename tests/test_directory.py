@@ -6,14 +6,14 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sandbox.verify import statuses, verify_directory, verify_users
+from sandbox.tools.verify import statuses, verify_directory, verify_users
+from shared.admin.setup import run_setup
+from shared.app import open_backend, preview, sync_full
 from shared.cli import main
 from shared.errors import IncompatibleSchema, ScopeError, SettingsError
-from shared.reconcile import USERS_DELTA
-from shared.runtime import open_backend, preview, sync_full
-from shared.schema import BY_KEY
+from shared.produce.full import USERS_DELTA
+from shared.records.schema import BY_KEY
 from shared.settings import load_settings
-from shared.setup import run_setup
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from sandbox.http import serve
+from shared.admin.setup import run_setup
+from shared.app import assets_client, open_backend, sync_full, sync_incremental
 from shared.errors import ForeignLink
-from shared.reconcile import USERS_DELTA
-from shared.runtime import assets_client, open_backend, sync_full, sync_incremental
+from shared.produce.full import USERS_DELTA
 from shared.settings import load_settings
-from shared.setup import run_setup
 
 
 class Recorder:
@@ -99,8 +99,8 @@ def test_execution_links_to_another_host_are_refused(box, settings, foreign):
 
 def test_jira_credentials_go_only_to_the_jira_site_and_the_assets_api(tmp_path, foreign):
     from sandbox.emulators import start_sandbox
-    from shared.jira import atlassian_call, jira_client
-    from shared.links import object_api
+    from shared.clients.jira import atlassian_call, jira_client
+    from shared.jira_links import object_api
 
     box = start_sandbox(users=20, seed=3, jira=True)
     try:

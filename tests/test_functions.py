@@ -7,11 +7,11 @@ import pytest
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
 
-from sandbox.functions_host import app_functions
-from sandbox.verify import verify_users
-from shared.runtime import open_backend
+from sandbox.host.functions_host import app_functions
+from sandbox.tools.verify import verify_users
+from shared.admin.setup import run_setup
+from shared.app import open_backend
 from shared.settings import load_settings
-from shared.setup import run_setup
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_timer_then_worker_over_azurite(functions, azure_env):
 
 def test_unchanged_tenant_starts_no_execution(functions, azure_env, monkeypatch):
     """An unchanged full run still queues its (empty) payload: the worker commits its checkpoints and notes that
-    Assets holds the tenant as of its read, which older payloads must not undo (shared/freshness.py)."""
+    Assets holds the tenant as of its read, which older payloads must not undo (shared/contract.py)."""
     box, settings = azure_env
     backend = open_backend(settings)
     timer = functions["timer_sync"].get_user_function()

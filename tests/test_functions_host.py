@@ -11,15 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from sandbox.assets_emulator import AssetsEmulator
+from sandbox.assets.emulator import AssetsEmulator
 from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN, Sandbox
-from sandbox.functions_host import FunctionsHost
-from sandbox.graph_emulator import GraphEmulator
-from sandbox.tenant_generator import generate_tenant
-from shared.runtime import open_backend, sync_full
+from sandbox.graph.emulator import GraphEmulator
+from sandbox.host.functions_host import FunctionsHost
+from sandbox.tenant.generator import generate_tenant
+from shared.admin.setup import run_setup
+from shared.app import open_backend, sync_full
+from shared.produce.subscriptions import stored_subscriptions
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.subscriptions import stored_subscriptions
 
 SECRET = "sandbox-client-state"
 
@@ -70,7 +70,7 @@ def test_a_change_travels_from_the_tenant_through_graph_notifications_to_assets(
     assert any(d.kind == "notification" and d.status == 202 for d in box.graph.subscriptions.deliveries)
     _eventually(lambda: backend.queue.depth().messages == 0)
     # Duplicate notifications change nothing more: the delta link has no new changes. (Delta could be lagging
-    # them, so each is followed up once more 30 s later - a delayed message, shared/follow_ups.py.)
+    # them, so each is followed up once more 30 s later - a delayed message, shared/deliver/follow_ups.py.)
     workers = len([i for i in host.invocations if i[0] == "submit_worker"])
     assert _notify(host, backend, uid).status_code == 202 and _notify(host, backend, uid).status_code == 202
     _eventually(lambda: len([i for i in host.invocations if i[0] == "submit_worker"]) >= workers + 1)
@@ -86,7 +86,7 @@ def test_a_forged_notification_queues_nothing(running):
     assert handshake.headers["content-type"].startswith("text/plain")
     workers = len([i for i in host.invocations if i[0] == "submit_worker"])
     assert _notify(host, backend, sorted(box.tenant.users)[12], client_state="guess").status_code == 202
-    # The right secret and subscription, but another tenant's id: refused as well (shared.notifications).
+    # The right secret and subscription, but another tenant's id: refused as well (shared.produce.notifications).
     assert _notify(host, backend, sorted(box.tenant.users)[13], tenant=str(uuid.uuid4())).status_code == 202
     time.sleep(0.3)
     assert backend.queue.depth().messages == 0
@@ -122,7 +122,7 @@ NOTIFICATION = {"value": [{"subscriptionId": USERS_SUB, "changeType": "updated",
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 def test_a_method_the_webhook_does_not_declare_is_404_before_the_key_check_and_nothing_runs(bare_host, method):
     """graph_webhook declares methods=["POST"]: any other method is answered by the host's routing (404, as
-    the real host does - see sandbox/functions_host.py) - with or without the key, even with a body that a
+    the real host does - see sandbox/host/functions_host.py) - with or without the key, even with a body that a
     POST would queue - and neither the webhook nor the worker runs."""
     host, backend = bare_host
     with httpx.Client(timeout=10) as client:

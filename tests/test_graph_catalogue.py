@@ -1,4 +1,4 @@
-"""The Graph v1.0 catalogue (shared/graph_catalogue.json): current with the installed msgraph-sdk, and every
+"""The Graph v1.0 catalogue (shared/records/graph_catalogue.json): current with the installed msgraph-sdk, and every
 property entra-assets selects, expands, filters on or maps is in it - Graph v1.0 answers 400 to any other."""
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import shared.mapping_file
-from shared.derived import Derived
-from shared.graph_catalogue import COMPLEX, NAVIGATION, Property, complex_type, entity_type, structural
-from shared.graph_properties import _BAGS, _REFUSED
-from shared.mapping import (
+import shared.records.mapping_file
+from shared.records.build import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
     GROUP_SELECT,
@@ -25,7 +22,17 @@ from shared.mapping import (
     map_group,
     map_user,
 )
-from shared.mapping_file import load_customization
+from shared.records.derived import Derived
+from shared.records.graph_catalogue import (
+    COMPLEX,
+    NAVIGATION,
+    Property,
+    complex_type,
+    entity_type,
+    structural,
+)
+from shared.records.graph_properties import _BAGS, _REFUSED
+from shared.records.mapping_file import load_customization
 from tools import graph_catalogue as generator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,8 +64,8 @@ def test_the_checked_in_catalogue_is_what_the_installed_msgraph_sdk_generates():
     actual = generator.OUTPUT.read_text(encoding="utf-8")
     if actual != expected:
         diff = "".join(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True),
-                                            "shared/graph_catalogue.json", "generated", n=1))
-        pytest.fail("shared/graph_catalogue.json is stale: run `python -m tools.graph_catalogue`\n" + diff[:6000])
+                                            "shared/records/graph_catalogue.json", "generated", n=1))
+        pytest.fail("shared/records/graph_catalogue.json is stale: run `python -m tools.graph_catalogue`\n" + diff[:6000])
 
 
 def test_the_catalogue_reads_the_sdk_models_faithfully():
@@ -119,7 +126,7 @@ def _target_type(path: str | None) -> str | None:
 def _queries() -> list[tuple[str, str | None, dict[str, ast.expr]]]:
     """``(place, path, {option: value node})`` of every Graph call in shared/ that passes query options."""
     found = []
-    for file in sorted((ROOT / "shared").glob("*.py")):
+    for file in sorted((ROOT / "shared").rglob("*.py")):
         tree = ast.parse(file.read_text(encoding="utf-8"))
         for function in ast.walk(tree):
             if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -157,9 +164,9 @@ def _names(node: ast.AST) -> set[str]:
 
 def test_the_query_walk_finds_the_known_calls():
     places = {(place.split(":")[0], path) for place, path, _ in _queries()}
-    assert {("reconcile.py", "servicePrincipals"), ("reconcile.py", "devices"), ("reconcile.py", "groups"),
-            ("credentials.py", "applications(appId='{}')"), ("incremental.py", "groups/{}/owners"),
-            ("reconcile.py", "groups/{}"), ("status.py", None)} <= places
+    assert {("full.py", "servicePrincipals"), ("full.py", "devices"), ("full.py", "groups"),
+            ("credential_expiry.py", "applications(appId='{}')"), ("catch_up.py", "groups/{}/owners"),
+            ("full.py", "groups/{}"), ("status.py", None)} <= places
 
 
 def test_every_query_option_written_in_shared_names_v1_properties():
@@ -247,9 +254,9 @@ def _documented_examples() -> list[tuple[str, str]]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Custom attributes"):]
     block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
-    docstring = shared.mapping_file.__doc__
+    docstring = shared.records.mapping_file.__doc__
     example = docstring[docstring.index("    attributes:"):docstring.index("The same in JSON")]
-    return [("README.md", block), ("shared/mapping_file.py", re.sub(r"(?m)^    ", "", example))]
+    return [("README.md", block), ("shared/records/mapping_file.py", re.sub(r"(?m)^    ", "", example))]
 
 
 @pytest.mark.parametrize(("where", "text"), _documented_examples(), ids=["README.md", "mapping_file.py"])
@@ -263,7 +270,7 @@ def test_the_documented_mapping_file_examples_name_v1_properties(tmp_path, where
 
 def test_shared_does_not_import_msgraph():
     # msgraph-sdk is a dev dependency: the app loads the JSON, the generator (tools/) reads the SDK.
-    for file in (ROOT / "shared").glob("*.py"):
+    for file in (ROOT / "shared").rglob("*.py"):
         imported = {alias.name for node in ast.walk(ast.parse(file.read_text(encoding="utf-8")))
                     if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module or "" for node in ast.walk(ast.parse(file.read_text(encoding="utf-8")))

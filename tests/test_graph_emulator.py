@@ -6,9 +6,9 @@ import base64
 import httpx
 import pytest
 
-from sandbox.graph_applications import DEFAULT_PROPERTIES
-from sandbox.graph_directory import RESOURCES
-from sandbox.graph_emulator import (
+from sandbox.graph.applications import DEFAULT_PROPERTIES
+from sandbox.graph.directory import RESOURCES
+from sandbox.graph.emulator import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_USER_PROPERTIES,
     EXPAND_ITEMS,
@@ -16,12 +16,12 @@ from sandbox.graph_emulator import (
     GROUP_DELTA_PAGE_SIZE,
     GraphEmulator,
 )
-from sandbox.odata import FilterError, compile_filter
-from sandbox.tenant_generator import generate_tenant
-from shared.graph import GraphClient
-from shared.graph_catalogue import NAVIGATION, entity_type
-from shared.mapping import APPLICATION_SELECT, DEVICE_SELECT, USER_SELECT, manager_of
-from shared.transport import Transport
+from sandbox.graph.odata import FilterError, compile_filter
+from sandbox.tenant.generator import generate_tenant
+from shared.clients.graph import GraphClient
+from shared.clients.transport import Transport
+from shared.records.build import APPLICATION_SELECT, DEVICE_SELECT, USER_SELECT, manager_of
+from shared.records.graph_catalogue import NAVIGATION, entity_type
 
 AUTH = {"Authorization": "Bearer sandbox-graph-token"}
 

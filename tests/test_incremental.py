@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from sandbox.graph_directory import UserView
-from sandbox.verify import statuses, verify_directory, verify_users
-from shared import worker
-from shared.reconcile import USERS_DELTA
-from shared.runtime import assets_client, catch_up_planner, open_backend, sync_full, sync_incremental
+from sandbox.graph.directory import UserView
+from sandbox.tools.verify import statuses, verify_directory, verify_users
+from shared.admin.setup import run_setup
+from shared.app import assets_client, catch_up_planner, open_backend, sync_full, sync_incremental
+from shared.deliver import worker
+from shared.deliver.worker import push_queued
+from shared.produce.full import USERS_DELTA
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.worker import push_queued
 
 
 @pytest.fixture

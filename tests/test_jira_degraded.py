@@ -8,16 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from sandbox.emulators import start_sandbox
-from sandbox.jira_emulator import SITE_TOKEN
-from sandbox.verify import verify_users
+from sandbox.jira.emulator import SITE_TOKEN
+from sandbox.tools.verify import verify_users
+from shared.admin.setup import run_setup
+from shared.admin.status import check_all, collect_status
+from shared.admin.status_page import render_html
+from shared.app import open_backend, sync_full, sync_incremental
 from shared.cli import main
-from shared.history import read_runs
-from shared.links import CACHE, DEGRADED, LOOKUPS
-from shared.runtime import open_backend, sync_full, sync_incremental
+from shared.jira_links import CACHE, DEGRADED, LOOKUPS
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.status import check_all, collect_status
-from shared.status_page import render_html
+from shared.store.history import read_runs
 
 WRONG = "wrong-jira-token"
 

@@ -6,10 +6,12 @@ import orjson
 import pytest
 
 from sandbox.emulators import start_sandbox
-from sandbox.jira_emulator import SITE_EMAIL, SITE_TOKEN
-from shared import links
-from shared.errors import SettingsError
-from shared.jira import (
+from sandbox.jira.emulator import SITE_EMAIL, SITE_TOKEN
+from shared import jira_links as links
+from shared.admin.setup import run_setup
+from shared.admin.status import collect_status
+from shared.app import Backend, open_backend, preview, sync_full, sync_incremental
+from shared.clients.jira import (
     PENDING,
     AccountCache,
     JiraDirectory,
@@ -19,11 +21,9 @@ from shared.jira import (
     basic_auth,
     jira_client,
 )
-from shared.links import CACHE, LOOKUPS, NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_ids, user_email
-from shared.runtime import Backend, open_backend, preview, sync_full, sync_incremental
+from shared.errors import SettingsError
+from shared.jira_links import CACHE, LOOKUPS, NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_ids, user_email
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.status import collect_status
 
 
 @pytest.fixture
@@ -351,8 +351,8 @@ def _type_id(api: httpx.Client, auth: dict) -> str:
 def test_a_full_run_and_a_catch_up_in_one_pass_keep_each_others_jira_state():
     """The worker coalesces a full run's payload with a catch-up planned from the older state: the account
     cache is merged per key (the catch-up newer), pending and unmatched ids are united, nothing is lost."""
-    from shared.links import CACHE, LOOKUPS, UNMATCHED
-    from shared.worker import _merge_later
+    from shared.deliver.worker import _merge_later
+    from shared.jira_links import CACHE, LOOKUPS, UNMATCHED
 
     checkpoints = {CACHE: orjson.dumps({"a": ["acc-1", 1.0], "b": ["", 1.0]}).decode(),
                    LOOKUPS: '["u1", "u3"]', UNMATCHED: '["u5"]', "users/delta": "old-link"}

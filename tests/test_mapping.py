@@ -1,6 +1,5 @@
 """Pure mapping: Graph users to records, folding of derived objects, odd input."""
-from shared.derived import Derived, resolve_country
-from shared.mapping import (
+from shared.records.build import (
     Warnings,
     clean,
     deactivated,
@@ -12,7 +11,8 @@ from shared.mapping import (
     map_user,
     user_refs,
 )
-from shared.schema import BY_KEY, TEXT_LIMIT
+from shared.records.derived import Derived, resolve_country
+from shared.records.schema import BY_KEY, TEXT_LIMIT
 
 
 def _user(**kw):

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.verify import statuses, verify_directory, verify_users
-from shared import open_executions
+from sandbox.tools.verify import statuses, verify_directory, verify_users
+from shared.admin.setup import run_setup
+from shared.app import assets_client, graph_client, open_backend, sync_full, sync_incremental
+from shared.deliver import open_executions
+from shared.deliver.worker import push_queued
 from shared.errors import WriterBusy
-from shared.reconcile import RunOptions, run_full
-from shared.runtime import assets_client, graph_client, open_backend, sync_full, sync_incremental
+from shared.produce.full import RunOptions, run_full
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.store_local import LocalStateStore
-from shared.worker import push_queued
+from shared.store.local import LocalStateStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,7 +204,7 @@ def test_a_sync_killed_while_assets_processes_leaves_nothing_that_blocks_the_nex
 
 def test_a_dead_lease_holder_is_taken_over_at_once(settings):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from shared.store_local import LocalStateStore;"
+        "import sys, time; from shared.store.local import LocalStateStore;"
         "LocalStateStore(sys.argv[1]).lease('writer/x', ttl=60).__enter__(); print('held', flush=True);"
         "time.sleep(60)"), str(settings.home)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -1,6 +1,6 @@
 """The schema-and-mapping document built from the declarative table."""
-from shared.schema import OBJECT_TYPES, USER, build_document
-from shared.setup import document_problems
+from shared.admin.setup import document_problems
+from shared.records.schema import OBJECT_TYPES, USER, build_document
 
 SPEC_USER = ["Name", "User Principal Name", "Email", "Given Name", "Surname", "Job Title", "Employee ID",
              "Employee Type", "Company", "Department", "Office Location", "Manager", "Mobile Phone",

@@ -56,7 +56,7 @@ def test_storage_by_identity_never_signs_in_as_the_graph_app_registration():
     the admin's own login: the app registration has no storage roles (infra/main.bicep)."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    from shared.runtime import storage_credential
+    from shared.app import storage_credential
 
     base = {"AzureWebJobsStorage__accountName": "acct", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c",
             "AZURE_CLIENT_SECRET": "s"}
@@ -135,7 +135,7 @@ def test_bad_numbers_are_reported_together_with_the_other_problems():
 
 
 def test_with_a_webhook_the_tenant_must_be_given_by_its_id():
-    """Notifications name their tenant by id only (shared.notifications compares it with AZURE_TENANT_ID), so a
+    """Notifications name their tenant by id only (shared.produce.notifications compares it with AZURE_TENANT_ID), so a
     domain name, which azure-identity would take, would refuse every notification."""
     webhook = {"WEBHOOK_URL": "https://func.example.net/api/graph-webhook?code=k", "WEBHOOK_CLIENT_STATE": "s"}
     with pytest.raises(SettingsError, match="AZURE_TENANT_ID 'contoso.onmicrosoft.com' must be the tenant's id"):

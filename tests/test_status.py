@@ -8,17 +8,17 @@ from collections import Counter
 
 import pytest
 
-from sandbox.demo import _change_tenant
-from sandbox.live import live, timed_change
-from shared import history
+from sandbox.host.live import live, timed_change
+from sandbox.tools.demo import _change_tenant
+from shared.admin.setup import run_setup
+from shared.admin.status import collect_status
+from shared.app import on_queue_message, open_backend, sync_full, timer_tick
 from shared.errors import GraphCredentialsError, ImportSourceError
-from shared.history import RunRecord, StageTracker
-from shared.runtime import on_queue_message, open_backend, sync_full, timer_tick
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.status import collect_status
-from shared.store import QueuedMessage
-from shared.store_local import LocalStateStore
+from shared.store import history
+from shared.store.history import RunRecord, StageTracker
+from shared.store.local import LocalStateStore
+from shared.store.ports import QueuedMessage
 
 TYPES = ("User", "Group", "Device", "Application", "Department", "Office Location", "Address", "City", "Country")
 
@@ -67,7 +67,7 @@ def test_concurrent_appends_lose_nothing_locally(tmp_path):
 
 
 def test_concurrent_appends_lose_nothing_on_azure_storage(app_storage):
-    from shared.store_azure import AzureStateStore, azure_clients
+    from shared.store.azure import AzureStateStore, azure_clients
 
     container, _, _ = azure_clients(app_storage["AzureWebJobsStorage"], queue_name=app_storage["SYNC_QUEUE_NAME"])
     _concurrent_appends(AzureStateStore(container), writers=3, each=5)

@@ -9,12 +9,12 @@ import time
 import httpx
 import pytest
 
-from sandbox.functions_host import FunctionsHost
-from shared.runtime import sync_full, timer_tick
+from sandbox.host.functions_host import FunctionsHost
+from shared.admin.setup import run_setup
+from shared.admin.status import collect_status
+from shared.admin.status_page import HEADERS, duration, render_html, respond, wants_json
+from shared.app import sync_full, timer_tick
 from shared.settings import load_settings
-from shared.setup import run_setup
-from shared.status import collect_status
-from shared.status_page import HEADERS, duration, render_html, respond, wants_json
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,5 +1,5 @@
 """A storage account that cannot be reached, or refuses the credential: one line naming AzureWebJobsStorage in
-seconds (shared/store_azure.py ``PROBE``), not a traceback after the SDK's 90 s of back-off.
+seconds (shared/store/azure.py ``PROBE``), not a traceback after the SDK's 90 s of back-off.
 
 The CLI runs as a real subprocess (``python -m shared.cli`` from this worktree) against peers on loopback
 that fail in each way a network does: a closed port (refused), a peer that accepts and never answers (a hung
@@ -23,10 +23,10 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
+from shared.app import open_backend, timer_tick
 from shared.errors import StorageUnreachable
-from shared.runtime import open_backend, timer_tick
 from shared.settings import load_settings
-from shared.store_azure import azure_clients
+from shared.store.azure import azure_clients
 from tests.fixtures_azurite import ACCOUNT, KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def peers() -> Iterator[dict[str, tuple[str, str]]]:
 # with other test runs, importing alone took 2-8 s, which says nothing about how long the command waits.
 LAUNCHER = """
 import atexit, sys, time
-import shared.runtime, shared.status, shared.store_azure  # what the commands import on first use
+import shared.app, shared.admin.status, shared.store.azure  # what the commands import on first use
 from shared.cli import main
 started = time.monotonic()
 atexit.register(lambda: sys.stderr.write(f"\\n@seconds {time.monotonic() - started:.3f}\\n"))

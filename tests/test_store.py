@@ -1,4 +1,4 @@
-"""One contract (shared/store.py) checked against both stores: the embedded one and Azure Storage (Azurite)."""
+"""One contract (shared/store/ports.py) checked against both stores: the embedded one and Azure Storage (Azurite)."""
 from __future__ import annotations
 
 import base64
@@ -18,10 +18,10 @@ import pytest
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from shared import store_azure
-from shared.store import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth, in_flight_lines, parse_in_flight
-from shared.store_azure import AzureLease, AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
-from shared.store_local import LocalPayloadStore, LocalQueue, LocalStateStore
+from shared.store import azure as store_azure
+from shared.store.azure import AzureLease, AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
+from shared.store.local import LocalPayloadStore, LocalQueue, LocalStateStore
+from shared.store.ports import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth, in_flight_lines, parse_in_flight
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Graph subscriptions: the emulator's /subscriptions and notifications (real HTTP both ways) and
-``shared.subscriptions.ensure_subscriptions`` against it."""
+``shared.produce.subscriptions.ensure_subscriptions`` against it."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,13 +14,12 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from sandbox.emulators import GRAPH_TOKEN
-from sandbox.graph_subscriptions import MAX_EXPIRATION_MINUTES, Subscriptions, wait_for, with_query
+from sandbox.graph.subscriptions import MAX_EXPIRATION_MINUTES, Subscriptions, wait_for, with_query
 from sandbox.http import serve
+from shared.clients.graph import GraphClient
+from shared.clients.transport import RetryPolicy, Transport
 from shared.errors import GraphPermissionError
-from shared.graph import GraphClient
-from shared.settings import Secret, Settings
-from shared.store_local import LocalStateStore
-from shared.subscriptions import (
+from shared.produce.subscriptions import (
     CHECKPOINT,
     RENEW_MARGIN,
     SubscriptionError,
@@ -28,7 +27,8 @@ from shared.subscriptions import (
     ensure_subscriptions,
     stored_subscriptions,
 )
-from shared.transport import RetryPolicy, Transport
+from shared.settings import Secret, Settings
+from shared.store.local import LocalStateStore
 
 AUTH = {"Authorization": f"Bearer {GRAPH_TOKEN}"}
 SECRET = "s3cr3t-Client-State-never-logged"
@@ -358,7 +358,7 @@ def test_lifecycle_notifications(graph_emulator, subs, tenant, receiver, http):
 
 
 def test_stop_ends_the_dispatcher(tenant, receiver, http):
-    from sandbox.graph_emulator import GraphEmulator
+    from sandbox.graph.emulator import GraphEmulator
 
     emulator = GraphEmulator(tenant, token=GRAPH_TOKEN).start()
     assert http.post(f"{emulator.base_url}/subscriptions", json=body(receiver)).status_code == 201

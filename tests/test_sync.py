@@ -5,15 +5,15 @@ import time
 
 import pytest
 
-from sandbox.verify import verify_users
-from shared import worker
+from sandbox.tools.verify import verify_users
+from shared.admin.setup import run_setup
+from shared.app import assets_client, graph_client, open_backend, sync_full
+from shared.deliver import worker
+from shared.deliver.open_executions import UNKNOWN
 from shared.errors import AssetsTokenError, GraphCredentialsError, GraphPermissionError, ImportSourceError
-from shared.mapping import USER_SELECT, fold
-from shared.open_executions import UNKNOWN
-from shared.reconcile import USERS_DELTA, run_full
-from shared.runtime import assets_client, graph_client, open_backend, sync_full
+from shared.produce.full import USERS_DELTA, run_full
+from shared.records.build import USER_SELECT, fold
 from shared.settings import load_settings
-from shared.setup import run_setup
 
 
 @pytest.fixture

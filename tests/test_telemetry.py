@@ -15,17 +15,17 @@ import pytest
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from rich.console import Console
 
-import sandbox.demo as demo_module
-from sandbox.appinsights_emulator import AppInsightsEmulator
+import sandbox.tools.demo as demo_module
 from sandbox.emulators import Sandbox
-from sandbox.functions_host import app_functions
-from sandbox.live import CLIENT_STATE
-from sandbox.tenant import Tenant
-from sandbox.tenant_generator import generate_tenant
+from sandbox.host.appinsights import AppInsightsEmulator
+from sandbox.host.functions_host import app_functions
+from sandbox.host.live import CLIENT_STATE
+from sandbox.tenant.generator import generate_tenant
+from sandbox.tenant.model import Tenant
 from shared import telemetry
-from shared.runtime import open_backend
+from shared.admin.setup import run_setup
+from shared.app import open_backend
 from shared.settings import load_settings
-from shared.setup import run_setup
 
 USERS_SUB, GROUPS_SUB = "sub-users-0001", "sub-groups-0002"
 SECRET_NAMES = re.compile(r"TOKEN|SECRET|KEY|PASSWORD|STATE|JIRA_EMAIL|AzureWebJobsStorage", re.IGNORECASE)

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from sandbox.tenant import Change
-from sandbox.tenant_generator import MICROSOFT_TENANT, generate_tenant
-from shared.mapping import USER_SELECT, fold
+from sandbox.tenant.generator import MICROSOFT_TENANT, generate_tenant
+from sandbox.tenant.model import Change
+from shared.records.build import USER_SELECT, fold
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 

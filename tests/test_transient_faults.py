@@ -1,14 +1,14 @@
 """Transient Assets failures during a sync (a 500, a dropped connection), against the emulator over loopback:
-the one retry layer (shared/transport.py) sends the same request again and the run succeeds with the right
+the one retry layer (shared/clients/transport.py) sends the same request again and the run succeeds with the right
 objects in Assets."""
 from __future__ import annotations
 
 import pytest
 
-from sandbox.verify import verify_directory, verify_users
-from shared.runtime import sync_full
+from sandbox.tools.verify import verify_directory, verify_users
+from shared.admin.setup import run_setup
+from shared.app import sync_full
 from shared.settings import load_settings
-from shared.setup import run_setup
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def _chunks(box) -> list[bytes]:
 
 
 def _everything_arrived(box) -> None:
-    """What the tenant holds is in Assets, counted from both sides (sandbox/verify.py)."""
+    """What the tenant holds is in Assets, counted from both sides (sandbox/tools/verify.py)."""
     users = verify_users(box.tenant, box.assets)
     assert users["users in Assets"] == users["users in tenant"] > 0
     assert users["managers resolved"] == users["managers in tenant"]

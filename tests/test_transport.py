@@ -7,8 +7,7 @@ import time
 import httpx
 import pytest
 
-from shared.errors import ForeignLink
-from shared.transport import (
+from shared.clients.transport import (
     Failure,
     GaveUp,
     Origin,
@@ -19,6 +18,7 @@ from shared.transport import (
     http_client,
     retry_after_seconds,
 )
+from shared.errors import ForeignLink
 
 FOUR_TRIES = RetryPolicy(attempts=4, total_seconds=60)
 

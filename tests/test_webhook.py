@@ -1,4 +1,4 @@
-"""graph_webhook: the pure request handling (shared.notifications) and the HTTP handler against Azurite."""
+"""graph_webhook: the pure request handling (shared.produce.notifications) and the HTTP handler against Azurite."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,11 @@ import azure.functions as func
 import pytest
 
 import functions.graph_webhook as webhook_module
-from sandbox.functions_host import app_functions
-from shared.notifications import MAX_BODY_BYTES, WebhookOutcome, handle_notification_request
-from shared.runtime import open_backend
+from sandbox.host.functions_host import app_functions
+from shared.app import open_backend
+from shared.produce.notifications import MAX_BODY_BYTES, WebhookOutcome, handle_notification_request
 from shared.settings import load_settings
-from shared.store import RAW_MESSAGE_LIMIT, encode_message
+from shared.store.ports import RAW_MESSAGE_LIMIT, encode_message
 
 SECRET = "s3cr3t-Client-State"
 USERS_SUB = "acdf75db-b5d6-4811-8995-aa3b5a7e42bd"
@@ -63,7 +63,7 @@ def uid(n: int) -> str:
     return f"{n:08x}-ec66-4735-babd-ba1b2aa6c584"
 
 
-# --- shared.notifications: pure ---------------------------------------------------------------------------------
+# --- shared.produce.notifications: pure ---------------------------------------------------------------------------------
 
 def test_graph_user_notification_becomes_one_changes_message():
     outcome = post([user_note(uid(1))])
@@ -399,7 +399,7 @@ def test_handler_without_a_subscriptions_checkpoint_queues_nothing(handler, webh
 
 
 def test_handler_answers_503_when_the_queue_cannot_be_written(handler, webhook_env, monkeypatch):
-    from shared.store_azure import AzureQueue
+    from shared.store.azure import AzureQueue
 
     def broken(self, body, delay=0):
         raise ConnectionError("storage down")

@@ -1,6 +1,6 @@
-"""Writes ``shared/graph_catalogue.json``: the Graph v1.0 properties of the resources entra-assets reads, taken
+"""Writes ``shared/records/graph_catalogue.json``: the Graph v1.0 properties of the resources entra-assets reads, taken
 from msgraph-sdk's generated v1.0 models (a dev dependency; production code only loads the JSON, through
-``shared.graph_catalogue``). Run ``python -m tools.graph_catalogue`` after upgrading msgraph-sdk;
+``shared.records.graph_catalogue``). Run ``python -m tools.graph_catalogue`` after upgrading msgraph-sdk;
 tests/test_graph_catalogue.py regenerates the text in memory and fails with a diff when the file is stale.
 
 How a model is read: ``get_field_deserializers()`` maps each exact JSON name (inherited ones included: Entity
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from msgraph.generated.models.entity import Entity
 
-OUTPUT = Path(__file__).resolve().parent.parent / "shared" / "graph_catalogue.json"
+OUTPUT = Path(__file__).resolve().parent.parent / "shared" / "records" / "graph_catalogue.json"
 # The entity types entra-assets reads or will read: the four synced resources, app registrations (credential
 # expiry), what group members and owners can be (directoryObject, orgContact), and Intune devices and licences.
 ENTITY_TYPES = ("application", "device", "directoryObject", "group", "managedDevice", "orgContact",

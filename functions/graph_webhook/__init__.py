@@ -1,4 +1,4 @@
-"""HTTP: Graph change notifications in, queue messages out (the work itself is in shared.notifications)."""
+"""HTTP: Graph change notifications in, queue messages out (the work itself is in shared.produce.notifications)."""
 import functools
 import logging
 import os
@@ -6,10 +6,10 @@ import time
 
 import azure.functions as func
 
-from shared.notifications import handle_notification_request, is_validation
-from shared.runtime import Backend, open_backend
+from shared.app import Backend, open_backend
+from shared.produce.notifications import handle_notification_request, is_validation
+from shared.produce.subscriptions import subscription_ids
 from shared.settings import Settings, load_settings
-from shared.subscriptions import subscription_ids
 from shared.telemetry import current_cid, invocation
 
 bp = func.Blueprint()

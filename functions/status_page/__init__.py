@@ -1,9 +1,9 @@
-"""HTTP: the read-only status page (HTML, or JSON with ?format=json); the work is in shared.status_page."""
+"""HTTP: the read-only status page (HTML, or JSON with ?format=json); the work is in shared.admin.status_page."""
 import os
 
 import azure.functions as func
 
-from shared.status_page import respond
+from shared.admin.status_page import respond
 from shared.telemetry import invocation
 
 bp = func.Blueprint()

@@ -4,9 +4,9 @@ import os
 
 import azure.functions as func
 
-from shared.runtime import on_queue_message
+from shared.app import on_queue_message
 from shared.settings import load_settings
-from shared.store import QueuedMessage
+from shared.store.ports import QueuedMessage
 from shared.telemetry import SpanKind, invocation
 
 bp = func.Blueprint()

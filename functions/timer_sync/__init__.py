@@ -4,7 +4,7 @@ import os
 
 import azure.functions as func
 
-from shared.runtime import timer_tick
+from shared.app import timer_tick
 from shared.settings import load_settings
 from shared.telemetry import SpanKind, invocation
 

@@ -1,0 +1,312 @@
+"""``make bench``: a full sync of a 100,000-user sandbox tenant (5,000 groups, 80,000 devices, 2,000
+applications), measured.
+
+The emulators run in their own process (``entra-assets sandbox``) so that the sync's peak memory and CPU time
+are ours alone. The sync runs in a child process too: its peak RSS is read from ``getrusage(RUSAGE_CHILDREN)``
+after it exits. Reported: wall time, peak RSS, users/s of wall time and of our own CPU time, Graph requests
+against the tenant's page count (counted by a plain crawl of the same reads), Assets requests and records, a second (unchanged) run, and msgraph-sdk's
+typed-model parsing of a sample of the same pages for comparison. Targets are checked here, not in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import httpx
+
+TARGET_USERS_PER_CPU_SECOND = 10_000
+TARGET_PEAK_RSS_MB = 300
+GRAPH_REQUEST_SLACK = 5
+TARGET_P50_S, TARGET_P95_S, TARGET_WEBHOOK_P99_MS = 1.0, 2.0, 100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"the sandbox did not come up at {url}")
+
+
+def child(env: dict[str, str]) -> dict:
+    """One ``sync --full`` in this process, with counted clients; returns the figures as a dict."""
+    from shared.app import assets_client, graph_client, sync_full
+    from shared.settings import load_settings
+
+    settings = load_settings(env)
+    graph, assets = graph_client(settings), assets_client(settings)
+    cpu, wall = time.process_time(), time.monotonic()
+    report = sync_full(settings, graph=graph, assets=assets)
+    return {"wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu, "users": report.full.users,
+            "read": dict(report.full.read),
+            "graph_requests": graph.transport.requests, "graph_pages": report.full.graph_pages,
+            "assets_requests": assets.transport.requests, "records_pushed": report.records_pushed,
+            "chunks": sum(p.chunks for p in report.pushes), "executions": report.executions,
+            "fetch_format_s": report.full.seconds.get("fetch_and_format", 0.0),
+            "assets_wait_s": sum(p.seconds.get("wait", 0.0) for p in report.pushes)}
+
+
+def _run_child(env: dict[str, str]) -> tuple[dict, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-m", "sandbox.tools.bench", "--child"], env={**os.environ, **env},
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"sync failed:\n{proc.stderr[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the maximum over all waited-for children (kilobytes on Linux).
+    return json.loads(proc.stdout.strip().splitlines()[-1]), max(peak_kb, before) / 1024
+
+
+# The reads of a full run, as the sync makes them (shared/produce/full.py): path and query.
+def _full_run_reads() -> list[tuple[str, dict]]:
+    from shared.records.build import APPLICATION_SELECT, DEVICE_SELECT, GROUP_SELECT, USER_SELECT
+
+    return [("users/delta", {"$select": ",".join(USER_SELECT)}),
+            ("groups/delta", {"$select": ",".join(GROUP_SELECT)}),
+            ("groups", {"$select": "id", "$expand": "owners", "$top": "999"}),
+            ("devices", {"$select": ",".join(DEVICE_SELECT), "$expand": "registeredOwners", "$top": "999"}),
+            ("servicePrincipals", {"$select": ",".join(APPLICATION_SELECT), "$expand": "owners", "$top": "999"})]
+
+
+def tenant_pages(graph_url: str, token: str) -> dict[str, int]:
+    """How many pages the tenant has for each read of a full run, counted by a plain crawl of nextLinks."""
+    pages = {}
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        for path, params in _full_run_reads():
+            url, n = f"{graph_url}/{path}", 0
+            while url:
+                response = client.get(url, params=params if n == 0 else None)
+                response.raise_for_status()
+                n += 1
+                url = response.json().get("@odata.nextLink")
+            pages[path] = n
+    return pages
+
+
+def owner_strategies(graph_url: str, token: str) -> dict[str, tuple[int, float]]:
+    """Group owners read two ways - ``$expand=owners`` on the listing (what the sync does) and ``$batch`` of
+    ``/groups/{id}/owners`` (20 per batch) - as (requests, seconds), so the choice stays measured."""
+    out = {}
+    with httpx.Client(base_url=graph_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        def pages(url: str, params: dict | None) -> Iterator[dict]:
+            while url:
+                page = client.get(url, params=params).raise_for_status().json()
+                yield page
+                url, params = page.get("@odata.nextLink"), None
+        started, requests = time.perf_counter(), 0
+        for _ in pages("/groups", {"$select": "id", "$expand": "owners", "$top": "999"}):
+            requests += 1
+        out["$expand=owners on the listing"] = (requests, time.perf_counter() - started)
+        started, requests, ids = time.perf_counter(), 0, []
+        for page in pages("/groups", {"$select": "id", "$top": "999"}):
+            requests += 1
+            ids += [g["id"] for g in page["value"]]
+        for i in range(0, len(ids), 20):
+            batch = [{"id": str(n), "method": "GET", "url": f"/groups/{gid}/owners?$select=id"}
+                     for n, gid in enumerate(ids[i:i + 20])]
+            client.post("/$batch", json={"requests": batch}).raise_for_status()
+            requests += 1
+        out["$batch of /groups/{id}/owners"] = (requests, time.perf_counter() - started)
+    return out
+
+
+def live_latency(changes: int = 200, users: int = 2000) -> dict:
+    """Near-real-time path on a fresh sandbox (emulators, functions and the embedded store in this process):
+    ``changes`` sequential job-title changes, each timed from the webhook queuing Graph's notification to the
+    change showing in the Assets emulator (no artificial delay); then the webhook under 100 requests/s."""
+    from sandbox.emulators import start_sandbox
+    from sandbox.host.live import live, percentile, settings, timed_change, webhook_load
+    from shared.app import sync_full
+
+    box = start_sandbox(users=users, seed=2)
+    try:
+        with tempfile.TemporaryDirectory(prefix="entra-assets-live-") as home:
+            env = {**box.settings(), "ENTRA_ASSETS_HOME": home}
+            with live(box, env) as host:  # setup done, subscriptions live
+                sync_full(settings())
+                ids = sorted(box.tenant.users)
+                timings = []
+                for n in range(changes):
+                    uid, title = ids[n % len(ids)], f"Title {n}"
+                    find = lambda u=uid, t=title: (box.assets.find("User", "Entra Object ID", u)
+                                                   .attributes.get("Job Title") == [t])
+                    timings.append(timed_change(box, title, lambda u=uid, t=title: box.tenant.update_user(
+                        u, jobTitle=t), find).latency)
+                responses = webhook_load(host.function_url("graph-webhook"), rate=100, seconds=5)
+            strategies = catch_up_strategies(box, env, changed=1000)
+    finally:
+        box.stop()
+    return {"changes": len(timings), "p50": percentile(timings, 50), "p95": percentile(timings, 95),
+            "requests": len(responses), "webhook_p99": percentile(responses, 99), "strategies": strategies}
+
+
+def catch_up_strategies(box, env: dict[str, str], changed: int) -> dict[str, tuple[int, float]]:
+    """After ``changed`` users changed, read their fresh state two ways - the stored delta link (what the
+    worker does) and per-id reads in ``$batch`` requests of 20 - as (requests, seconds)."""
+    from shared.app import open_backend
+    from shared.produce.full import USERS_DELTA
+    from shared.records.build import USER_SELECT
+    from shared.settings import load_settings
+
+    link = open_backend(load_settings(env)).state.checkpoint(USERS_DELTA)
+    ids = sorted(box.tenant.users)[:changed]
+    for uid in ids:
+        box.tenant.update_user(uid, jobTitle="Strategy")
+    out = {}
+    with httpx.Client(headers={"Authorization": f"Bearer {env['GRAPH_ACCESS_TOKEN']}"}, timeout=60) as client:
+        started, requests, url = time.perf_counter(), 0, link
+        while url:
+            page = client.get(url).raise_for_status().json()
+            requests += 1
+            url = page.get("@odata.nextLink")
+        out["delta link (one round)"] = (requests, time.perf_counter() - started)
+        started, requests, select = time.perf_counter(), 0, ",".join(s for s in USER_SELECT if s != "manager")
+        for i in range(0, len(ids), 20):
+            batch = [{"id": str(n), "method": "GET", "url": f"/users/{uid}?$select={select}&$expand=manager"}
+                     for n, uid in enumerate(ids[i:i + 20])]
+            answers = client.post(f"{env['GRAPH_BASE_URL']}/$batch", json={"requests": batch}).raise_for_status()
+            if any(item["status"] != 200 for item in answers.json()["responses"]):
+                raise SystemExit("a per-id read in $batch failed: the comparison would not be fair")
+            requests += 1
+        out["per-id reads ($batch of 20)"] = (requests, time.perf_counter() - started)
+    return out
+
+
+def typed_model_sample(graph_url: str, token: str, pages: int = 3) -> dict:
+    """Parse a few real delta pages with msgraph-sdk's typed models and with orjson; per-user costs."""
+    import orjson
+    from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+    from msgraph.generated.users.delta.delta_get_response import DeltaGetResponse
+
+    from shared.records.build import USER_SELECT
+
+    headers = {"Authorization": f"Bearer {token}"}
+    url, bodies = f"{graph_url}/users/delta?$select={','.join(USER_SELECT)}", []
+    with httpx.Client(headers=headers, timeout=60) as client:
+        for _ in range(pages):
+            response = client.get(url)
+            bodies.append(response.content)
+            url = response.json().get("@odata.nextLink")
+    users = sum(len(orjson.loads(b)["value"]) for b in bodies)
+    JsonParseNodeFactory().get_root_parse_node("application/json", bodies[0])  # imports out of the timing
+    started = time.perf_counter()
+    for body in bodies:
+        JsonParseNodeFactory().get_root_parse_node("application/json", body).get_object_value(DeltaGetResponse)
+    typed = time.perf_counter() - started
+    started = time.perf_counter()
+    for body in bodies:
+        orjson.loads(body)
+    raw = time.perf_counter() - started
+    return {"users": users, "typed_ms_per_user": 1000 * typed / users, "raw_ms_per_user": 1000 * raw / users}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(dict(os.environ))))
+        return 0
+    from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
+
+    graph_port, assets_port = _free_port(), _free_port()
+    print(f"generating a {args.users:,}-user tenant (with groups, devices and applications in proportion) and "
+          "starting the sandbox in its own process …", flush=True)
+    sandbox = subprocess.Popen([sys.executable, "-m", "shared.cli", "sandbox", "--users", str(args.users),
+                                "--seed", str(args.seed), "--graph-port", str(graph_port),
+                                "--assets-port", str(assets_port)], stdout=subprocess.DEVNULL)
+    try:
+        graph_url, assets_url = f"http://127.0.0.1:{graph_port}/v1.0", f"http://127.0.0.1:{assets_port}"
+        _wait_for(f"{graph_url}/organization")
+        with tempfile.TemporaryDirectory(prefix="entra-assets-bench-") as home:
+            env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": assets_url,
+                   "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN, "ENTRA_ASSETS_HOME": home}
+            subprocess.run([sys.executable, "-m", "shared.cli", "setup"], env={**os.environ, **env}, check=True,
+                           stdout=subprocess.DEVNULL)
+            first, peak_mb = _run_child(env)
+            second, _ = _run_child(env)
+        sample = typed_model_sample(graph_url, GRAPH_TOKEN)
+        pages = tenant_pages(graph_url, GRAPH_TOKEN)
+        owners = owner_strategies(graph_url, GRAPH_TOKEN)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    latency = live_latency()
+    return _report(args.users, first, second, peak_mb, sample, pages, owners, latency)
+
+
+def _report(users: int, first: dict, second: dict, peak_mb: float, sample: dict, pages: dict[str, int],
+            owners: dict[str, tuple[int, float]], latency: dict) -> int:
+    per_cpu = first["users"] / first["cpu_s"]
+    tenant_pages = sum(pages.values())
+    checks = {
+        f"own processing >= {TARGET_USERS_PER_CPU_SECOND:,} users/s": per_cpu >= TARGET_USERS_PER_CPU_SECOND,
+        f"peak RSS <= {TARGET_PEAK_RSS_MB} MB": peak_mb <= TARGET_PEAK_RSS_MB,
+        f"Graph requests <= tenant pages + {GRAPH_REQUEST_SLACK}":
+            first["graph_requests"] <= tenant_pages + GRAPH_REQUEST_SLACK,
+        "unchanged tenant starts no execution": second["executions"] == 0,
+        "every user read": first["users"] == users,
+        f"incremental latency p50 <= {TARGET_P50_S} s": latency["p50"] <= TARGET_P50_S,
+        f"incremental latency p95 <= {TARGET_P95_S} s": latency["p95"] <= TARGET_P95_S,
+        f"webhook p99 <= {TARGET_WEBHOOK_P99_MS} ms at 100 requests/s":
+            latency["webhook_p99"] * 1000 <= TARGET_WEBHOOK_P99_MS,
+    }
+    rows = [
+        ("objects read", ", ".join(f"{k} {v:,}" for k, v in first["read"].items())),
+        ("sync --full wall time", f"{first['wall_s']:.1f} s ({first['users'] / first['wall_s']:,.0f} users/s)"),
+        ("  of which Graph read + mapping", f"{first['fetch_format_s']:.1f} s"),
+        ("  of which waiting for Assets", f"{first['assets_wait_s']:.1f} s"),
+        ("our CPU time", (f"{first['cpu_s']:.1f} s ({per_cpu:,.0f} users/s of own processing, all object types "
+                         "included)")),
+        ("peak RSS of the sync process", f"{peak_mb:.0f} MB"),
+        ("Graph requests", f"{first['graph_requests']} (tenant pages: {tenant_pages}: "
+                           + ", ".join(f"{k} {v}" for k, v in pages.items()) + ")"),
+        ("Assets requests", (f"{first['assets_requests']} ({first['chunks']} chunks, "
+                             f"{first['executions']} execution)")),
+        ("Assets records pushed", f"{first['records_pushed']:,}"),
+        ("second run (unchanged)", (f"{second['wall_s']:.1f} s, {second['executions']} executions, "
+                                    f"{second['assets_requests']} Assets requests, "
+                                    f"{second['graph_requests']} Graph requests")),
+        ("msgraph-sdk typed models", (f"{sample['typed_ms_per_user']:.2f} ms/user on {sample['users']} users "
+                                      f"= {sample['typed_ms_per_user'] * users / 1000:,.0f} s for the tenant")),
+        ("raw JSON (orjson)", (f"{sample['raw_ms_per_user']:.4f} ms/user "
+                               f"({sample['typed_ms_per_user'] / max(sample['raw_ms_per_user'], 1e-9):,.0f}x faster)")),
+    ] + [(f"group owners: {way}", f"{n} requests, {seconds:.2f} s") for way, (n, seconds) in owners.items()] + [
+        ("incremental latency", (f"p50 {latency['p50'] * 1000:,.0f} ms, p95 {latency['p95'] * 1000:,.0f} ms over "
+                                f"{latency['changes']} changes (notification queued -> in Assets)")),
+        *((f"catch-up of 1,000 changed users: {way}", f"{n} requests, {sec:.2f} s")
+          for way, (n, sec) in latency["strategies"].items()),
+        ("webhook at 100 requests/s", (f"p99 {latency['webhook_p99'] * 1000:.1f} ms over {latency['requests']} "
+                                      "requests")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print()
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

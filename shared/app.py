@@ -1,0 +1,271 @@
+"""Wiring: builds the clients and stores from ``Settings`` and runs the timer and worker paths.
+
+This is the only module that knows which implementation goes with which setting; the Functions handlers and
+the CLI call the operations at the bottom and stay thin.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.clients.assets import AssetsClient
+from shared.clients.graph import GraphClient
+from shared.clients.graph_auth import TokenProvider
+from shared.clients.transport import Transport, http_client
+from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
+from shared.errors import EntraAssetsError
+from shared.jira_links import link_hook
+from shared.produce.catch_up import plan_catch_up
+from shared.produce.full import (
+    FullRunResult,
+    Progress,
+    RunOptions,
+    Scope,
+    full_sync_due,
+    guard_error,
+    new_result,
+    read_scope,
+    run_full,
+    type_failure_error,
+)
+from shared.produce.preview import PreviewReport, run_preview
+from shared.produce.subscriptions import ensure_subscriptions
+from shared.settings import Settings
+from shared.store import history
+from shared.store.ports import ChangeQueue, PayloadStore, QueuedMessage, StateStore
+from shared.telemetry import StampingQueue, run
+
+log = logging.getLogger(__name__)
+# Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
+RESUBSCRIBE = ("reauthorizationRequired", "subscriptionRemoved")
+CATCH_UP_QUIET_SECONDS = 2.0  # a queued catch-up shows its stage once it runs this long (history.StageTracker)
+# How long a CLI sync waits for the writer lease: a dead holder's lease expires within one ttl (60 s; at once
+# in the local store); a live writer (the Functions app) drains the CLI's messages meanwhile.
+CLI_LEASE_WAIT_SECONDS = 600.0
+
+
+@dataclass
+class Backend:
+    """Where state, queued changes and claim-check payloads live."""
+
+    state: StateStore
+    queue: ChangeQueue
+    payloads: PayloadStore
+
+
+def open_backend(settings: Settings, quick: bool = False) -> Backend:
+    """Azure Storage when ``AzureWebJobsStorage`` (or its identity form) is set, else the embedded store.
+    ``quick``: storage clients that fail fast instead of retrying (the webhook, which must answer Graph in 3 s)."""
+    if settings.uses_azure_storage:
+        from shared.store.azure import AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
+
+        credential = None if settings.storage_connection_string else storage_credential(settings)
+        container, queue, poison = azure_clients(
+            settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
+            account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name,
+            quick=quick)
+        # Messages carry the correlation id of the notification or run that queued them (shared/telemetry.py).
+        return Backend(AzureStateStore(container), StampingQueue(AzureQueue(queue, poison)),
+                       AzurePayloadStore(container))
+    from shared.store.local import LocalPayloadStore, LocalQueue, LocalStateStore
+
+    return Backend(LocalStateStore(settings.home), StampingQueue(LocalQueue(settings.home, settings.queue_name)),
+                   LocalPayloadStore(settings.home))
+
+
+def storage_credential(settings: Settings):
+    """The identity that reaches the storage account when there is no connection string.
+
+    In Azure, the Functions host's own convention: ``AzureWebJobsStorage__credential=managedidentity`` (with
+    ``__clientId`` for a user-assigned identity) means the app's managed identity - the one the template gives
+    the storage roles. Elsewhere (an admin's machine) ``DefaultAzureCredential`` without its environment
+    credential: an exported ``AZURE_CLIENT_SECRET`` belongs to the Graph app registration, which has no storage
+    roles, and would otherwise be tried first (every storage call would answer 403).
+    https://learn.microsoft.com/azure/azure-functions/functions-reference#common-properties-for-identity-based-connections
+    """
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if (settings.storage_credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    return DefaultAzureCredential(exclude_environment_credential=True, exclude_managed_identity_credential=True)
+
+
+def graph_client(settings: Settings) -> GraphClient:
+    """A Graph reader with the configured credential."""
+    return GraphClient(Transport(http_client()), settings.graph_base_url, TokenProvider(settings))
+
+
+def assets_client(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> AssetsClient:
+    """An Assets Imports client for the configured import token."""
+    token = settings.assets_import_token.reveal() if settings.assets_import_token else None
+    return AssetsClient(Transport(http_client()), settings.assets_api_url, token, sleep=sleep)
+
+
+def catch_up_planner(settings: Settings, state: StateStore, progress: Progress = lambda stage, n: None,
+                     allow_mass_deactivation: bool = False, graph: GraphClient | None = None,
+                     scope: Scope | None = None) -> tuple[CatchUp, FullRunResult]:
+    """A ``CatchUp`` for the worker and the result it fills (counts, warnings, departures held back, types
+    that failed). ``scope``: the scope already read (else it is read when the catch-up is planned)."""
+    result = new_result()
+
+    def plan():
+        client = graph or graph_client(settings)
+        options = RunOptions.from_settings(settings, allow_mass_deactivation)
+        return plan_catch_up(client, state, options, scope or read_scope(client, options), result, progress)
+    return plan, result
+
+
+def run_outcome_error(result: FullRunResult) -> EntraAssetsError | None:
+    """What makes a run that pushed what it could end non-zero: object types that could not be read
+    (``TypesNotRead``, exit 1), else departures the guard held back (``MassDeactivation``, exit 3)."""
+    if result.failed:
+        return type_failure_error(result)
+    return guard_error(result) if result.held_back else None
+
+
+def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | None:
+    """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``); otherwise a
+    delta catch-up is queued - the safety net for change notifications Graph never delivered.
+
+    Raises ``TypesNotRead`` or ``MassDeactivation`` after queuing the other changes when object types could
+    not be read or the guard held departures back, so the invocation shows as failed in the Functions monitor
+    (and alerts built on it fire)."""
+    backend = open_backend(settings)
+    now = time.time() if now is None else now
+    if settings.webhook_url:  # create, renew or recreate the change-notification subscriptions
+        ensure_subscriptions(graph_client(settings), backend.state, settings)
+    if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
+        log.info("full reconciliation not due yet; queuing a delta catch-up")
+        backend.queue.send({"v": 1, "kind": "catchup", "trigger": "timer", "created": now})
+        return None
+    recover(backend.state, assets_client(settings))  # what a crashed worker left, before planning
+    tracker = history.StageTracker(backend.state, "timer", "full")
+    try:
+        result = _full_run(settings, backend, graph_client(settings), "timer", RunOptions.from_settings(settings),
+                           tracker)
+    finally:
+        tracker.finish()  # the worker takes over from here
+    if (error := run_outcome_error(result)) is not None:
+        raise error
+    return result
+
+
+def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
+    """The worker path for one delivered message: drain, coalesce, push, acknowledge."""
+    backend = open_backend(settings)
+    if message.body.get("event") in RESUBSCRIBE and settings.webhook_url:  # lifecycle notification
+        ensure_subscriptions(graph_client(settings), backend.state, settings)
+    kind = "full" if message.body.get("kind") == "records" else "catch-up"
+    tracker = history.StageTracker(backend.state, str(message.body.get("trigger") or "unknown"), kind,
+                                   quiet_for=0.0 if kind == "full" else CATCH_UP_QUIET_SECONDS)
+    catch_up, result = catch_up_planner(settings, backend.state, tracker)
+    try:
+        pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings),
+                             trigger=message, progress=tracker, catch_up=catch_up,
+                             on_pass=_recorder(settings, backend.state, result), after=link_hook(settings))
+    finally:
+        tracker.finish()
+    if (error := run_outcome_error(result)) is not None:
+        raise error
+    return pushed
+
+
+@dataclass
+class SyncReport:
+    """A CLI ``sync --full``: the producer's result and every worker pass until the queue was empty."""
+
+    full: FullRunResult
+    pushes: list[PushResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def executions(self) -> int:
+        return sum(p.executions for p in self.pushes)
+
+    @property
+    def records_pushed(self) -> int:
+        return sum(p.records for p in self.pushes)
+
+
+def sync_full(settings: Settings, progress: Progress = lambda stage, n: None, **kwargs) -> SyncReport:
+    """``entra-assets sync --full``: a forced full run, then the worker until the queue is empty (``_sync``)."""
+    with run("sync_full"):  # joins the CLI command's correlation id (or starts one)
+        return _sync(settings, progress, full=True, **kwargs)
+
+
+def sync_incremental(settings: Settings, progress: Progress = lambda stage, n: None, **kwargs) -> SyncReport:
+    """``entra-assets sync``: a delta catch-up through the queue and the worker (``_sync``)."""
+    with run("sync_incremental"):
+        return _sync(settings, progress, full=False, **kwargs)
+
+
+def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backend | None = None,
+          graph: GraphClient | None = None, assets: AssetsClient | None = None,
+          allow_mass_deactivation: bool = False) -> SyncReport:
+    """The timer path (forced), then the worker in-process until the queue holds nothing more. Raises
+    whatever stopped it; queued work then stays queued for the next run. Bad input (settings, a MAPPING_FILE,
+    the import, a scope filter Graph refuses) is refused before anything is queued or written. ``backend``,
+    ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark pass their own to
+    count requests). Departures held back by the guard show in ``report.full.held_back``, types that could
+    not be read in ``report.full.failed``."""
+    started = time.monotonic()
+    options = RunOptions.from_settings(settings, allow_mass_deactivation)  # a bad MAPPING_FILE fails first
+    backend = backend or open_backend(settings)
+    assets = assets or assets_client(settings)
+    assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
+    recover(backend.state, assets, lease_wait=CLI_LEASE_WAIT_SECONDS)  # what a killed run left, before planning
+    tracker = history.StageTracker(backend.state, "cli", "full" if full else "catch-up")
+    progress = history.fanout(progress, tracker)
+    try:
+        progress("Starting", 0)
+        graph = graph or graph_client(settings)
+        scope = None if full else read_scope(graph, options)  # a refused filter queues no catch-up
+        catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph,
+                                               scope)
+        if full:
+            report = SyncReport(_full_run(settings, backend, graph, "cli", options, progress))
+        else:
+            backend.queue.send({"v": 1, "kind": "catchup", "trigger": "cli", "created": time.time()})
+            report = SyncReport(caught_up)
+        while True:
+            pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
+                                 catch_up=catch_up, on_pass=_recorder(settings, backend.state, caught_up),
+                                 after=link_hook(settings), lease_wait=CLI_LEASE_WAIT_SECONDS)
+            report.pushes.append(pushed)
+            if pushed.messages == 0:
+                break
+    finally:
+        tracker.finish()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _full_run(settings: Settings, backend: Backend, graph: GraphClient, trigger: str, options: RunOptions,
+              progress: Progress) -> FullRunResult:
+    """``run_full`` with its queue message stamped for the run history (trigger, producer summary). A run
+    that failed before queuing - which the worker never sees - is recorded here."""
+    started = time.time()
+    try:
+        return run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options,
+                        stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
+    except Exception as error:
+        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), error))
+        raise
+
+
+def _recorder(settings: Settings, state: StateStore, caught_up: FullRunResult):
+    """The worker's ``on_pass``: one history record per pass that handled messages (failed ones included)."""
+    started = time.time()
+
+    def record(pushed: PushResult, error: BaseException | None) -> None:
+        history.append(state, history.pass_record(pushed, started, time.time(), error, caught_up,
+                                                  settings.max_deactivations))
+    return record
+
+
+def preview(settings: Settings, progress: Progress = lambda stage, n: None) -> PreviewReport:
+    """``entra-assets preview``: the full run's plan, nothing written."""
+    backend = open_backend(settings)
+    return run_preview(graph_client(settings), backend.state, RunOptions.from_settings(settings), progress)
