@@ -394,11 +394,6 @@ def configure_export(connection_string: str, *, offline_storage: bool = True,
         return _export
 
 
-def current_export() -> Export | None:
-    """The running export, if any."""
-    return _export
-
-
 def _tracer() -> trace.Tracer:
     return _export.tracer_provider.get_tracer(SERVICE_NAME) if _export else trace.NoOpTracer()
 

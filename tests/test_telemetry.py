@@ -209,7 +209,7 @@ def appinsights(monkeypatch):
         monkeypatch.setenv(name, "true")
     emulator = AppInsightsEmulator().start()
     monkeypatch.setenv(telemetry.CONNECTION_STRING, emulator.connection_string())
-    assert telemetry.current_export() is None
+    assert telemetry._export is None  # no export is running
     export = telemetry.configure_export(emulator.connection_string(), offline_storage=False)
     yield emulator, export
     export.shutdown()
@@ -249,7 +249,7 @@ def test_spans_logs_and_metrics_reach_application_insights(functions, webhook_en
 
 def test_a_bad_connection_string_is_named_not_shown_and_nothing_is_exported(captured):
     assert telemetry.export_from({telemetry.CONNECTION_STRING: "InstrumentationKey=;Secret=hunter2"}) is None
-    assert telemetry.current_export() is None
+    assert telemetry._export is None  # no export is running
     [error] = [r for r in records(captured) if r["level"] == "ERROR"]
     assert telemetry.CONNECTION_STRING in error["message"] and "hunter2" not in captured.getvalue()
     assert telemetry.export_from({}) is None
