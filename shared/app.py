@@ -14,6 +14,13 @@ from shared.clients.assets import AssetsClient
 from shared.clients.graph import GraphClient
 from shared.clients.graph_auth import TokenProvider
 from shared.clients.transport import Transport, http_client
+from shared.contract.messages import (
+    CatchUpMessage,
+    InvalidMessage,
+    LifecycleMessage,
+    RecordsMessage,
+    parse_message,
+)
 from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
 from shared.errors import EntraAssetsError
 from shared.jira_links import link_hook
@@ -138,7 +145,7 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
         ensure_subscriptions(graph_client(settings), backend.state, settings)
     if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
         log.info("full reconciliation not due yet; queuing a delta catch-up")
-        backend.queue.send({"v": 1, "kind": "catchup", "trigger": "timer", "created": now})
+        backend.queue.send(CatchUpMessage(now, "timer").body())
         return None
     recover(backend.state, assets_client(settings))  # what a crashed worker left, before planning
     tracker = history.StageTracker(backend.state, "timer", "full")
@@ -155,10 +162,14 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
 def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     """The worker path for one delivered message: drain, coalesce, push, acknowledge."""
     backend = open_backend(settings)
-    if message.body.get("event") in RESUBSCRIBE and settings.webhook_url:  # lifecycle notification
+    try:
+        delivered = parse_message(message.body)
+    except InvalidMessage as why:  # raised: the host retries it, then moves it to the poison queue
+        raise ValueError(f"queue message {message.id} is not an entra-assets message ({why})") from None
+    if isinstance(delivered, LifecycleMessage) and delivered.event in RESUBSCRIBE and settings.webhook_url:
         ensure_subscriptions(graph_client(settings), backend.state, settings)
-    kind = "full" if message.body.get("kind") == "records" else "catch-up"
-    tracker = history.StageTracker(backend.state, str(message.body.get("trigger") or "unknown"), kind,
+    kind = "full" if isinstance(delivered, RecordsMessage) else "catch-up"
+    tracker = history.StageTracker(backend.state, delivered.trigger, kind,
                                    quiet_for=0.0 if kind == "full" else CATCH_UP_QUIET_SECONDS)
     catch_up, result = catch_up_planner(settings, backend.state, tracker)
     try:
@@ -227,7 +238,7 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
         if full:
             report = SyncReport(_full_run(settings, backend, graph, "cli", options, progress))
         else:
-            backend.queue.send({"v": 1, "kind": "catchup", "trigger": "cli", "created": time.time()})
+            backend.queue.send(CatchUpMessage(time.time(), "cli").body())
             report = SyncReport(caught_up)
         while True:
             pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,

@@ -51,6 +51,7 @@ import orjson
 from shared.clients.assets_objects import USER_ATTRIBUTE_TYPE, ObjectApi
 from shared.clients.jira import PENDING, AccountCache, JiraDirectory, email_key, jira_client, problem
 from shared.clients.transport import RetryPolicy, http_client
+from shared.contract.checkpoints import JIRA_CACHE, JIRA_LOOKUPS, JIRA_UNMATCHED
 from shared.errors import EntraAssetsError, RemoteError
 from shared.records.build import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.records.schema import Attr, ObjectType
@@ -64,8 +65,7 @@ MANAGER_ACCOUNT = Attr("Manager Atlassian Account ID", "managerAtlassianAccountI
                        description="Atlassian account of the user's manager (set by entra-assets)")
 JIRA_USER = "Jira User"
 IDENTITY = "Entra Object ID"
-CACHE, LINKS, PENDING_LINKS = "jira/cache", "jira/links", "jira/pending"
-UNMATCHED, TARGET, LOOKUPS = "jira/unmatched", "jira/target", "jira/lookups"
+LINKS, PENDING_LINKS, TARGET = "jira/links", "jira/pending", "jira/target"  # the after-DONE hook's own state
 UNMATCHED_KIND = "no Jira account with the user's e-mail"
 NOT_LOOKED_UP = "Jira account not looked up yet (lookup budget of the run reached; the next catch-ups do it)"
 DEGRADED = "Jira linking degraded"   # the start of the warning kind of users whose lookup Jira failed
@@ -214,7 +214,7 @@ class AccountLinker:
         remaining = self.directory.remaining()
         if remaining <= 0:
             return
-        self._lookups = orjson.loads(self.state.checkpoint(LOOKUPS) or "[]")
+        self._lookups = orjson.loads(self.state.checkpoint(JIRA_LOOKUPS) or "[]")
         done = self.resolved.keys() | self.settled  # mapped or departed in this catch-up's round
         wanted = [uid for uid in self._lookups if uid not in done][:remaining]
         due: dict[str, str] = {}  # Entra id -> key of its expired cache entry
@@ -271,20 +271,20 @@ class AccountLinker:
         A catch-up that changed nothing returns nothing."""
         out: dict[str, str | None] = {}
         if self.directory.cache.changed:
-            out[CACHE] = self.directory.cache.dump()
+            out[JIRA_CACHE] = self.directory.cache.dump()
         if self.resolved:
             ids = set(self.unmatched_ids)
             if not full:
-                ids |= set(orjson.loads(self.state.checkpoint(UNMATCHED) or "[]")) - self.resolved.keys()
-            out[UNMATCHED] = orjson.dumps(sorted(ids)).decode()
+                ids |= set(orjson.loads(self.state.checkpoint(JIRA_UNMATCHED) or "[]")) - self.resolved.keys()
+            out[JIRA_UNMATCHED] = orjson.dumps(sorted(ids)).decode()
         if full:
-            out[LOOKUPS] = orjson.dumps(sorted(self.waiting)).decode() if self.waiting else None
+            out[JIRA_LOOKUPS] = orjson.dumps(sorted(self.waiting)).decode() if self.waiting else None
         elif self.resolved or self.settled:
-            before = set(orjson.loads(self.state.checkpoint(LOOKUPS) or "[]") if self._lookups is None
+            before = set(orjson.loads(self.state.checkpoint(JIRA_LOOKUPS) or "[]") if self._lookups is None
                          else self._lookups)
             after = (before - self.resolved.keys() - self.settled) | self.waiting
             if after != before:
-                out[LOOKUPS] = orjson.dumps(sorted(after)).decode() if after else None
+                out[JIRA_LOOKUPS] = orjson.dumps(sorted(after)).decode() if after else None
         return out
 
 
@@ -296,7 +296,7 @@ class Linking:
 
     def linker(self, state: StateStore, warnings: Warnings, unmatched: Warnings) -> AccountLinker:
         client = jira_client(self.settings, http_client(30.0))
-        directory = JiraDirectory(client, AccountCache(state.checkpoint(CACHE)), self.settings.jira_lookups_per_run)
+        directory = JiraDirectory(client, AccountCache(state.checkpoint(JIRA_CACHE)), self.settings.jira_lookups_per_run)
         return AccountLinker(directory, state, warnings, unmatched)
 
 
@@ -471,7 +471,7 @@ def link_hook(settings) -> Callable[[dict, Callable[[], None]], LinkOutcome] | N
 def unmatched_ids(state: StateStore) -> list[str]:
     """The object ids (never e-mails) of the users whose e-mail matched no Jira account in the last runs (for
     ``status``). Empty when linking is off or has not run."""
-    return orjson.loads(state.checkpoint(UNMATCHED) or "[]")
+    return orjson.loads(state.checkpoint(JIRA_UNMATCHED) or "[]")
 
 
 def linked_count(state: StateStore) -> int:

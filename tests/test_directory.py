@@ -10,8 +10,8 @@ from sandbox.tools.verify import statuses, verify_directory, verify_users
 from shared.admin.setup import run_setup
 from shared.app import open_backend, preview, sync_full
 from shared.cli import main
+from shared.contract.checkpoints import USERS_DELTA
 from shared.errors import IncompatibleSchema, ScopeError, SettingsError
-from shared.produce.full import USERS_DELTA
 from shared.records.schema import BY_KEY
 from shared.settings import load_settings
 

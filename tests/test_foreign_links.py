@@ -11,8 +11,8 @@ import pytest
 from sandbox.http import serve
 from shared.admin.setup import run_setup
 from shared.app import assets_client, open_backend, sync_full, sync_incremental
+from shared.contract.checkpoints import USERS_DELTA
 from shared.errors import ForeignLink
-from shared.produce.full import USERS_DELTA
 from shared.settings import load_settings
 
 

@@ -10,9 +10,9 @@ from sandbox.graph.directory import UserView
 from sandbox.tools.verify import statuses, verify_directory, verify_users
 from shared.admin.setup import run_setup
 from shared.app import assets_client, catch_up_planner, open_backend, sync_full, sync_incremental
-from shared.deliver import worker
+from shared.contract.checkpoints import USERS_DELTA
+from shared.deliver import push, worker
 from shared.deliver.worker import push_queued
-from shared.produce.full import USERS_DELTA
 from shared.settings import load_settings
 
 
@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_execution_loses_nothing(box, settings, monkeypatch)
     box.tenant.update_user(uid, jobTitle="Survivor")
     link = open_backend(settings).state.checkpoint(USERS_DELTA)
     assets = assets_client(settings)
-    monkeypatch.setattr(worker, "CHUNK_RECORDS", 1)
+    monkeypatch.setattr(push, "CHUNK_RECORDS", 1)
 
     def dies(*args, **kwargs):
         raise RuntimeError("the worker's instance was recycled mid-execution")

@@ -15,7 +15,8 @@ from shared.admin.status import check_all, collect_status
 from shared.admin.status_page import render_html
 from shared.app import open_backend, sync_full, sync_incremental
 from shared.cli import main
-from shared.jira_links import CACHE, DEGRADED, LOOKUPS
+from shared.contract.checkpoints import JIRA_CACHE, JIRA_LOOKUPS
+from shared.jira_links import DEGRADED
 from shared.settings import load_settings
 from shared.store.history import read_runs
 
@@ -89,10 +90,10 @@ def test_a_revoked_token_keeps_every_link_and_pushes_only_real_changes(box, env)
     accounts, links = _attribute(box, "Atlassian Account ID"), _attribute(box, "Jira User")
     assert sum(1 for a in accounts.values() if a) > 50
     state = open_backend(settings).state
-    cache = orjson.loads(state.checkpoint(CACHE))
+    cache = orjson.loads(state.checkpoint(JIRA_CACHE))
     for entry in cache.values():  # months later: every cached answer is due for a new lookup
         entry[1] -= 60 * 24 * 3600
-    state.commit({}, {CACHE: orjson.dumps(cache).decode()})
+    state.commit({}, {JIRA_CACHE: orjson.dumps(cache).decode()})
     box.jira.token = "rotated-token"  # the site user revoked the token the app has
     hire = box.tenant.add_user({"displayName": "New Hire", "userPrincipalName": "new.hire@sandbox.example",
                                 "mail": "new.hire@sandbox.example", "accountEnabled": True})
@@ -103,7 +104,7 @@ def test_a_revoked_token_keeps_every_link_and_pushes_only_real_changes(box, env)
     now = _attribute(box, "Atlassian Account ID")
     assert {u: a for u, a in now.items() if u != hire} == accounts  # nobody's account cleared
     assert {u: a for u, a in _attribute(box, "Jira User").items() if u != hire} == links
-    pending = set(orjson.loads(state.checkpoint(LOOKUPS)))
+    pending = set(orjson.loads(state.checkpoint(JIRA_LOOKUPS)))
     assert hire in pending and len(pending) > 50  # looked up again once Jira answers
     box.jira.token = SITE_TOKEN  # the token the settings hold is valid again
     report = sync_incremental(settings)  # the catch-up does the pending lookups

@@ -21,8 +21,9 @@ from shared.clients.jira import (
     basic_auth,
     jira_client,
 )
+from shared.contract.checkpoints import JIRA_CACHE, JIRA_LOOKUPS
 from shared.errors import SettingsError
-from shared.jira_links import CACHE, LOOKUPS, NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_ids, user_email
+from shared.jira_links import NOT_LOOKED_UP, UNMATCHED_KIND, unmatched_ids, user_email
 from shared.settings import load_settings
 
 
@@ -174,7 +175,7 @@ def test_catch_ups_finish_the_lookups_a_full_run_left(box, tmp_path):
     emails = {e.casefold() for u in box.tenant.users.values() if (e := user_email(u))}
     first = sync_full(settings)
     assert box.jira.searches() == 50 and first.full.warnings.counts[NOT_LOOKED_UP] > 0
-    pending = orjson.loads(open_backend(settings).state.checkpoint(LOOKUPS))
+    pending = orjson.loads(open_backend(settings).state.checkpoint(JIRA_LOOKUPS))
     assert len(pending) == first.full.warnings.counts[NOT_LOOKED_UP]
     mails = [user_email(box.tenant.users[u]).casefold() for u in pending]
     gone = next(u for u, m in zip(pending, mails, strict=True) if mails.count(m) == 1 and sum(
@@ -199,7 +200,7 @@ def test_catch_ups_finish_the_lookups_a_full_run_left(box, tmp_path):
     # The last catch-up found nothing pending: no search, no execution, no stored user read.
     assert searches[-1] == 0 and executions[-1] == 0 and object_writes(box) == []
     assert state.user_ids_read == [] and "user" not in state.hash_reads
-    assert open_backend(settings).state.checkpoint(LOOKUPS) is None
+    assert open_backend(settings).state.checkpoint(JIRA_LOOKUPS) is None
     expected = {uid: expected_account(box, uid) for uid in box.tenant.users}
     for uid, account in expected.items():
         obj = box.assets.find("User", "Entra Object ID", uid)
@@ -226,10 +227,10 @@ def test_catch_ups_check_expired_cache_entries_again(box, settings, monkeypatch)
     assert expected_account(box, newcomer) == joined.account_id
     box.jira.reset_log()
     assert sync_incremental(settings).executions == 0 and box.jira.searches() == 0  # the miss is still fresh
-    cache = orjson.loads(state.checkpoint(CACHE))
+    cache = orjson.loads(state.checkpoint(JIRA_CACHE))
     for entry in cache.values():  # two days later: misses are due again (a day), matches are not (30+ days)
         entry[1] -= 2 * 24 * 3600
-    state.commit({}, {CACHE: orjson.dumps(cache).decode()})
+    state.commit({}, {JIRA_CACHE: orjson.dumps(cache).decode()})
     monkeypatch.setattr(links, "CATCH_UP_LOOKUPS", 20)  # smaller than JIRA_LOOKUPS_PER_RUN (5,000)
     box.assets.reset_log()
     searches, pushed = [], 0
@@ -351,19 +352,19 @@ def _type_id(api: httpx.Client, auth: dict) -> str:
 def test_a_full_run_and_a_catch_up_in_one_pass_keep_each_others_jira_state():
     """The worker coalesces a full run's payload with a catch-up planned from the older state: the account
     cache is merged per key (the catch-up newer), pending and unmatched ids are united, nothing is lost."""
+    from shared.contract.checkpoints import JIRA_CACHE, JIRA_LOOKUPS, JIRA_UNMATCHED
     from shared.deliver.worker import _merge_later
-    from shared.jira_links import CACHE, LOOKUPS, UNMATCHED
 
-    checkpoints = {CACHE: orjson.dumps({"a": ["acc-1", 1.0], "b": ["", 1.0]}).decode(),
-                   LOOKUPS: '["u1", "u3"]', UNMATCHED: '["u5"]', "users/delta": "old-link"}
-    newer = {CACHE: orjson.dumps({"b": ["acc-2", 2.0], "c": ["", 2.0]}).decode(), LOOKUPS: '["u2", "u3"]',
-             UNMATCHED: '["u6"]', "users/delta": "new-link"}
+    checkpoints = {JIRA_CACHE: orjson.dumps({"a": ["acc-1", 1.0], "b": ["", 1.0]}).decode(),
+                   JIRA_LOOKUPS: '["u1", "u3"]', JIRA_UNMATCHED: '["u5"]', "users/delta": "old-link"}
+    newer = {JIRA_CACHE: orjson.dumps({"b": ["acc-2", 2.0], "c": ["", 2.0]}).decode(), JIRA_LOOKUPS: '["u2", "u3"]',
+             JIRA_UNMATCHED: '["u6"]', "users/delta": "new-link"}
     assert list(_merge_later(checkpoints, newer)) == []
-    assert orjson.loads(checkpoints[CACHE]) == {"a": ["acc-1", 1.0], "b": ["acc-2", 2.0], "c": ["", 2.0]}
-    assert orjson.loads(checkpoints[LOOKUPS]) == ["u1", "u2", "u3"]
-    assert orjson.loads(checkpoints[UNMATCHED]) == ["u5", "u6"]
+    assert orjson.loads(checkpoints[JIRA_CACHE]) == {"a": ["acc-1", 1.0], "b": ["acc-2", 2.0], "c": ["", 2.0]}
+    assert orjson.loads(checkpoints[JIRA_LOOKUPS]) == ["u1", "u2", "u3"]
+    assert orjson.loads(checkpoints[JIRA_UNMATCHED]) == ["u5", "u6"]
     assert checkpoints["users/delta"] == "new-link"  # not merged: the catch-up's link is the newer one
-    assert list(_merge_later(checkpoints, {LOOKUPS: None})) == []  # the catch-up found none left: the run's stay
-    assert orjson.loads(checkpoints[LOOKUPS]) == ["u1", "u2", "u3"]
+    assert list(_merge_later(checkpoints, {JIRA_LOOKUPS: None})) == []  # the catch-up found none left: the run's stay
+    assert orjson.loads(checkpoints[JIRA_LOOKUPS]) == ["u1", "u2", "u3"]
     alone: dict = {}
-    assert list(_merge_later(alone, {LOOKUPS: None})) == [] and alone == {LOOKUPS: None}  # no run: as it is
+    assert list(_merge_later(alone, {JIRA_LOOKUPS: None})) == [] and alone == {JIRA_LOOKUPS: None}  # no run: as it is

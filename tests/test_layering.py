@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE = [p for p in ROOT.rglob("*.py")
            if p.relative_to(ROOT).parts[0] not in ("sandbox", "tests", ".venv", "node_modules", "build")]
@@ -29,3 +31,29 @@ def test_nothing_outside_the_sandbox_and_the_tests_imports_the_sandbox():
     offending = [f"{p.relative_to(ROOT)}:{line} imports {name}" for p in OUTSIDE for line, name in _imports(p)
                  if name == "sandbox" or name.startswith("sandbox.")]
     assert offending == []
+
+
+def _package_imports(package: str) -> list[tuple[str, int, str]]:
+    return [(p.relative_to(ROOT).as_posix(), line, name) for p in sorted((ROOT / "shared" / package).rglob("*.py"))
+            for line, name in _imports(p)]
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("produce", ("shared.deliver",)),     # producers and the worker meet only in shared/contract/
+    ("deliver", ("shared.produce",)),
+    ("contract", ("shared.produce", "shared.deliver", "shared.clients", "shared.records")),  # the contract is data
+    ("records", ("shared.produce", "shared.deliver", "shared.clients", "shared.store")),   # pure: no I/O
+])
+def test_the_layers_import_only_downwards(package, forbidden):
+    found = _package_imports(package)
+    assert found, f"shared/{package} has no imports to check"
+    offending = [f"{path}:{line} imports {name}" for path, line, name in found
+                 if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert offending == []
+
+
+def test_the_layer_rule_would_catch_an_import(tmp_path):
+    # The checker itself: an import of the worker from a producer is found.
+    module = tmp_path / "bad.py"
+    module.write_text("from shared.deliver.worker import push_queued\n", encoding="utf-8")
+    assert _imports(module) == [(1, "shared.deliver.worker")]

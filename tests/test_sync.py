@@ -8,10 +8,11 @@ import pytest
 from sandbox.tools.verify import verify_users
 from shared.admin.setup import run_setup
 from shared.app import assets_client, graph_client, open_backend, sync_full
-from shared.deliver import worker
+from shared.contract.checkpoints import USERS_DELTA
+from shared.deliver import drain, push, worker
 from shared.deliver.open_executions import UNKNOWN
 from shared.errors import AssetsTokenError, GraphCredentialsError, GraphPermissionError, ImportSourceError
-from shared.produce.full import USERS_DELTA, run_full
+from shared.produce.full import run_full
 from shared.records.build import USER_SELECT, fold
 from shared.settings import load_settings
 
@@ -83,7 +84,7 @@ def test_exact_requests_reach_the_emulators(box, settings):
     data = [r for r in box.assets.requests if r.path.endswith("/data")]
     assert len(starts) == 1 and len(data) == report.pushes[0].chunks
     assert [r.json["completed"] for r in data] == [False] * (len(data) - 1) + [True]
-    assert all(sum(map(len, r.json["data"].values())) <= worker.CHUNK_RECORDS for r in data)
+    assert all(sum(map(len, r.json["data"].values())) <= push.CHUNK_RECORDS for r in data)
     assert all(r.headers.get("Authorization") == "Bearer sandbox-import-token" for r in box.assets.requests)
 
 
@@ -155,8 +156,8 @@ def test_checkpoints_move_only_after_done(box, settings, monkeypatch):
             raise RuntimeError("worker died mid-execution")
         return real_submit(*args, **kwargs)
     monkeypatch.setattr(assets, "submit", failing_submit)
-    monkeypatch.setattr(worker, "VISIBILITY_SECONDS", 1)
-    monkeypatch.setattr(worker, "CHUNK_RECORDS", 100)  # several chunks, so the second one can fail
+    monkeypatch.setattr(drain, "VISIBILITY_SECONDS", 1)
+    monkeypatch.setattr(push, "CHUNK_RECORDS", 100)  # several chunks, so the second one can fail
     with pytest.raises(RuntimeError):
         worker.push_queued(backend.queue, backend.payloads, backend.state, assets)
     assert box.assets.executions[-1].status == "CANCELLED"

@@ -1,6 +1,7 @@
 """graph_webhook: the pure request handling (shared.produce.notifications) and the HTTP handler against Azurite."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import socket
@@ -52,11 +53,13 @@ def lifecycle_note(event: str, sub: str = USERS_SUB, state: str = SECRET) -> dic
 
 def post(items: list | dict | bytes, *, headers: dict | None = None, subscriptions=SUBS,
          client_state: str | None = SECRET, tenant: str | None = TENANT) -> WebhookOutcome:
+    """The webhook's outcome, its messages as the JSON bodies queued (``message.body()``)."""
     body = items if isinstance(items, bytes) else json.dumps(items if isinstance(items, dict) else {"value": items})
     body = body if isinstance(body, bytes) else body.encode()
-    return handle_notification_request({"code": "function-key"}, JSON if headers is None else headers, body,
-                                       client_state=client_state, subscriptions=subscriptions, tenant=tenant,
-                                       now=NOW)
+    outcome = handle_notification_request({"code": "function-key"}, JSON if headers is None else headers, body,
+                                          client_state=client_state, subscriptions=subscriptions, tenant=tenant,
+                                          now=NOW)
+    return dataclasses.replace(outcome, messages=[m.body() for m in outcome.messages])
 
 
 def uid(n: int) -> str:
@@ -250,8 +253,10 @@ def test_lifecycle_notifications(event):
     outcome = post([lifecycle_note(event), lifecycle_note(event), lifecycle_note(event, sub=GROUPS_SUB)])
     assert outcome.status == 202
     assert outcome.messages == [
-        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": event, "subscription": USERS_SUB, "resource": "users"},
-        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": event, "subscription": GROUPS_SUB, "resource": "groups"}]
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": event, "subscription": USERS_SUB, "resource": "users",
+         "received": NOW},
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": event, "subscription": GROUPS_SUB, "resource": "groups",
+         "received": NOW}]
     assert outcome.counts == {f"lifecycle:{event}": 3, "changes": 0}
 
 
@@ -265,8 +270,9 @@ def test_lifecycle_quirk_payload_and_mixed_request():
     assert outcome.messages == [
         {"v": 1, "kind": "changes", "trigger": "webhook", "received": NOW, "changes": [{"r": "users", "id": uid(1), "c": "updated"}]},
         {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "reauthorizationRequired", "subscription": GROUPS_SUB,
-         "resource": "groups"},
-        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "futureEvent", "subscription": USERS_SUB, "resource": "users"}]
+         "resource": "groups", "received": NOW},
+        {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "futureEvent", "subscription": USERS_SUB, "resource": "users",
+         "received": NOW}]
     assert outcome.counts == {"accepted": 1, "changes": 1, "lifecycle:reauthorizationRequired": 1,
                               "lifecycle:other": 1}
 
@@ -345,6 +351,7 @@ def test_handler_queues_the_changes_and_answers_202(handler, webhook_env):
     assert before <= changes.pop("received") <= time.time()
     cid = changes.pop("cid")  # one correlation id per POST, in every message it queued (shared/telemetry.py)
     assert len(cid) == 16 and lifecycle.pop("cid") == cid
+    assert before <= lifecycle.pop("received") <= time.time()
     assert changes == {"v": 1, "kind": "changes", "trigger": "webhook", "changes": [{"r": "users", "id": uid(1), "c": "deleted"},
                                                               {"r": "groups", "id": uid(2), "c": "deleted"}]}
     assert lifecycle == {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "missed", "subscription": USERS_SUB,

@@ -35,7 +35,7 @@ def graph_webhook(req: func.HttpRequest) -> func.HttpResponse:
                                               subscriptions=backend and subscription_ids(backend.state),
                                               tenant=settings.tenant_id, now=time.time(), cid=current_cid())
         for message in outcome.messages:
-            backend.queue.send(message)
+            backend.queue.send(message.body())
     except Exception as err:  # noqa: BLE001 - whatever failed, nothing may be lost: let Graph retry
         log.error("graph_webhook could not queue notifications (%s); answering 503", type(err).__name__)
         return func.HttpResponse("queue unavailable, retry later", status_code=503, headers={"Retry-After": "10"})

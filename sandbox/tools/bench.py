@@ -161,7 +161,7 @@ def catch_up_strategies(box, env: dict[str, str], changed: int) -> dict[str, tup
     """After ``changed`` users changed, read their fresh state two ways - the stored delta link (what the
     worker does) and per-id reads in ``$batch`` requests of 20 - as (requests, seconds)."""
     from shared.app import open_backend
-    from shared.produce.full import USERS_DELTA
+    from shared.contract.checkpoints import USERS_DELTA
     from shared.records.build import USER_SELECT
     from shared.settings import load_settings
 

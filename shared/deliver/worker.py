@@ -9,37 +9,34 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
 
 from shared import telemetry
-from shared.clients.assets import AssetsClient, Execution
-from shared.contract import PUSHED, Pushed, message_read_time, message_types
-from shared.deliver import follow_ups, open_executions
-from shared.deliver.coalesce import Coalesced, Line, coalesced, merge_checkpoint
+from shared.clients.assets import AssetsClient
+from shared.contract.checkpoints import merge_checkpoint
+from shared.contract.messages import CatchUpRequest, RecordsMessage
+from shared.contract.payload import Line
+from shared.deliver import follow_ups, open_executions, push
+from shared.deliver.coalesce import Coalesced, coalesced
+from shared.deliver.drain import Drained, drain, parsed
+from shared.deliver.freshness import PUSHED, Pushed
 from shared.errors import WriterBusy
 from shared.records.build import Record
-from shared.records.schema import BY_KEY
 from shared.store.ports import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
 
 log = logging.getLogger(__name__)
 
-CHUNK_RECORDS = 500         # public clients use 10-500 per chunk; Assets documents no maximum (reference §4.3)
-CHUNK_BYTES = 2_000_000     # and no byte limit: stay well under any proxy limit
-MAX_MESSAGES = 256          # per execution; the rest waits for the next one
-VISIBILITY_SECONDS = 1800   # drained messages stay invisible while their execution runs
 DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes back after this
 LEASE_POLL_SECONDS = 1.0    # how often a run waiting for the writer lease tries again
 
 Progress = Callable[[str, int], None]
 # A catch-up's plan: its records, and once they are consumed its checkpoints and the ids it read per type.
 CatchUp = Callable[[], tuple[Iterator[Record], dict, dict[str, set[str]]]]
-CATCH_UP_KINDS = ("changes", "lifecycle", "catchup")
 AfterDone = Callable[[StateStore, dict, Callable[[], None]], object]  # (state, pushed records by type, renew)
 
 
@@ -87,7 +84,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     ``after(state, records, renew)`` runs after the commit of every pass (Jira User links, ``shared.jira_links``);
     it must not raise.
     """
-    if trigger is not None and not _valid(trigger):
+    if trigger is not None and parsed(trigger) is None:
         raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
     result, failure = PushResult(), None
     lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
@@ -152,43 +149,20 @@ def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> None:
             sleep(min(LEASE_POLL_SECONDS, wait - waited))
 
 
-def _drain(queue: ChangeQueue, trigger: QueuedMessage | None) -> list[QueuedMessage]:
-    messages = [trigger] if trigger else []
-    while len(messages) < MAX_MESSAGES:
-        batch = queue.receive(max_messages=min(32, MAX_MESSAGES - len(messages)),
-                              visibility_timeout=VISIBILITY_SECONDS)
-        if not batch:
-            break
-        messages.extend(batch)
-    valid = [m for m in messages if _valid(m)]
-    valid.sort(key=lambda m: message_read_time(m.body))  # the queue is not strictly FIFO
-    return valid
-
-
-def _valid(message: QueuedMessage) -> bool:
-    body = message.body
-    kind = body.get("kind") if isinstance(body, dict) else None
-    ok = kind in CATCH_UP_KINDS or (kind == "records" and isinstance(body.get("payload"), str))
-    if not ok:
-        # Left in the queue: after maxDequeueCount deliveries it lands in the poison queue for inspection.
-        log.error("queue message %s is not an entra-assets message; left for the poison queue", message.id)
-    return ok
-
-
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
           progress: Progress, catch_up: CatchUp | None, result: PushResult, after: AfterDone | None = None
           ) -> PushResult:
     """One pass: drain, drop what is superseded, coalesce with the catch-up, push, commit, acknowledge."""
     started = time.monotonic()
-    messages = _drain(queue, trigger)
-    cids, more = _noted(messages, result)
+    drained = drain(queue, trigger)
+    cids, more = _noted(drained, result)
     marks = Pushed.load(state.checkpoint(PUSHED))
-    with_payload = _unsuperseded(queue, payloads, [m for m in messages if m.body["kind"] == "records"], trigger,
-                                 marks, result)
+    with_payload = _unsuperseded(queue, payloads, [d for d in drained if isinstance(d.message, RecordsMessage)],
+                                 trigger, marks, result)
     checkpoints: dict[str, str | None] = {}
     set_aside = Coalesced()
     pending = coalesced(payloads, with_payload, checkpoints, marks, state.read_times, set_aside)
-    if catch_up_ran := any(m.body["kind"] in CATCH_UP_KINDS for m in messages):
+    if catch_up_ran := any(isinstance(d.message, CatchUpRequest) for d in drained):
         if catch_up is None:
             raise ValueError("a catch-up was queued but this worker cannot read Graph")
         planning = time.time()  # its records count as read now: its delta rounds begin after this
@@ -196,24 +170,25 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         pending = itertools.chain(pending, (_as_line(r, planning) for r in planned),
                                   _merge_later(checkpoints, caught_up))
     first = next(pending, None)  # none: nothing to push (e.g. payloads already pushed and deleted)
-    pushed = Outgoing()
+    pushed = push.Outgoing()
     if first is not None:
         _execute(assets, state, itertools.chain([first], pending), result, pushed, renew, progress,
-                 len(messages), cids, more)
+                 f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
+                 + (f" (+{more} more)" if more else ""), cids)
     if catch_up_ran:
         pushed.confirm(seen, planning)  # read unchanged by the catch-up: as current as what it pushed
     result.stale = Counter(set_aside.stale_by_type)
     for name, value in set_aside.older_checkpoints.items():  # under what is stored, or what this pass sets
         checkpoints[name] = merge_checkpoint(name, value, checkpoints.get(name, state.checkpoint(name)))
-    marks.advance(pushed.newest_read(), {t: message_read_time(m.body) for m in with_payload
-                                         for t in message_types(m.body) if t not in pushed.failed})
+    marks.advance(pushed.newest_read(), {t: d.message.read for d in with_payload
+                                         for t in d.message.types if t not in pushed.failed})
     state.commit(pushed.hashes, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()},
                  pushed.records, pushed.read)
     if catch_up_ran:
-        _follow_up(queue, state, messages, pushed, result)
+        _follow_up(queue, state, drained, pushed, result)
     if after is not None:  # after DONE and the commit: a failure there never undoes the execution
         result.links = after(state, pushed.records, renew)
-    _acknowledge(queue, payloads, messages, with_payload, trigger, result)
+    _acknowledge(queue, payloads, drained, with_payload, trigger, result)
     if result.superseded or result.stale or result.leftovers or result.follow_ups:
         log.info("worker pass set aside %d superseded message(s) and %d stale record(s) (%s), swept %d leftover "
                  "payload(s), queued %d notified id(s) for a follow-up catch-up", result.superseded,
@@ -226,142 +201,72 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     return result
 
 
-def _noted(messages: list[QueuedMessage], result: PushResult) -> tuple[list[str], int]:
+def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], result: PushResult,
+             pushed: push.Outgoing, renew: Callable[[], None], progress: Progress, note: str,
+             cids: list[str]) -> None:
+    """``push.execute``, its figures in ``result`` - also when it fails (the run history of a failed pass)."""
+    result.executions = 1
+    try:
+        outcome = push.execute(assets, state, records, pushed, renew, progress, cids, note)
+    finally:
+        result.records, result.by_type, result.chunks = pushed.sent.total(), Counter(pushed.sent), pushed.chunks
+    result.result_counts, result.errors = outcome.counts, outcome.errors
+    result.seconds.update(outcome.seconds)
+
+
+def _noted(drained: list[Drained], result: PushResult) -> tuple[list[str], int]:
     """Count the drained messages and their triggers in ``result``; their correlation ids (and how many more)."""
-    result.messages = len(messages)
-    cids, more = telemetry.carried_cids(m.body for m in messages)  # the notifications and runs coalesced here
-    if messages:
-        log.info("worker drained %d message(s)", len(messages),
-                 extra={"event": "worker.drained", "messages": len(messages), "cids": cids})
-    for message in messages:
-        result.triggers[str(message.body.get("trigger") or "unknown")] += 1
-        if isinstance(message.body.get("summary"), dict):
-            result.summaries.append(message.body["summary"])
+    result.messages = len(drained)
+    cids, more = telemetry.carried_cids(d.queued.body for d in drained)  # the notifications and runs coalesced
+    if drained:
+        log.info("worker drained %d message(s)", len(drained),
+                 extra={"event": "worker.drained", "messages": len(drained), "cids": cids})
+    for d in drained:
+        result.triggers[d.message.trigger] += 1
+        if isinstance(d.message, RecordsMessage) and d.message.summary is not None:
+            result.summaries.append(d.message.summary)
     return cids, more
 
 
-def _follow_up(queue: ChangeQueue, state: StateStore, messages: list[QueuedMessage], pushed: Outgoing,
+def _follow_up(queue: ChangeQueue, state: StateStore, drained: list[Drained], pushed: push.Outgoing,
                result: PushResult) -> None:
     """Queue a later catch-up for the notified ids this one did not see (delta may lag the notification)."""
-    for attempt, changes in follow_ups.missed(messages, pushed.read, state.read_times).items():
-        for body, delay in follow_ups.follow_ups(changes, attempt, time.time()):
-            queue.send(body, delay=delay)
-            result.follow_ups += len(body["changes"])
+    for attempt, changes in follow_ups.missed([d.message for d in drained], pushed.read,
+                                               state.read_times).items():
+        for message, delay in follow_ups.follow_ups(changes, attempt, time.time()):
+            queue.send(message.body(), delay=delay)
+            result.follow_ups += len(message.changes)
 
 
-def _acknowledge(queue: ChangeQueue, payloads: PayloadStore, messages: list[QueuedMessage],
-                 with_payload: list[QueuedMessage], trigger: QueuedMessage | None, result: PushResult) -> None:
+def _acknowledge(queue: ChangeQueue, payloads: PayloadStore, drained: list[Drained],
+                 with_payload: list[Drained], trigger: QueuedMessage | None, result: PushResult) -> None:
     """After the commit: delete the messages and their payloads, and sweep what dead or superseded runs left
     (older than the newest full run just pushed)."""
-    for message in messages:
-        if message is not trigger:  # the Functions host completes the trigger message itself
-            queue.delete(message)
-    for name in {m.body["payload"] for m in with_payload}:
+    for d in drained:
+        if d.queued is not trigger:  # the Functions host completes the trigger message itself
+            queue.delete(d.queued)
+    for name in {d.message.payload for d in with_payload}:
         payloads.delete(name)
-    full_runs = [message_read_time(m.body) for m in with_payload if message_types(m.body)]
+    full_runs = [d.message.read for d in with_payload if d.message.types]
     if full_runs:
         result.leftovers = payloads.sweep(before=max(full_runs))
 
 
-def _unsuperseded(queue: ChangeQueue, payloads: PayloadStore, messages: list[QueuedMessage],
-                  trigger: QueuedMessage | None, marks: Pushed, result: PushResult) -> list[QueuedMessage]:
+def _unsuperseded(queue: ChangeQueue, payloads: PayloadStore, drained: list[Drained],
+                  trigger: QueuedMessage | None, marks: Pushed, result: PushResult) -> list[Drained]:
     """The ``records`` messages that newer full runs have not superseded; the others are acknowledged and their
     payloads deleted at once: what they carry was planned again, from newer data, by a run already pushed."""
     kept = []
-    for message in messages:
-        if not marks.superseded(message_read_time(message.body), message_types(message.body)):
-            kept.append(message)
+    for d in drained:
+        if not marks.superseded(d.message.read, d.message.types):
+            kept.append(d)
             continue
         result.superseded += 1
-        log.info("message %s: its full run was superseded by a newer one already pushed; dropped", message.id)
-        payloads.delete(message.body["payload"])
-        if message is not trigger:
-            queue.delete(message)
+        log.info("message %s: its full run was superseded by a newer one already pushed; dropped", d.queued.id)
+        payloads.delete(d.message.payload)
+        if d.queued is not trigger:
+            queue.delete(d.queued)
     return kept
-
-
-@dataclass
-class Outgoing:
-    """The records sent in one execution, by type and id: their hash, their data (the payload's raw JSON, as
-    ``orjson.Fragment``) and when it was read. Committed once Assets reports DONE, minus the types it reported
-    errors for (``failed``). ``read`` also holds the objects a catch-up read and found unchanged."""
-
-    hashes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    records: dict[str, dict[str, orjson.Fragment]] = field(default_factory=lambda: defaultdict(dict))
-    read: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    failed: set[str] = field(default_factory=set)
-
-    def add(self, line: Line, fragment: orjson.Fragment) -> None:
-        self.hashes[line.type][line.id] = line.hash
-        self.records[line.type][line.id] = fragment
-        self.read[line.type][line.id] = line.read
-
-    def drop(self, type_key: str) -> None:
-        self.failed.add(type_key)
-        for table in (self.hashes, self.records, self.read):
-            table.pop(type_key, None)
-
-    def confirm(self, seen: dict[str, set[str]], read: float) -> None:
-        for type_key, ids in seen.items():
-            times = self.read[type_key]
-            for object_id in ids:
-                times.setdefault(object_id, read)
-
-    def newest_read(self) -> dict[str, float]:
-        return {type_key: max(times.values()) for type_key, times in self.read.items() if times}
-
-
-def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], result: PushResult,
-             pushed: Outgoing, renew: Callable[[], None], progress: Progress, messages: int, cids: list[str],
-             more: int) -> None:
-    """One Assets execution for ``records``: noted as open (``shared.deliver.open_executions``) from before ``start``
-    until the commit; cancelled, and its records marked for comparison, when anything fails before DONE."""
-    assets.ensure_ready()
-    progress("Submitting data", 0)
-    open_executions.note_starting(state)
-    execution = assets.start()
-    open_executions.note_opened(state, execution)
-    result.executions = 1
-    execution_id = _execution_id(execution)
-    span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below
-    log.info("Assets execution %s started for %d message(s); correlation ids: %s%s", execution_id,
-             messages, ", ".join(cids) or "none", f" (+{more} more)" if more else "",
-             extra={"event": "execution.started", "execution": execution_id, "cids": cids})
-    try:
-        sending = time.monotonic()
-        _send(assets, state, execution, records, result, pushed, renew, progress)
-        waiting = time.monotonic()
-        result.seconds["submit"] = waiting - sending
-        progress("Waiting for Assets", result.records)
-        body = assets.wait(execution, tick=renew)
-        result.seconds["wait"] = time.monotonic() - waiting
-    except BaseException as error:
-        telemetry.failed(span, error)
-        assets.cancel(execution)
-        open_executions.abandon(state)  # Assets may have applied some of it: compared again by the next run
-        raise
-    finally:
-        span.end()
-    _read_outcome(body, result, pushed)
-    _log_finished(execution_id, cids, result)
-
-
-def _execution_id(execution: Execution) -> str:
-    """The execution's id from its links (``.../executions/{id}/status``), for logs; "unknown" if absent."""
-    match = re.search(r"/executions/([0-9A-Za-z-]{1,64})/", execution.status)
-    return match.group(1) if match else "unknown"
-
-
-def _log_finished(execution_id: str, cids: list[str], result: PushResult) -> None:
-    """The execution's outcome in counts (Assets' error texts may quote data: only their number is logged)."""
-    counts = result.result_counts
-    log.info("Assets execution %s finished: %d records in %d chunk(s); created %d, updated %d, identical %d; "
-             "%d error(s)", execution_id, result.records, result.chunks, counts["objectsCreated"],
-             counts["objectsUpdated"], counts["objectsIdentical"], len(result.errors),
-             extra={"event": "execution.finished", "execution": execution_id, "cids": cids,
-                    "records": result.records, "errors": len(result.errors)})
-    telemetry.count("entra_assets.records_pushed", result.records)
-    telemetry.count("entra_assets.executions", 1, outcome="errors" if result.errors else "ok")
 
 
 def _as_line(record: Record, read: float) -> Line:
@@ -374,69 +279,3 @@ def _merge_later(checkpoints: dict, newer: dict) -> Iterator[Line]:
     for name, value in newer.items():
         checkpoints[name] = merge_checkpoint(name, checkpoints.get(name), value)
     yield from ()
-
-
-def _send(assets: AssetsClient, state: StateStore, execution: Execution, records: Iterator[Line],
-          result: PushResult, pushed: Outgoing, renew: Callable[[], None], progress: Progress) -> None:
-    """Send records in bounded chunks; one full chunk is held back so that the last one carries
-    ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
-
-    ``pushed`` is filled as records go out: committed once Assets is DONE. The data stays the raw JSON of the
-    payload line (``orjson.Fragment``): a 100,000-user execution then holds ~60 MB, not ~150 MB of dicts, and
-    no record is parsed or serialised again. A record bigger than ``CHUNK_BYTES`` (a group with tens of
-    thousands of members) goes alone. Before a chunk goes out its ids are noted as in flight
-    (``shared.deliver.open_executions``): if this writer dies, the next one knows what Assets may hold."""
-    held: _Chunk | None = None
-    current = _Chunk()
-    for line in records:
-        if current.count and (current.count >= CHUNK_RECORDS or current.size + len(line.data) > CHUNK_BYTES):
-            if held is not None:
-                _submit(assets, state, execution, held, result, completed=False)
-                renew()
-                progress("Submitting data", result.records)
-            held, current = current, _Chunk()
-        fragment = orjson.Fragment(line.data)  # embedded as is in the chunk and in the state's records
-        current.add(line, fragment)
-        pushed.add(line, fragment)
-        result.by_type[line.type] += 1
-        result.records += 1
-    if held is not None:
-        _submit(assets, state, execution, held, result, completed=False)
-    _submit(assets, state, execution, current, result, completed=True)
-
-
-@dataclass
-class _Chunk:
-    """One chunk being filled: its data by selector (as Assets wants it) and its records by type and id."""
-
-    data: dict[str, list] = field(default_factory=dict)
-    records: dict[str, dict[str, bytes]] = field(default_factory=dict)   # by type and id: the record's JSON
-    count: int = 0
-    size: int = 0
-
-    def add(self, line: Line, fragment: orjson.Fragment) -> None:
-        self.data.setdefault(BY_KEY[line.type].selector, []).append(fragment)
-        self.records.setdefault(line.type, {})[line.id] = line.data
-        self.count, self.size = self.count + 1, self.size + len(line.data)
-
-
-def _submit(assets: AssetsClient, state: StateStore, execution: Execution, chunk: _Chunk, result: PushResult,
-            completed: bool) -> None:
-    result.chunks += 1
-    state.note_in_flight(chunk.records)
-    assets.submit(execution, chunk.data, f"chunk-{result.chunks:05d}", completed)
-
-
-def _read_outcome(body: dict, result: PushResult, pushed: Outgoing) -> None:
-    """Counts from the execution result. Types that report errors keep their old hashes, so the next full
-    run pushes their records again instead of believing Assets has them."""
-    progress_result = body.get("progressResult") or {}
-    by_name = {t.name: t.key for t in BY_KEY.values()}
-    for entry in (progress_result.get("objectTypeResultMap") or {}).values():
-        for counter in ("objectsCreated", "objectsUpdated", "objectsIdentical"):
-            result.result_counts[counter] += int(entry.get(counter) or 0)
-        if entry.get("errorMessages"):
-            result.errors.append(f"{entry.get('objectTypeName')}: {entry['errorMessages']}")
-            pushed.drop(by_name.get(entry.get("objectTypeName"), ""))
-    if progress_result.get("errorMessages"):
-        result.errors.append(str(progress_result["errorMessages"]))

@@ -32,12 +32,10 @@ from collections.abc import Iterator
 
 import orjson
 
+from shared.contract.checkpoints import GROUPS_DELTA, NAMES, USERS_DELTA
 from shared.errors import DeltaExpired, ForeignLink, GraphPermissionError, RemoteError
 from shared.jira_links import kept_manager
 from shared.produce.full import (
-    GROUPS_DELTA,
-    NAMES,
-    USERS_DELTA,
     Change,
     FullRunResult,
     Planner,

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 import orjson
 
 from shared.clients.graph import GraphClient
+from shared.contract.checkpoints import GROUPS_DELTA, NAMES, USERS_DELTA
+from shared.contract.messages import RecordsMessage
+from shared.contract.payload import checkpoints_line, record_line
 from shared.errors import (
     EntraAssetsError,
     ForeignLink,
@@ -59,11 +62,7 @@ from shared.store.ports import ChangeQueue, PayloadStore, StateStore
 
 log = logging.getLogger(__name__)
 
-USERS_DELTA = "delta/users"   # checkpoint: the delta link of the last full round of users
-GROUPS_DELTA = "delta/groups"  # checkpoint: the same for groups
-NAMES = "names"               # checkpoint: names chosen for derived objects (JSON)
 LAST_FULL = "full/last"       # scheduling: when the last full run was queued (epoch seconds)
-MESSAGE_VERSION = 1
 SAMPLE = 5
 RELATIVE_GUARD_FLOOR = 10     # MAX_DEACTIVATION_PERCENT holds a run only above this many departures of a type
 EXPAND_LIMIT = 20             # related objects returned by $expand on a list (reference/graph.md §1.5)
@@ -465,18 +464,20 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
 
     def lines() -> Iterator[bytes]:
         for change in changes:
-            yield change.record.line()
+            record = change.record
+            yield record_line(record.type, record.id, record.hash, orjson.dumps(record.data))
         result.seconds["fetch_and_format"] = clock() - started
-        yield orjson.dumps({"checkpoints": checkpoints})
+        yield checkpoints_line(checkpoints)
 
     name = f"full-{result.run_id}.jsonl"
     payloads.write(name, lines())
     result.graph_pages = graph.pages_read - pages_before
     # Queued even when nothing changed: the worker then starts no execution, but commits the checkpoints and
-    # notes that Assets holds these types as of ``read`` (shared.contract), which older payloads must not undo.
-    queue.send({"v": MESSAGE_VERSION, "kind": "records", "payload": name, "records": result.queued,
-                "run": result.run_id, "created": started, "read": started,
-                "types": [k for k in options.type_keys() if k not in result.failed], **stamp(result, started)})
+    # notes that Assets holds these types as of ``read`` (shared.deliver.freshness), which older payloads must
+    # not undo.
+    read_in_full = tuple(k for k in options.type_keys() if k not in result.failed)
+    queue.send(RecordsMessage(name, started, read_in_full, result.run_id, result.queued,
+                              **stamp(result, started)).body())
     result.payload = name
     state.commit({}, {LAST_FULL: repr(started)})
     result.seconds["total"] = clock() - started

@@ -21,15 +21,9 @@ queue; it does no I/O, so the webhook stays a thin adapter and everything here i
   strongest change type; the message is split when its JSON would not fit one queue message. Lifecycle
   notifications (§3.6) become one ``lifecycle`` message each (deduplicated by event and subscription).
 
-Message shapes (``v`` 1)::
-
-    {"v": 1, "kind": "changes", "trigger": "webhook", "received": <now>,
-     "changes": [{"r": "users", "id": "<object id>", "c": "updated"}]}
-    {"v": 1, "kind": "lifecycle", "trigger": "webhook", "event": "missed", "subscription": "<subscription id>",
-     "resource": "users"}
-
-(``trigger`` names the producer in the run history, ``shared/store/history.py``; ``cid``, when given, is the POST's
-correlation id, ``shared/telemetry.py``.)
+The messages are the contract's (``shared.contract.messages``): ``ChangesMessage`` and ``LifecycleMessage``,
+with ``trigger`` "webhook" (the producer, in the run history) and ``cid``, when given, the POST's correlation id
+(``shared/telemetry.py``).
 
 ``counts`` holds only fixed keys (``COUNT_KEYS``), never ids or secrets, so it can be logged as is.
 """
@@ -43,17 +37,15 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.store.ports import RAW_MESSAGE_LIMIT
+from shared.contract.messages import CHANGE_TYPES, ChangesMessage, LifecycleMessage, changes_messages
 
-MESSAGE_VERSION = 1
-TRIGGER = "webhook"  # who queued the message, for the run history
 MAX_TOKEN_CHARS = 1024
 MAX_BODY_BYTES = 1024 * 1024
 TEXT_PLAIN = "text/plain; charset=utf-8"
 RESOURCES = ("users", "groups")
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 # Strongest last: a request saying both "updated" and "deleted" for one object queues "deleted".
-_STRENGTH = {"created": 0, "updated": 1, "deleted": 2}
+_STRENGTH = {change: n for n, change in enumerate(CHANGE_TYPES)}
 # Object ids of users and groups are GUIDs; stay lenient (emulators, future formats) but refuse anything that
 # could smuggle a path, a query or markup into the worker.
 _OBJECT_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
@@ -86,7 +78,7 @@ class WebhookOutcome:
     status: int
     content_type: str = TEXT_PLAIN
     body: str = ""
-    messages: list[dict] = field(default_factory=list)
+    messages: list[ChangesMessage | LifecycleMessage] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
 
@@ -152,11 +144,12 @@ def handle_notification_request(query: Mapping[str, str], headers: Mapping[str, 
     expected = _Expected(client_state.encode("utf-8") if client_state else None, subscriptions,
                          tenant.casefold() if tenant else None)
     changes: dict[tuple[str, str], str] = {}
-    lifecycle: dict[tuple[str, str], dict] = {}
+    lifecycle: dict[tuple[str, str], str | None] = {}   # (event, subscription) -> its resource
     for item in items:
         _one(item, expected, outcome.counts, changes, lifecycle)
-    outcome.messages.extend(change_messages(changes, now, cid))
-    outcome.messages.extend({**m, "cid": cid} if cid else m for m in lifecycle.values())
+    outcome.messages.extend(changes_messages(changes, now, cid))
+    outcome.messages.extend(LifecycleMessage(event, subscription, now, resource, cid=cid)
+                            for (event, subscription), resource in lifecycle.items())
     outcome.counts["changes"] += len(changes)
     return outcome
 
@@ -194,7 +187,7 @@ def _refusal(item: dict, expected: _Expected) -> tuple[str, ...]:
 
 
 def _one(item: object, expected: _Expected, counts: Counter, changes: dict[tuple[str, str], str],
-         lifecycle: dict[tuple[str, str], dict]) -> None:
+         lifecycle: dict[tuple[str, str], str | None]) -> None:
     """Check one notification and record it in ``changes`` or ``lifecycle``, or only count it."""
     if not isinstance(item, dict):
         counts["malformed"] += 1
@@ -211,9 +204,7 @@ def _one(item: object, expected: _Expected, counts: Counter, changes: dict[tuple
             counts["malformed"] += 1
             return
         counts[f"lifecycle:{event}" if event in LIFECYCLE_EVENTS else "lifecycle:other"] += 1
-        lifecycle.setdefault((event, subscription), {"v": MESSAGE_VERSION, "kind": "lifecycle", "trigger": TRIGGER,
-                                                     "event": event, "subscription": subscription,
-                                                     "resource": subscribed})
+        lifecycle.setdefault((event, subscription), subscribed)
         return
 
     verdict, resource, object_id = _resource(item)
@@ -274,37 +265,3 @@ def _change_type(value: object) -> str | None:
         return None
     found = [t for t in (part.strip().casefold() for part in value.split(",")) if t in _STRENGTH]
     return max(found, key=_STRENGTH.__getitem__) if found else None
-
-
-def _dumps(value: object) -> str:
-    # The same encoding as shared.store.ports.encode_message, so sizes measured here are the sizes sent.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def change_messages(changes: dict[tuple[str, str], str], now: float, cid: str | None = None,
-                    attempt: int = 0) -> list[dict]:
-    """``changes`` ({(resource, id): change type}) as as few ``changes`` messages as fit ``RAW_MESSAGE_LIMIT``
-    each (order kept). ``attempt`` > 0 marks a follow-up of notified ids a catch-up did not see
-    (``shared.deliver.follow_ups``)."""
-    if not changes:
-        return []
-    envelope = len(_dumps(_message([], now, cid, attempt)).encode())
-    messages: list[dict] = []
-    batch: list[dict] = []
-    size = envelope
-    for (resource, object_id), change in changes.items():
-        entry = {"r": resource, "id": object_id, "c": change}
-        extra = len(_dumps(entry).encode()) + (1 if batch else 0)  # a comma between entries
-        if batch and size + extra > RAW_MESSAGE_LIMIT:
-            messages.append(_message(batch, now, cid, attempt))
-            batch, size, extra = [], envelope, extra - 1
-        batch.append(entry)
-        size += extra
-    messages.append(_message(batch, now, cid, attempt))
-    return messages
-
-
-def _message(batch: list[dict], now: float, cid: str | None = None, attempt: int = 0) -> dict:
-    message = {"v": MESSAGE_VERSION, "kind": "changes", "trigger": TRIGGER, "received": now, "changes": batch}
-    message |= {"attempt": attempt} if attempt else {}
-    return message | {"cid": cid} if cid else message  # the correlation id (shared/telemetry.py)

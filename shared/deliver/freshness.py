@@ -70,18 +70,3 @@ class Pushed:
         for marks, new in ((self.read, read_by_type), (self.full, full)):
             for type_key, when in new.items():
                 marks[type_key] = max(marks.get(type_key, when), when)
-
-
-def message_read_time(body: Mapping) -> float:
-    """When a message's data was read: its ``read`` field; for messages of older versions, when it was queued."""
-    for key in ("read", "created", "received"):
-        value = body.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
-
-
-def message_types(body: Mapping) -> list[str]:
-    """The object types a ``records`` message's run read in full ([] for messages of older versions)."""
-    types = body.get("types")
-    return [t for t in types if isinstance(t, str)] if isinstance(types, list) else []
