@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import shared.records.mapping_file
+from sandbox.graph.directory import structural
 from shared.records.build import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
@@ -29,7 +30,6 @@ from shared.records.graph_catalogue import (
     Property,
     complex_type,
     entity_type,
-    structural,
 )
 from shared.records.graph_properties import _BAGS, _REFUSED
 from shared.records.mapping_file import load_customization

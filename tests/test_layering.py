@@ -3,6 +3,7 @@ module level or inside a function."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,20 @@ def test_the_layer_rule_would_catch_an_import(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text("from shared.deliver.worker import push_queued\n", encoding="utf-8")
     assert _imports(module) == [(1, "shared.deliver.worker")]
+
+
+PRODUCT = [p for p in OUTSIDE if p.relative_to(ROOT).parts[0] in ("shared", "functions") or p.name == "function_app.py"]
+
+
+def test_every_public_function_and_class_of_shared_is_used_by_the_product():
+    """Issue 10: no public function stays that only the tests or the sandbox use (it belongs there, or goes)."""
+    texts = {p: p.read_text(encoding="utf-8") for p in PRODUCT}
+    unused = []
+    for path in (p for p in PRODUCT if p.relative_to(ROOT).parts[0] == "shared"):
+        for node in ast.parse(texts[path]).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+                word = re.compile(rf"\b{re.escape(node.name)}\b")
+                if len(word.findall(texts[path])) <= 1 and not any(word.search(t) for q, t in texts.items()
+                                                                  if q != path):
+                    unused.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert unused == []

@@ -20,9 +20,8 @@ import re
 import orjson
 from werkzeug.wrappers import Request, Response
 
-from sandbox.graph.directory import GraphError, bad_request, not_found, unknown_property
+from sandbox.graph.directory import GraphError, bad_request, not_found, structural, unknown_property
 from sandbox.tenant.model import Tenant
-from shared.records.graph_catalogue import structural
 
 # Returned without $select: what the tenant stores of an app registration.
 DEFAULT_PROPERTIES = ("id", "appId", "displayName", "createdDateTime", "signInAudience", "publisherDomain",

@@ -10,9 +10,9 @@ of them support ``$filter`` follows the Graph docs' "Supports $filter" notes as 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 from sandbox.graph.odata import FilterError, Predicate, compile_filter
 from sandbox.tenant.model import Change, Tenant
@@ -22,6 +22,12 @@ LIST_PAGE_SIZE = 100             # default page of lists and relationships (refe
 MAX_TOP = 999
 EXPAND_PAGE_SIZE = 100           # a list page with $expand holds at most 100 objects (reference §1.5)
 EXPAND_ITEMS = 20                # an expanded relationship holds at most 20 objects (reference §1.5)
+
+
+@cache
+def structural(name: str) -> Mapping[str, catalogue.Property]:
+    """The properties of the entity type ``name`` that are not relationships (what ``$select`` returns)."""
+    return {n: p for n, p in catalogue.entity_type(name).items() if p.kind != catalogue.NAVIGATION}
 
 
 class GraphError(Exception):
@@ -110,7 +116,7 @@ class Resource:
     @cached_property
     def properties(self) -> tuple[str, ...]:
         """Selectable in lists, delta and single reads: the type's v1.0 properties but the single-only ones."""
-        return tuple(n for n in catalogue.structural(self.type) if n not in self.single_only)
+        return tuple(n for n in structural(self.type) if n not in self.single_only)
 
     @cached_property
     def default(self) -> tuple[str, ...]:
@@ -119,12 +125,12 @@ class Resource:
     @cached_property
     def collections(self) -> frozenset[str]:
         """Properties that are collections (an unset one comes back as [])."""
-        return frozenset(n for n, p in catalogue.structural(self.type).items() if p.collection)
+        return frozenset(n for n, p in structural(self.type).items() if p.collection)
 
     @cached_property
     def filter_types(self) -> dict[str, str]:
         """Filterable property -> its type as ``$filter`` compares it (``String``, ``Collection(String)`` ...)."""
-        return {n: catalogue.structural(self.type)[n].edm for n in self.filterable}
+        return {n: structural(self.type)[n].edm for n in self.filterable}
 
     @cached_property
     def token_properties(self) -> tuple[str, ...]:
@@ -153,7 +159,7 @@ BY_TYPE = {r.type: r for r in RESOURCES.values()}
 LINK_TYPES = {"user": USERS, "group": GROUPS, "device": DEVICES, "orgContact": None}
 ODATA_TYPES = {t: f"#microsoft.graph.{t}" for t in (*LINK_TYPES, "servicePrincipal", "directoryObject")}
 # $select on a directoryObject collection (members, owners ...) may name a property of any type it can hold.
-DIRECTORY_OBJECT_PROPERTIES = frozenset().union(*(catalogue.structural(t) for t in LINK_TYPES))
+DIRECTORY_OBJECT_PROPERTIES = frozenset().union(*(structural(t) for t in LINK_TYPES))
 TYPE_CASTS = {f"microsoft.graph.{t}": t for t in LINK_TYPES}
 
 
@@ -188,7 +194,7 @@ def parse_select(raw: str, res: Resource, *, where: str) -> tuple[str, ...]:
 
 def parse_related_select(raw: str, cast: str | None) -> tuple[str, ...]:
     """``$select`` on a relationship (directoryObjects, or one type after a cast)."""
-    known = catalogue.structural(cast) if cast else DIRECTORY_OBJECT_PROPERTIES
+    known = structural(cast) if cast else DIRECTORY_OBJECT_PROPERTIES
     names = tuple(dict.fromkeys(name.strip() for name in raw.split(",")))
     for name in names:
         if name not in known:

@@ -43,6 +43,7 @@ class Outgoing:
     failed: set[str] = field(default_factory=set)
     sent: Counter = field(default_factory=Counter)   # records sent per type (a record sent twice counts twice)
     chunks: int = 0
+    started: bool = False                            # Assets started the execution
 
     def add(self, line: Line, fragment: orjson.Fragment) -> None:
         self.hashes[line.type][line.id] = line.hash
@@ -83,6 +84,7 @@ def execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], pu
     progress("Submitting data", 0)
     open_executions.note_starting(state)
     execution = assets.start()
+    pushed.started = True
     open_executions.note_opened(state, execution)
     execution_id = _execution_id(execution)
     span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below

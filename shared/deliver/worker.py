@@ -205,10 +205,10 @@ def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], r
              pushed: push.Outgoing, renew: Callable[[], None], progress: Progress, note: str,
              cids: list[str]) -> None:
     """``push.execute``, its figures in ``result`` - also when it fails (the run history of a failed pass)."""
-    result.executions = 1
     try:
         outcome = push.execute(assets, state, records, pushed, renew, progress, cids, note)
     finally:
+        result.executions = int(pushed.started)
         result.records, result.by_type, result.chunks = pushed.sent.total(), Counter(pushed.sent), pushed.chunks
     result.result_counts, result.errors = outcome.counts, outcome.errors
     result.seconds.update(outcome.seconds)

@@ -55,9 +55,3 @@ def entity_type(name: str) -> Mapping[str, Property]:
 def complex_type(name: str) -> Mapping[str, Property]:
     """The sub-properties of the complex type ``name``; KeyError if not held."""
     return _load()[1][name]
-
-
-@cache
-def structural(name: str) -> Mapping[str, Property]:
-    """The properties of the entity type ``name`` that are not relationships (what ``$select`` returns)."""
-    return {n: p for n, p in entity_type(name).items() if p.kind != NAVIGATION}
