@@ -54,23 +54,27 @@ DELETED = "Deleted"
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One Assets entry: object type key, record id (Entra id or folded key), locator data, content hash."""
+    """One Assets entry: object type key, record id (Entra id or folded key), locator data, content hash, and
+    the data as the JSON the hash was taken of (``make_record``; empty for a record built by hand)."""
 
     type: str
     id: str
     data: dict
     hash: str
+    json: bytes = field(default=b"", repr=False, compare=False)
 
     def line(self) -> bytes:
         """The record as one payload line: ``[type, id, hash]``, a tab, then the data as JSON. The worker reads
-        the small head and passes the data on as it is, never parsing it (JSON text holds no raw tab)."""
-        return orjson.dumps([self.type, self.id, self.hash]) + b"\t" + orjson.dumps(self.data)
+        the small head and passes the data on as it is, never parsing it (JSON text holds no raw tab). The
+        JSON is the one the hash was taken of: the data is serialised once per record, not twice."""
+        return orjson.dumps([self.type, self.id, self.hash]) + b"\t" + (self.json or orjson.dumps(self.data))
 
 
 def make_record(type_key: str, record_id: str, data: dict) -> Record:
-    """A record with its content hash: any change of any pushed value changes the hash."""
-    digest = hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
-    return Record(type_key, record_id, data, digest)
+    """A record with its content hash: any change of any pushed value changes the hash. ``data`` must not be
+    changed afterwards (its JSON is kept for the payload line)."""
+    text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    return Record(type_key, record_id, data, hashlib.blake2b(text, digest_size=12).hexdigest(), text)
 
 
 @dataclass
@@ -204,9 +208,15 @@ def _in_scope(ref: str | None, scope: Container[str] | None, unmatched: Warnings
 
 def user_refs(refs: Iterable[str], scope: Container[str] | None, unmatched: Warnings | None, kind: str,
               owner: str) -> list[str]:
-    """The user ids of ``refs`` that are in scope (all when ``scope`` is None), sorted for a stable hash."""
+    """The user ids of ``refs`` that are in scope (all when ``scope`` is None), sorted for a stable hash; each
+    ref outside the scope is counted in ``unmatched``."""
     if scope is None:
         return sorted(set(refs))
+    refs = refs if isinstance(refs, list) else list(refs)
+    if isinstance(scope, (set, frozenset)):
+        inside = scope.intersection(refs)  # a group's members: one C call, not one lookup call per member
+        if len(inside) == len(refs):
+            return sorted(inside)
     return sorted({r for r in refs if _in_scope(r, scope, unmatched, kind, owner)})
 
 
@@ -330,7 +340,7 @@ def deactivated(type_key: str, record_id: str, last: dict | None) -> Record:
     if type_key == "user":
         data["accountEnabled"] = False
     record = make_record(type_key, record_id, data)
-    return Record(record.type, record.id, record.data, "D" + record.hash)
+    return Record(record.type, record.id, record.data, "D" + record.hash, record.json)
 
 
 def is_deactivated(stored_hash: str) -> bool:
