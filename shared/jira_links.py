@@ -3,8 +3,9 @@
 How it fits the pipeline (a deviation from SPEC §5's "the worker resolves": the *producers* resolve):
 1. Where User records are built - the full run's planner and the delta catch-up - each batch of users is
    resolved through a ``JiraDirectory`` (cache + rate-limited searches, ``shared.clients.jira``) *before* mapping, and
-   the pure ``map_user`` gets a plain lookup {Entra id: account id}. ``Atlassian Account ID`` and ``Manager
-   Atlassian Account ID`` are then part of the record and of its hash: a new match changes the hash and is
+   the pure ``shared.records.build.map_user`` gets a plain lookup {Entra id: account id}. ``Atlassian Account
+   ID`` and ``Manager Atlassian Account ID`` (added to User by ``shared.records.schema.with_link_attributes``)
+   are then part of the record and of its hash: a new match changes the hash and is
    pushed by the usual diff; nothing changes, nothing is pushed.
 2. After the execution is DONE, the worker (``apply_links``) sets the Assets *User* attribute ``Jira User``
    through the object API for the users of that execution whose account differs from the link last set (kept
@@ -43,7 +44,7 @@ import logging
 import re
 from collections import ChainMap
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -54,15 +55,11 @@ from shared.clients.transport import RetryPolicy, http_client
 from shared.contract.checkpoints import JIRA_CACHE, JIRA_LOOKUPS, JIRA_UNMATCHED
 from shared.errors import EntraAssetsError, RemoteError
 from shared.records.build import Record, Warnings, clean, is_deactivated, make_record, manager_of
-from shared.records.schema import Attr, ObjectType
+from shared.records.schema import ACCOUNT, MANAGER_ACCOUNT
 from shared.store.ports import StateStore
 
 log = logging.getLogger(__name__)
 
-ACCOUNT = Attr("Atlassian Account ID", "atlassianAccountId",
-               description="Atlassian account whose e-mail matches the user's (set by entra-assets)")
-MANAGER_ACCOUNT = Attr("Manager Atlassian Account ID", "managerAtlassianAccountId",
-                       description="Atlassian account of the user's manager (set by entra-assets)")
 JIRA_USER = "Jira User"
 IDENTITY = "Entra Object ID"
 LINKS, PENDING_LINKS, TARGET = "jira/links", "jira/pending", "jira/target"  # the after-DONE hook's own state
@@ -83,18 +80,6 @@ WRITES_PER_PASS = 2000      # Jira User writes per worker pass; the rest stays p
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def with_link_attributes(types: tuple[ObjectType, ...]) -> tuple[ObjectType, ...]:
-    """``types`` with the two text attributes added to User (before ``Status``). Pure."""
-    out = []
-    for t in types:
-        if t.key == "user" and not any(a.locator == ACCOUNT.locator for a in t.attributes):
-            head = tuple(a for a in t.attributes if a.type != "status")
-            tail = tuple(a for a in t.attributes if a.type == "status")
-            t = replace(t, attributes=(*head, ACCOUNT, MANAGER_ACCOUNT, *tail))
-        out.append(t)
-    return tuple(out)
-
-
 def user_email(user: dict) -> str | None:
     """The e-mail a user is matched by: ``mail`` as the record carries it (cleaned, valid), else None."""
     email = clean(user.get("mail"))
@@ -109,15 +94,6 @@ def degraded(reason: str) -> str:
 def degraded_reason(warnings: Warnings) -> str | None:
     """The linking problem a run's warnings report (``degraded``), as one line without the count, or None."""
     return next((kind for kind in sorted(warnings.counts) if kind.startswith(DEGRADED)), None)
-
-
-def kept_manager(data: dict, last: dict) -> dict:
-    """The manager fields of a catch-up record whose ``manager@delta`` Graph left out (unchanged): as last
-    pushed, the manager's account included when linking is on."""
-    kept = {"managerId": last.get("managerId")}
-    if MANAGER_ACCOUNT.locator in data:
-        kept[MANAGER_ACCOUNT.locator] = last.get(MANAGER_ACCOUNT.locator)
-    return kept
 
 
 class AccountLinker:

@@ -155,3 +155,83 @@ def test_scope_and_departures():
     assert gone.data["name"] == last.data["name"] and is_deactivated(gone.hash) and not is_deactivated(last.hash)
     assert deactivated("user", "u1", last.data).hash == gone.hash  # stable: the next run sees it as pushed
     assert deactivated("group", "g9", None).data == {"id": "g9", "status": "Deleted"}
+
+
+# --- one builder: a record gets its final data and its hash in one step -----------------------------------
+
+_PINNED_USER = {"id": "u1", "displayName": "Ada  Lovelace", "userPrincipalName": "ada@contoso.com",
+                "mail": "ada@contoso.com", "accountEnabled": True, "businessPhones": ["+1 555 0100"],
+                "department": "Sales", "officeLocation": "Seattle HQ", "userType": "Member", "jobTitle": "Engineer\t",
+                "city": "Seattle", "country": "USA", "streetAddress": "1 Main St", "manager@delta": [{"id": "m1"}]}
+
+
+def test_hashes_stay_those_stored_by_earlier_versions():
+    """Stored hashes of every deployment were made by the earlier builder (commit 00af9f2): a change of hash
+    format would make the next full run push every record again."""
+    w = Warnings()
+    assert map_user(_PINNED_USER, w).hash == "592020fa2bd403cca64da4d4"
+    assert map_group({"id": "g1", "displayName": "Eng", "groupTypes": ["Unified"], "mail": "eng@contoso.com"},
+                     ["u1"], ["u2"], w).hash == "d4b28ec289018f967d4ef41d"
+    assert map_device({"id": "d1", "displayName": "LAPTOP", "isCompliant": True, "accountEnabled": False,
+                       "operatingSystem": "Windows"}, ["u1"], w).hash == "3c19c5c802a8e914683c6e8d"
+    assert map_application({"id": "s1", "appId": "a1", "displayName": "App",
+                            "verifiedPublisher": {"displayName": "Pub"}}, [], w).hash == "4ed1e8199c16a53998b56fc7"
+    d = Derived()
+    d.observe(_PINNED_USER, map_user(_PINNED_USER, w))
+    assert [r.hash for r in d.records()] == ["e466cb65ae7bc9d818ba91e7", "5957aff89dc68700b6e7435f",
+                                             "07f6a0c4408eb3bf14938203", "278357d457283eae5c90fac6",
+                                             "b8246fb94a164fe6f8b9d6ba"]
+
+
+def _shaped_types():
+    from shared.records.mapping_file_apply import customize
+    from shared.records.mapping_file_value import CustomAttr, Customization
+    from shared.records.schema import OBJECT_TYPES, with_link_attributes
+
+    c = Customization(attributes={"user": (CustomAttr("Cost Center", "employeeOrgData.costCenter"),)},
+                      renames={"user": {"Mobile Phone": "Mobile"}},
+                      omit={"user": ("Employee Type", "Business Phone"), "department": ("Company",)})
+    return {t.key: t for t in with_link_attributes(customize(OBJECT_TYPES, c))}
+
+
+def test_a_shaped_user_is_built_and_hashed_once_with_its_custom_attributes_and_accounts(monkeypatch):
+    from shared.records import build
+
+    hashed = []
+    real = build.make_record
+    monkeypatch.setattr(build, "make_record", lambda *args: hashed.append(args) or real(*args))
+    types = _shaped_types()
+    user = {"id": "u1", "displayName": "Ada Lovelace", "userPrincipalName": "ada@contoso.com",
+            "mail": "ada@contoso.com", "accountEnabled": True, "businessPhones": ["+1 555 0100"],
+            "department": "Sales", "employeeType": "FTE", "employeeOrgData": {"costCenter": "CC-7"},
+            "manager@delta": [{"id": "m1"}]}
+    record = map_user(user, Warnings(), accounts={"u1": "acc-1", "m1": "acc-m"}, shaped=types["user"])
+    assert len(hashed) == 1
+    assert set(record.data) == {a.locator for a in types["user"].attributes}
+    assert "employeeType" not in record.data and "businessPhone" not in record.data
+    assert record.data["x_employeeOrgData__costCenter"] == "CC-7"
+    assert record.data["atlassianAccountId"] == "acc-1" and record.data["managerAtlassianAccountId"] == "acc-m"
+    assert record.hash == real("user", "u1", dict(record.data)).hash
+    assert record.hash == "c0b038c4e32969e43e5e754f"  # what the earlier rebuild-and-rehash path stored
+
+
+def test_the_default_user_type_carries_no_account_attributes_even_with_accounts():
+    record = map_user(_user(), Warnings(), accounts={"u1": "acc-1"})
+    assert "atlassianAccountId" not in record.data
+    assert set(record.data) == {a.locator for a in BY_KEY["user"].attributes}
+
+
+def test_a_kept_manager_stands_when_graph_left_the_relationship_out():
+    types = _shaped_types()
+    last = {"managerId": "m0", "managerAtlassianAccountId": "acc-m0"}
+    record = map_user(_user(), Warnings(), accounts={"u1": "acc-1", "m0": "acc-new"}, shaped=types["user"], kept=last)
+    assert record.data["managerId"] == "m0" and record.data["managerAtlassianAccountId"] == "acc-m0"
+    assert record.data["atlassianAccountId"] == "acc-1"
+    plain = map_user(_user(**{"manager@delta": [{"id": "m1"}]}), Warnings(), kept={"managerId": "m0"})
+    assert plain.data["managerId"] == "m0"
+
+
+def test_derived_records_are_shaped_by_their_type():
+    records = list(_derive([_user(companyName="Contoso")])[1].records(_shaped_types()))
+    department = next(r for r in records if r.type == "department")
+    assert department.data == {"name": "Sales", "status": "Active"}

@@ -34,7 +34,6 @@ import orjson
 
 from shared.contract.checkpoints import GROUPS_DELTA, NAMES, USERS_DELTA
 from shared.errors import DeltaExpired, ForeignLink, GraphPermissionError, RemoteError
-from shared.jira_links import kept_manager
 from shared.produce.full import (
     Change,
     FullRunResult,
@@ -45,7 +44,7 @@ from shared.produce.full import (
     directory_links,
     object_type_of,
 )
-from shared.records.build import Record, deactivated, is_deactivated, make_record, map_group, map_user
+from shared.records.build import Record, deactivated, is_deactivated, map_group, map_user
 from shared.records.derived import Derived
 
 log = logging.getLogger(__name__)
@@ -125,13 +124,13 @@ class _CatchUp(Planner):
                 if "@removed" in user or (scope is not None and uid not in scope):
                     self._departure("user", uid, last.get(uid), departures)
                     continue
-                record = map_user(user, self.result.warnings, scope, self.result.unmatched, self.accounts)
-                if "manager@delta" not in user and uid in last:  # relationship unchanged: not sent
-                    record = make_record("user", uid, {**record.data, **kept_manager(record.data, last[uid])})
+                kept = last.get(uid) if "manager@delta" not in user else None  # relationship unchanged: not sent
+                record = map_user(user, self.result.warnings, scope, self.result.unmatched, self.accounts,
+                                  shaped=self.types["user"], kept=kept)
                 derived.observe(user, record)
                 self.result.read["user"] += 1
-                yield from self._compare(record, user)
-        for record in derived.records():  # only new derived objects; the full run keeps aggregates current
+                yield from self._compare(record)
+        for record in derived.records(self.types):  # only new derived objects; the full run keeps aggregates current
             if record.id not in self.hashes[record.type]:
                 yield from self._compare(record)
         self.checkpoints[USERS_DELTA] = round_.delta_link
@@ -171,9 +170,9 @@ class _CatchUp(Planner):
             members = {m: t for m, t in before.items() if m not in removed.get(gid, ())} | added.get(gid, {})
             owners = directory_links(list(self.graph.objects(f"groups/{gid}/owners", {"$select": "id", "$top": "999"})))
             record = map_group(group, self._refs(members.items(), "member", gid), self._refs(owners, "owner", gid),
-                               self.result.warnings)
+                               self.result.warnings, shaped=self.types["group"])
             self.result.read["group"] += 1
-            yield from self._compare(record, group)
+            yield from self._compare(record)
         self.checkpoints[GROUPS_DELTA] = round_.delta_link
 
 

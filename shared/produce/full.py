@@ -37,7 +37,7 @@ from shared.errors import (
     ScopeError,
     TypesNotRead,
 )
-from shared.jira_links import Linking, linking_for, with_link_attributes
+from shared.jira_links import Linking, linking_for
 from shared.records.build import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
@@ -47,7 +47,6 @@ from shared.records.build import (
     Warnings,
     deactivated,
     is_deactivated,
-    make_record,
     map_application,
     map_device,
     map_group,
@@ -55,8 +54,8 @@ from shared.records.build import (
     user_refs,
 )
 from shared.records.derived import Derived
-from shared.records.mapping_file_apply import customize, extract, graph_select, load_customization
-from shared.records.schema import BY_KEY, OBJECT_TYPES, ObjectType
+from shared.records.mapping_file_apply import customize, graph_select, load_customization
+from shared.records.schema import BY_KEY, OBJECT_TYPES, ObjectType, with_link_attributes
 from shared.settings import SYNCABLE_TYPES, Settings
 from shared.store.ports import ChangeQueue, PayloadStore, StateStore
 
@@ -207,12 +206,6 @@ def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
     return with_link_attributes(types) if settings.jira_enabled else types
 
 
-def shape(record: Record, raw: dict, object_type: ObjectType) -> Record:
-    """``record`` as a customised type wants it: omitted attributes dropped, custom ones read from ``raw``."""
-    data = {a.locator: extract(raw, a) if a.source else record.data.get(a.locator) for a in object_type.attributes}
-    return make_record(record.type, record.id, data)
-
-
 def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
     """True when no full run was queued within ``interval_hours``."""
     last = state.checkpoint(LAST_FULL)
@@ -249,7 +242,6 @@ class Planner:
         self.result, self.progress = result, progress
         self.keys = options.type_keys()
         self.types = {t.key: t for t in options.types}
-        self.custom = {k for k, t in self.types.items() if t != BY_KEY[k]}
         self.hashes = _StoredHashes(state)
         self.seen: dict[str, set[str]] = defaultdict(set)
         self.users_in_scope: set[str] | None = None  # filled once users are read (None: users not synced)
@@ -292,9 +284,8 @@ class Planner:
     def _select(self, key: str, defaults: list[str]) -> list[str]:
         return defaults + [p for p in graph_select(self.types[key]) if p not in defaults]
 
-    def _compare(self, record: Record, raw: dict | None = None) -> Iterator[Change]:
-        if record.type in self.custom:
-            record = shape(record, raw or {}, self.types[record.type])
+    def _compare(self, record: Record) -> Iterator[Change]:
+        """``record`` (built as its type is shaped: ``shared.records.build``) as a change, unless unchanged."""
         self.seen[record.type].add(record.id)
         stored = self.hashes[record.type].get(record.id)
         if stored == record.hash:
@@ -314,15 +305,15 @@ class Planner:
         for user in users:
             if "@removed" in user or (scope is not None and user["id"] not in scope):
                 continue  # gone or out of scope: a departure if it was pushed before
-            record = map_user(user, result.warnings, scope, result.unmatched, self.accounts)
+            record = map_user(user, result.warnings, scope, result.unmatched, self.accounts, shaped=self.types["user"])
             derived.observe(user, record)
             self.users_in_scope.add(record.id)
             result.read["user"] += 1
             if result.read["user"] % 5000 == 0:
                 self.progress("Fetching users", result.read["user"])
-            yield from self._compare(record, user)
+            yield from self._compare(record)
         self.progress("Formatting data", result.read["user"])
-        for record in derived.records():
+        for record in derived.records(self.types):
             yield from self._compare(record)
         self.checkpoints[USERS_DELTA] = round_.delta_link
         self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
@@ -373,9 +364,10 @@ class Planner:
             if "group" in members[gid].values():
                 self.result.warnings.add("nested group member (its members are not expanded)", gid)
             record = map_group(group, self._refs(members.pop(gid).items(), "member", gid),
-                               self._refs(owners.get(gid, ()), "owner", gid), self.result.warnings)
+                               self._refs(owners.get(gid, ()), "owner", gid), self.result.warnings,
+                               shaped=self.types["group"])
             self.result.read["group"] += 1
-            yield from self._compare(record, group)
+            yield from self._compare(record)
         self.checkpoints[GROUPS_DELTA] = round_.delta_link
 
     def _expanded(self, obj: dict, resource: str, relation: str) -> list[tuple[str, str]]:
@@ -393,7 +385,7 @@ class Planner:
             owners = self._refs(self._expanded(device, "devices", "registeredOwners"), "registered owner",
                                 device["id"])
             self.result.read["device"] += 1
-            yield from self._compare(map_device(device, owners, self.result.warnings), device)
+            yield from self._compare(map_device(device, owners, self.result.warnings, shaped=self.types["device"]))
 
     def _applications(self) -> Iterator[Change]:
         self.progress("Fetching applications", 0)
@@ -401,7 +393,8 @@ class Planner:
         for sp in self.graph.objects("servicePrincipals", {"$select": select, "$expand": "owners", "$top": "999"}):
             owners = self._refs(self._expanded(sp, "servicePrincipals", "owners"), "owner", sp["id"])
             self.result.read["application"] += 1
-            yield from self._compare(map_application(sp, owners, self.result.warnings), sp)
+            yield from self._compare(map_application(sp, owners, self.result.warnings,
+                                                     shaped=self.types["application"]))
 
     def _departures(self) -> Iterator[Change]:
         """Objects pushed before, now gone or out of scope and not yet marked Deleted (none of a type that

@@ -13,10 +13,23 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import orjson
 
-from shared.records.schema import TEXT_LIMIT
+from shared.records.mapping_file_apply import extract
+from shared.records.schema import (
+    ACCOUNT,
+    APPLICATION,
+    BY_KEY,
+    DEVICE,
+    GROUP,
+    MANAGER_ACCOUNT,
+    TEXT_LIMIT,
+    USER,
+    Attr,
+    ObjectType,
+)
 
 # Properties read from Graph for users: what the schema needs, plus `manager` for relationship tracking.
 USER_SELECT = ["id", "displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle",
@@ -41,23 +54,27 @@ DELETED = "Deleted"
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One Assets entry: object type key, record id (Entra id or folded key), locator data, content hash."""
+    """One Assets entry: object type key, record id (Entra id or folded key), locator data, content hash, and
+    the data as the JSON the hash was taken of (``make_record``; empty for a record built by hand)."""
 
     type: str
     id: str
     data: dict
     hash: str
+    json: bytes = field(default=b"", repr=False, compare=False)
 
     def line(self) -> bytes:
         """The record as one payload line: ``[type, id, hash]``, a tab, then the data as JSON. The worker reads
-        the small head and passes the data on as it is, never parsing it (JSON text holds no raw tab)."""
-        return orjson.dumps([self.type, self.id, self.hash]) + b"\t" + orjson.dumps(self.data)
+        the small head and passes the data on as it is, never parsing it (JSON text holds no raw tab). The
+        JSON is the one the hash was taken of: the data is serialised once per record, not twice."""
+        return orjson.dumps([self.type, self.id, self.hash]) + b"\t" + (self.json or orjson.dumps(self.data))
 
 
 def make_record(type_key: str, record_id: str, data: dict) -> Record:
-    """A record with its content hash: any change of any pushed value changes the hash."""
-    digest = hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
-    return Record(type_key, record_id, data, digest)
+    """A record with its content hash: any change of any pushed value changes the hash. ``data`` must not be
+    changed afterwards (its JSON is kept for the payload line)."""
+    text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    return Record(type_key, record_id, data, hashlib.blake2b(text, digest_size=12).hexdigest(), text)
 
 
 @dataclass
@@ -119,16 +136,38 @@ _USER_TEXT = (("upn", "userPrincipalName", "User Principal Name"), ("givenName",
               ("company", "companyName", "Company"), ("department", "department", "Department"),
               ("officeLocation", "officeLocation", "Office Location"), ("mobilePhone", "mobilePhone", "Mobile Phone"),
               ("userType", "userType", "User Type"))
+_DEVICE_TEXT = (("deviceId", "deviceId", "Device ID"), ("operatingSystem", "operatingSystem", "Operating System"),
+                ("osVersion", "operatingSystemVersion", "OS Version"), ("trustType", "trustType", "Trust Type"))
+_APPLICATION_TEXT = (("appId", "appId", "App ID"), ("publisherTenantId", "appOwnerOrganizationId", "Publisher Tenant ID"),
+                     ("servicePrincipalType", "servicePrincipalType", "Service Principal Type"))
+
+
+def _texts(data: dict, raw: dict, fields: tuple[tuple[str, str, str], ...], warnings: Warnings, object_id: str) -> None:
+    """``clean`` of each (record key, Graph property, attribute) into ``data``. The usual value - a short,
+    printable string without double spaces - is only stripped here: this loop runs for every text attribute
+    of every object, and a call of ``clean`` per value was a tenth of a full run's CPU."""
+    get = raw.get
+    for key, graph_key, attribute in fields:
+        value = get(graph_key)
+        if value is not None:
+            if value.__class__ is str and len(value) <= TEXT_LIMIT and value.isprintable() and "  " not in value:
+                value = value.strip() or None
+            else:
+                value = clean(value, warnings, object_id, attribute)
+        data[key] = value
 
 
 def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None,
-             unmatched: Warnings | None = None, accounts: Mapping[str, str | None] | None = None) -> Record:
-    """One Graph user (delta JSON) as a User record. Never raises on odd values; fixes are counted.
+             unmatched: Warnings | None = None, accounts: Mapping[str, str | None] | None = None, *,
+             shaped: ObjectType = USER, kept: Mapping[str, object] | None = None) -> Record:
+    """One Graph user (delta JSON) as the User record of the ``shaped`` object type (``Shape``), hashed once.
+    Never raises on odd values; fixes are counted.
 
     With a ``scope`` (the ids of the users in scope), a manager outside it is left empty and counted in
     ``unmatched``: Assets would otherwise link to a stale object, or to nothing, depending on history.
-    With ``accounts`` (Jira linking on: Entra user id -> Atlassian account id, ``shared.jira_links``), the record
-    also carries the user's and the manager's account ids.
+    ``accounts`` (Entra user id -> Atlassian account id, ``shared.jira_links``) fills the account attributes when
+    ``shaped`` has them (Jira linking on). ``kept``: the record last pushed, whose manager (and manager's
+    account) stands when Graph left ``manager@delta`` out (a catch-up: the relationship did not change).
     """
     uid = user["id"]
     name = clean(user.get("displayName"), warnings, uid, "Name")
@@ -139,22 +178,23 @@ def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None
     if email and not _EMAIL.match(email):
         warnings.add("e-mail not valid (left empty)", uid)
         email = None
-    phones = user.get("businessPhones") or []
-    enabled = user.get("accountEnabled")
     data = {"id": uid, "name": name, "email": email}
-    for key, graph_key, attribute in _USER_TEXT:  # a loop, not 11 calls through a lambda: the hot path
-        value = user.get(graph_key)
-        data[key] = None if value is None else clean(value, warnings, uid, attribute)
-    data |= {
-        "managerId": _in_scope(manager_of(user), scope, unmatched, "manager outside the scope", uid),
-        "businessPhone": clean(phones[0], warnings, uid, "Business Phone") if phones else None,
-        "accountEnabled": bool(enabled) if enabled is not None else None, "status": _status(enabled),
-    }
-    if accounts is not None:
-        manager = data["managerId"]
-        data["atlassianAccountId"] = accounts.get(uid)
-        data["managerAtlassianAccountId"] = accounts.get(manager) if manager else None
-    return make_record("user", uid, data)
+    _texts(data, user, _USER_TEXT, warnings, uid)
+    phones = user.get("businessPhones")
+    enabled = user.get("accountEnabled")
+    manager = kept.get("managerId") if kept is not None else \
+        _in_scope(manager_of(user), scope, unmatched, "manager outside the scope", uid)
+    data["managerId"] = manager
+    data["businessPhone"] = clean(phones[0], warnings, uid, "Business Phone") if phones else None
+    data["accountEnabled"] = None if enabled is None else bool(enabled)
+    data["status"] = "Disabled" if enabled is False else "Active"
+    shape = Shape.of(shaped)
+    if shape.accounts:
+        lookup = accounts or {}
+        data[ACCOUNT.locator] = lookup.get(uid)
+        data[MANAGER_ACCOUNT.locator] = kept.get(MANAGER_ACCOUNT.locator) if kept is not None else \
+            lookup.get(manager) if manager else None
+    return shape.record("user", uid, data, user)
 
 
 def _in_scope(ref: str | None, scope: Container[str] | None, unmatched: Warnings | None, kind: str,
@@ -168,7 +208,15 @@ def _in_scope(ref: str | None, scope: Container[str] | None, unmatched: Warnings
 
 def user_refs(refs: Iterable[str], scope: Container[str] | None, unmatched: Warnings | None, kind: str,
               owner: str) -> list[str]:
-    """The user ids of ``refs`` that are in scope (all when ``scope`` is None), sorted for a stable hash."""
+    """The user ids of ``refs`` that are in scope (all when ``scope`` is None), sorted for a stable hash; each
+    ref outside the scope is counted in ``unmatched``."""
+    if scope is None:
+        return sorted(set(refs))
+    refs = refs if isinstance(refs, list) else list(refs)
+    if isinstance(scope, (set, frozenset)):
+        inside = scope.intersection(refs)  # a group's members: one C call, not one lookup call per member
+        if len(inside) == len(refs):
+            return sorted(inside)
     return sorted({r for r in refs if _in_scope(r, scope, unmatched, kind, owner)})
 
 
@@ -180,11 +228,11 @@ def _bool(value: object) -> bool | None:
     return bool(value) if value is not None else None
 
 
-def map_group(group: dict, members: list[str], owners: list[str], warnings: Warnings) -> Record:
-    """One Graph group (delta JSON, ``members@delta`` already merged by the caller) as a Group record.
-
-    ``members`` and ``owners`` are the user ids to link (the caller drops non-users and users out of scope).
-    """
+def map_group(group: dict, members: list[str], owners: list[str], warnings: Warnings, *,
+              shaped: ObjectType = GROUP) -> Record:
+    """One Graph group (delta JSON, ``members@delta`` already merged by the caller) as the Group record of the
+    ``shaped`` type. ``members`` and ``owners`` are the user ids to link (the caller drops non-users and users
+    out of scope)."""
     gid = group["id"]
     c = lambda key, attr: clean(group.get(key), warnings, gid, attr)
     email = c("mail", "Email")
@@ -194,40 +242,93 @@ def map_group(group: dict, members: list[str], owners: list[str], warnings: Warn
         "groupTypes": clean(", ".join(group.get("groupTypes") or ())), "securityEnabled": _bool(group.get("securityEnabled")),
         "mailEnabled": _bool(group.get("mailEnabled")), "members": members, "owners": owners, "status": "Active",
     }
-    return make_record("group", gid, data)
+    return Shape.of(shaped).record("group", gid, data, group)
 
 
-def map_device(device: dict, owners: list[str], warnings: Warnings) -> Record:
-    """One Graph device as a Device record; ``owners`` are the registered owners' user ids in scope."""
+def map_device(device: dict, owners: list[str], warnings: Warnings, *, shaped: ObjectType = DEVICE) -> Record:
+    """One Graph device as the Device record of the ``shaped`` type; ``owners`` are the registered owners'
+    user ids in scope."""
     did = device["id"]
-    c = lambda key, attr: clean(device.get(key), warnings, did, attr)
-    data = {
-        "id": did, "name": c("displayName", "Name") or did, "deviceId": c("deviceId", "Device ID"),
-        "operatingSystem": c("operatingSystem", "Operating System"),
-        "osVersion": c("operatingSystemVersion", "OS Version"), "trustType": c("trustType", "Trust Type"),
-        "compliant": _bool(device.get("isCompliant")), "managed": _bool(device.get("isManaged")),
-        "accountEnabled": _bool(device.get("accountEnabled")),
-        "lastSignIn": clean(device.get("approximateLastSignInDateTime")), "registeredOwners": owners,
-        "status": _status(device.get("accountEnabled")),
-    }
-    return make_record("device", did, data)
+    enabled = device.get("accountEnabled")
+    data = {"id": did, "name": clean(device.get("displayName"), warnings, did, "Name") or did}
+    _texts(data, device, _DEVICE_TEXT, warnings, did)
+    compliant, managed = device.get("isCompliant"), device.get("isManaged")
+    data["compliant"] = None if compliant is None else bool(compliant)
+    data["managed"] = None if managed is None else bool(managed)
+    data["accountEnabled"] = None if enabled is None else bool(enabled)
+    data["lastSignIn"] = clean(device.get("approximateLastSignInDateTime"))
+    data["registeredOwners"] = owners
+    data["status"] = "Disabled" if enabled is False else "Active"
+    return Shape.of(shaped).record("device", did, data, device)
 
 
-def map_application(sp: dict, owners: list[str], warnings: Warnings) -> Record:
-    """One Graph service principal (an enterprise application) as an Application record. The publisher is the
-    verified publisher's name (null for an app whose publisher is not verified, and for Microsoft's own)."""
+def map_application(sp: dict, owners: list[str], warnings: Warnings, *, shaped: ObjectType = APPLICATION) -> Record:
+    """One Graph service principal (an enterprise application) as the Application record of the ``shaped``
+    type. The publisher is the verified publisher's name (null for an app whose publisher is not verified, and
+    for Microsoft's own)."""
     sid = sp["id"]
-    c = lambda key, attr: clean(sp.get(key), warnings, sid, attr)
     publisher = sp.get("verifiedPublisher") or {}
-    data = {
-        "id": sid, "name": c("displayName", "Name") or clean(sp.get("appId")) or sid, "appId": c("appId", "App ID"),
-        "publisher": clean(publisher.get("displayName"), warnings, sid, "Publisher"),
-        "publisherTenantId": c("appOwnerOrganizationId", "Publisher Tenant ID"),
-        "servicePrincipalType": c("servicePrincipalType", "Service Principal Type"),
-        "accountEnabled": _bool(sp.get("accountEnabled")), "owners": owners,
-        "status": _status(sp.get("accountEnabled")),
-    }
-    return make_record("application", sid, data)
+    data = {"id": sid, "name": clean(sp.get("displayName"), warnings, sid, "Name") or clean(sp.get("appId")) or sid}
+    _texts(data, sp, _APPLICATION_TEXT[:1], warnings, sid)
+    data["publisher"] = clean(publisher.get("displayName"), warnings, sid, "Publisher")
+    _texts(data, sp, _APPLICATION_TEXT[1:], warnings, sid)
+    data["accountEnabled"] = _bool(sp.get("accountEnabled"))
+    data["owners"] = owners
+    data["status"] = _status(sp.get("accountEnabled"))
+    return Shape.of(shaped).record("application", sid, data, sp)
+
+
+def derived_record(type_key: str, record_id: str, data: dict, shaped: ObjectType | None = None) -> Record:
+    """A derived object's record (``shared.records.derived``) as the ``shaped`` type has it (the default type
+    when None). Derived objects have no Graph object: an added attribute has no value."""
+    return Shape.of(shaped or BY_KEY[type_key]).record(type_key, record_id, data, {})
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How one object type, as the MAPPING_FILE (omissions, added attributes) and Jira linking (the account
+    attributes) shaped it, differs from the data the ``map_*`` functions build for the default type.
+
+    ``record`` applies it and hashes the result: the one step where a record gets its final data and its
+    hash. The hash covers exactly the type's attributes, whatever the order of the data's keys, so a type
+    that nothing customised hashes as before, and so does one shaped by a MAPPING_FILE."""
+
+    type: ObjectType
+    accounts: bool = False                 # User with the Atlassian account attributes
+    omitted: tuple[str, ...] = ()          # default locators the type does not have
+    added: tuple[Attr, ...] = ()           # attributes read from the raw Graph object (``source``)
+    empty: tuple[str, ...] = ()            # other locators of the type that nothing fills: sent empty
+
+    _cache: ClassVar[dict[int, Shape]] = {}
+
+    @classmethod
+    def of(cls, object_type: ObjectType) -> Shape:
+        """The shape of ``object_type``, worked out once per type object (a run passes the same one for
+        every record)."""
+        shape = cls._cache.get(id(object_type))
+        if shape is not None and shape.type is object_type:
+            return shape
+        if len(cls._cache) > 256:  # types built by tests and reloaded settings: keep the cache small
+            cls._cache.clear()
+        default = [a.locator for a in BY_KEY[object_type.key].attributes]
+        locators = [a.locator for a in object_type.attributes]
+        accounts = object_type.key == "user" and ACCOUNT.locator in locators
+        filled = {*default, *((ACCOUNT.locator, MANAGER_ACCOUNT.locator) if accounts else ())}
+        added = tuple(a for a in object_type.attributes if a.source)
+        shape = cls(object_type, accounts, tuple(x for x in default if x not in locators), added,
+                    tuple(x for x in locators if x not in filled and not any(a.locator == x for a in added)))
+        cls._cache[id(object_type)] = shape
+        return shape
+
+    def record(self, type_key: str, record_id: str, data: dict, raw: dict) -> Record:
+        """``data`` (as ``map_*`` built it, account attributes included) shaped and hashed."""
+        for locator in self.omitted:
+            del data[locator]
+        for attr in self.added:
+            data[attr.locator] = extract(raw, attr)
+        for locator in self.empty:
+            data[locator] = None
+        return make_record(type_key, record_id, data)
 
 
 def deactivated(type_key: str, record_id: str, last: dict | None) -> Record:
@@ -239,7 +340,7 @@ def deactivated(type_key: str, record_id: str, last: dict | None) -> Record:
     if type_key == "user":
         data["accountEnabled"] = False
     record = make_record(type_key, record_id, data)
-    return Record(record.type, record.id, record.data, "D" + record.hash)
+    return Record(record.type, record.id, record.data, "D" + record.hash, record.json)
 
 
 def is_deactivated(stored_hash: str) -> bool:

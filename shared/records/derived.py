@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import pycountry
 
-from shared.records.build import Record, clean, fold, make_record
-from shared.records.schema import TEXT_LIMIT
+from shared.records.build import Record, clean, derived_record, fold
+from shared.records.schema import TEXT_LIMIT, ObjectType
 
 # Country spellings pycountry does not know (it knows names, official names and alpha-2/alpha-3 codes).
 _COUNTRY_ALIASES = {"uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "great britain": "GB",
@@ -113,20 +113,24 @@ class Derived:
             out.setdefault(type_key, {}).setdefault(key, _most_common(variants))
         return out
 
-    def records(self) -> Iterator[Record]:
-        """The derived records, once every user has been observed."""
+    def records(self, types: Mapping[str, ObjectType] | None = None) -> Iterator[Record]:
+        """The derived records, once every user has been observed, as ``types`` (by key: the object types as
+        the MAPPING_FILE shaped them) have them; the default types for those ``types`` does not name."""
+        types = types or {}
         names = self.chosen_names()
         for (type_key, key), _ in sorted(self._variants.items()):
             name = names[type_key][key]
             if type_key == "department":
-                yield make_record("department", key, {"name": name, "company": _most_common(self._company[key]),
-                                                      "status": "Active"})
+                yield derived_record("department", key, {"name": name, "company": _most_common(self._company[key]),
+                                                         "status": "Active"}, types.get("department"))
             else:
-                yield make_record("office", key, {"name": name, "status": "Active",
-                                                  "addressKey": _most_common(self._office_address[key])})
+                yield derived_record("office", key, {"name": name, "status": "Active",
+                                                     "addressKey": _most_common(self._office_address[key])},
+                                     types.get("office"))
         for key, data in sorted(self._addresses.items()):
-            yield make_record("address", key, {**data, "status": "Active"})
+            yield derived_record("address", key, {**data, "status": "Active"}, types.get("address"))
         for key, data in sorted(self._cities.items()):
-            yield make_record("city", key, {**data, "status": "Active"})
+            yield derived_record("city", key, {**data, "status": "Active"}, types.get("city"))
         for name, code in sorted(self._countries.items()):
-            yield make_record("country", fold(name), {"name": name, "code": code or None, "status": "Active"})
+            yield derived_record("country", fold(name), {"name": name, "code": code or None, "status": "Active"},
+                                 types.get("country"))

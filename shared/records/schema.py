@@ -8,7 +8,7 @@ Document format 2023_10_19: https://developer.atlassian.com/cloud/assets/imports
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SCHEMA_VERSION_URL = "https://api.atlassian.com/jsm/assets/imports/external/schema/versions/2023_10_19"
 STATUSES = (("Active", "active", "The account exists and is enabled"),
@@ -180,6 +180,26 @@ COUNTRY = ObjectType("country", "Country", "countries", "Countries of users", (
 # Order matters for readability only: Assets resolves references after all objects of an execution exist.
 OBJECT_TYPES: tuple[ObjectType, ...] = (USER, GROUP, DEVICE, APPLICATION, DEPARTMENT, OFFICE, ADDRESS, CITY, COUNTRY)
 BY_KEY = {t.key: t for t in OBJECT_TYPES}
+
+
+# Jira user links (SPEC §5, ``shared.jira_links``): with linking on, User carries the Atlassian account ids of
+# the user and of the manager as text attributes, part of the record and of its hash.
+ACCOUNT = Attr("Atlassian Account ID", "atlassianAccountId",
+               description="Atlassian account whose e-mail matches the user's (set by entra-assets)")
+MANAGER_ACCOUNT = Attr("Manager Atlassian Account ID", "managerAtlassianAccountId",
+                       description="Atlassian account of the user's manager (set by entra-assets)")
+
+
+def with_link_attributes(types: tuple[ObjectType, ...]) -> tuple[ObjectType, ...]:
+    """``types`` with the two account attributes added to User (before ``Status``). Pure."""
+    out = []
+    for t in types:
+        if t.key == "user" and not any(a.locator == ACCOUNT.locator for a in t.attributes):
+            head = tuple(a for a in t.attributes if a.type != "status")
+            tail = tuple(a for a in t.attributes if a.type == "status")
+            t = replace(t, attributes=(*head, ACCOUNT, MANAGER_ACCOUNT, *tail))
+        out.append(t)
+    return tuple(out)
 
 
 def type_external_id(prefix: str, object_type: ObjectType) -> str:

