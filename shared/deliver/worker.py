@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import orjson
-
 from shared import telemetry
 from shared.clients.assets import AssetsClient
 from shared.contract.checkpoints import merge_checkpoint
@@ -270,7 +268,7 @@ def _unsuperseded(queue: ChangeQueue, payloads: PayloadStore, drained: list[Drai
 
 
 def _as_line(record: Record, read: float) -> Line:
-    return Line(record.type, record.id, record.hash, orjson.dumps(record.data), read)
+    return Line(record.type, record.id, record.hash, record.data_json(), read)
 
 
 def _merge_later(checkpoints: dict, newer: dict) -> Iterator[Line]:

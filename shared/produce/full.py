@@ -458,7 +458,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     def lines() -> Iterator[bytes]:
         for change in changes:
             record = change.record
-            yield record_line(record.type, record.id, record.hash, orjson.dumps(record.data))
+            yield record_line(record.type, record.id, record.hash, record.data_json())
         result.seconds["fetch_and_format"] = clock() - started
         yield checkpoints_line(checkpoints)
 

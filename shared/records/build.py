@@ -63,11 +63,9 @@ class Record:
     hash: str
     json: bytes = field(default=b"", repr=False, compare=False)
 
-    def line(self) -> bytes:
-        """The record as one payload line: ``[type, id, hash]``, a tab, then the data as JSON. The worker reads
-        the small head and passes the data on as it is, never parsing it (JSON text holds no raw tab). The
-        JSON is the one the hash was taken of: the data is serialised once per record, not twice."""
-        return orjson.dumps([self.type, self.id, self.hash]) + b"\t" + (self.json or orjson.dumps(self.data))
+    def data_json(self) -> bytes:
+        """The data as JSON: the text the hash was taken of, so a record is serialised once, not twice."""
+        return self.json or orjson.dumps(self.data)
 
 
 def make_record(type_key: str, record_id: str, data: dict) -> Record:
