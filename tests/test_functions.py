@@ -78,7 +78,7 @@ def test_timer_then_worker_over_azurite(functions, azure_env):
 
 def test_unchanged_tenant_starts_no_execution(functions, azure_env, monkeypatch):
     """An unchanged full run still queues its (empty) payload: the worker commits its checkpoints and notes that
-    Assets holds the tenant as of its read, which older payloads must not undo (shared/contract.py)."""
+    Assets holds the tenant as of its read, which older payloads must not undo (shared/deliver/freshness.py)."""
     box, settings = azure_env
     backend = open_backend(settings)
     timer = functions["timer_sync"].get_user_function()

@@ -71,7 +71,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     ``catchup`` (from the timer) messages ask for a delta catch-up: ``catch_up()`` plans it - once, however
     many such messages were drained - and its records join the same execution, after the payloads' (newer
     wins). Its checkpoints (new delta links) are committed with the rest, after DONE. Nothing stale is pushed
-    (``shared.deliver.coalesce``, ``shared.contract``), and an execution a crashed writer left open is cancelled
+    (``shared.deliver.coalesce``, ``shared.deliver.freshness``), and an execution a crashed writer left open is cancelled
     first (``shared.deliver.open_executions``).
 
     When another writer holds the lease: with a ``trigger``, the message is re-queued with a delay (so it does
