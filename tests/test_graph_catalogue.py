@@ -32,7 +32,7 @@ from shared.records.graph_catalogue import (
     entity_type,
 )
 from shared.records.graph_properties import _BAGS, _REFUSED
-from shared.records.mapping_file import load_customization
+from shared.records.mapping_file import load_mapping_file
 from tools import graph_catalogue as generator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,7 +263,7 @@ def _documented_examples() -> list[tuple[str, str]]:
 def test_the_documented_mapping_file_examples_name_v1_properties(tmp_path, where, text):
     path = tmp_path / "mapping.yaml"
     path.write_text(text, encoding="utf-8")
-    customization = load_customization(path)   # raises MappingFileError naming any source the catalogue lacks
+    customization = load_mapping_file(path)   # raises MappingFileError naming any source the catalogue lacks
     sources = [a.source for attrs in customization.attributes.values() for a in attrs]
     assert sources and "employeeOrgData.costCenter" in sources, (where, yaml.safe_load(text))
 

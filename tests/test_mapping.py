@@ -184,14 +184,14 @@ def test_hashes_stay_those_stored_by_earlier_versions():
 
 
 def _shaped_types():
-    from shared.records.mapping_file_apply import customize
-    from shared.records.mapping_file_value import CustomAttr, Customization
+    from shared.records.mapping_file_apply import apply_mapping_file
+    from shared.records.mapping_file_value import CustomAttr, MappingFile
     from shared.records.schema import OBJECT_TYPES, with_link_attributes
 
-    c = Customization(attributes={"user": (CustomAttr("Cost Center", "employeeOrgData.costCenter"),)},
+    c = MappingFile(attributes={"user": (CustomAttr("Cost Center", "employeeOrgData.costCenter"),)},
                       renames={"user": {"Mobile Phone": "Mobile"}},
                       omit={"user": ("Employee Type", "Business Phone"), "department": ("Company",)})
-    return {t.key: t for t in with_link_attributes(customize(OBJECT_TYPES, c))}
+    return {t.key: t for t in with_link_attributes(apply_mapping_file(OBJECT_TYPES, c))}
 
 
 def test_a_shaped_user_is_built_and_hashed_once_with_its_custom_attributes_and_accounts(monkeypatch):

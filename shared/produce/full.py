@@ -54,7 +54,7 @@ from shared.records.build import (
     user_refs,
 )
 from shared.records.derived import Derived
-from shared.records.mapping_file_apply import customize, graph_select, load_customization
+from shared.records.mapping_file_apply import apply_mapping_file, graph_select, load_mapping_file
 from shared.records.schema import BY_KEY, OBJECT_TYPES, ObjectType, with_link_attributes
 from shared.settings import SYNCABLE_TYPES, Settings
 from shared.store.ports import ChangeQueue, PayloadStore, StateStore
@@ -201,7 +201,7 @@ def _ids(graph: GraphClient, path: str, odata_filter: str | None, setting: str) 
 
 def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
     """The object types as the MAPPING_FILE shapes them (the defaults without one). Raises MappingFileError."""
-    types = customize(OBJECT_TYPES, load_customization(settings.mapping_file)) if settings.mapping_file \
+    types = apply_mapping_file(OBJECT_TYPES, load_mapping_file(settings.mapping_file)) if settings.mapping_file \
         else OBJECT_TYPES
     return with_link_attributes(types) if settings.jira_enabled else types
 

@@ -1,6 +1,6 @@
 """Reading the MAPPING_FILE (SPEC §2, §4): YAML or JSON parsed into values that know their place in the
-file (``shared.records.mapping_file_text``), validated into a ``Customization`` with every problem reported at once
-(``load_customization``, ``MappingFileError``, ``name_problem``). Pure apart from reading the file.
+file (``shared.records.mapping_file_text``), validated into a ``MappingFile`` with every problem reported at once
+(``load_mapping_file``, ``MappingFileError``, ``name_problem``). Pure apart from reading the file.
 
 The file is YAML (``.yaml``/``.yml``) or JSON (``.json``) with up to three sections; each is optional and an
 empty file changes nothing::
@@ -25,7 +25,7 @@ empty file changes nothing::
 The same in JSON: ``{"attributes": {"User": [{"name": "Cost Center", "source": "employeeOrgData.costCenter",
 "type": "text"}]}, "rename": {"User": {"Mobile Phone": "Mobile"}}, "omit": {"User": ["Employee Type"]}}``.
 
-What ``load_customization`` checks (every problem is reported at once, each with its place: ``line L, column C
+What ``load_mapping_file`` checks (every problem is reported at once, each with its place: ``line L, column C
 (key.path)`` for YAML, ``key.path (line L)`` for JSON):
 
 - only the sections ``attributes``, ``rename``, ``omit``; object types by their Assets name (``User``,
@@ -58,7 +58,7 @@ from typing import Any
 from shared.errors import EntraAssetsError
 from shared.records.graph_properties import RESOURCES, show, source_problem, suggest
 from shared.records.mapping_file_text import Node, Reader, key_path, parse
-from shared.records.mapping_file_value import EMPTY, CustomAttr, Customization
+from shared.records.mapping_file_value import EMPTY, CustomAttr, MappingFile
 from shared.records.schema import OBJECT_TYPES, Attr, ObjectType
 
 ALLOWED_TYPES = ("text", "textarea", "integer", "double", "boolean", "date", "date_time", "url", "email")
@@ -83,7 +83,7 @@ class MappingFileError(EntraAssetsError):
         super().__init__(f"{where} is invalid: " + "; ".join(problems))
 
 
-def load_customization(path: Path, types: tuple[ObjectType, ...] = OBJECT_TYPES) -> Customization:
+def load_mapping_file(path: Path, types: tuple[ObjectType, ...] = OBJECT_TYPES) -> MappingFile:
     """Read and validate a MAPPING_FILE (YAML or JSON by extension). Raises ``MappingFileError`` listing every
     problem; an empty file gives ``EMPTY``."""
     path = Path(path)
@@ -101,10 +101,10 @@ def load_customization(path: Path, types: tuple[ObjectType, ...] = OBJECT_TYPES)
         raise MappingFileError(["the file is not UTF-8 text"], path) from None
     reader = Reader(fmt)
     top = parse(text, fmt, reader)
-    customization = _validate(top, reader, types) if not reader.problems else EMPTY
+    mapping = _validate(top, reader, types) if not reader.problems else EMPTY
     if reader.problems:
         raise MappingFileError(reader.problems, path)
-    return customization
+    return mapping
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def _is_the_role(attr: Attr, t: ObjectType) -> str:
     return f"'{attr.name}' is the {role} of {t.name}"
 
 
-def _validate(top: Node | None, reader: Reader, types: tuple[ObjectType, ...]) -> Customization:
-    """The ``Customization`` the parsed file describes; every problem goes to ``reader``."""
+def _validate(top: Node | None, reader: Reader, types: tuple[ObjectType, ...]) -> MappingFile:
+    """The ``MappingFile`` the parsed file describes; every problem goes to ``reader``."""
     if top is None or top.value is None:
         return EMPTY
     if not top.is_map:
@@ -196,7 +196,7 @@ def _validate(top: Node | None, reader: Reader, types: tuple[ObjectType, ...]) -
         if kept:
             result[t.key] = kept
     new_names = {k: {old: new for old, (new, _) in v.items()} for k, v in renames.items() if v}
-    return Customization(result, new_names, {k: tuple(v) for k, v in omit.items() if v})
+    return MappingFile(result, new_names, {k: tuple(v) for k, v in omit.items() if v})
 
 
 def _section(top: Node, name: str, reader: Reader,

@@ -1,6 +1,6 @@
 """The admin's MAPPING_FILE changes as the rest of entra-assets uses them (SPEC §2, §4). Pure.
 
-``customize`` applies a ``Customization`` to the object types of ``shared.records.schema``: renamed attributes keep
+``apply_mapping_file`` applies a ``MappingFile`` to the object types of ``shared.records.schema``: renamed attributes keep
 their external id (``xid`` = the old key); an added attribute gets the record key (locator) ``x_<source>``
 with ``.`` written as ``__`` (no dots: how Assets reads a dotted locator is UNCONFIRMED, reference §4.4) and
 the external id key ``custom-<slug of its name>`` - so changing an added attribute's *name* in the file makes
@@ -9,9 +9,9 @@ a new attribute (the old one stays in Assets, unmapped; see ``unmapped_attribute
 value from a Graph object. ``incompatible_changes`` lists what the add-only PATCH cannot do (reference §3.4)
 when the file renames something that already exists in Assets.
 
-The file itself is read and checked by ``shared.records.mapping_file`` (format and rules there; ``load_customization``
+The file itself is read and checked by ``shared.records.mapping_file`` (format and rules there; ``load_mapping_file``
 and ``MappingFileError`` are re-exported here); the Graph properties a source may name are in
-``shared.records.graph_properties``; the ``Customization`` value is in ``shared.records.mapping_file_value``.
+``shared.records.graph_properties``; the ``MappingFile`` value is in ``shared.records.mapping_file_value``.
 
 UNCONFIRMED:
 - list values: a Graph list (``proxyAddresses``, ``otherMails``, a path through a list such as
@@ -30,12 +30,12 @@ from typing import Any
 
 import orjson
 
-from shared.records.mapping_file import MappingFileError, load_customization
-from shared.records.mapping_file_value import EMPTY, CustomAttr, Customization
+from shared.records.mapping_file import MappingFileError, load_mapping_file
+from shared.records.mapping_file_value import EMPTY, CustomAttr, MappingFile
 from shared.records.schema import TEXT_LIMIT, Attr, ObjectType
 
-__all__ = ["EMPTY", "CustomAttr", "Customization", "MappingFileError", "customize", "extract", "graph_select",
-           "incompatible_changes", "load_customization", "unmapped_attributes"]
+__all__ = ["EMPTY", "CustomAttr", "MappingFile", "MappingFileError", "apply_mapping_file", "extract", "graph_select",
+           "incompatible_changes", "load_mapping_file", "unmapped_attributes"]
 
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)  # Assets integers (UNCONFIRMED: assumed 32-bit)
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -51,7 +51,7 @@ _SHAPES = {"date": _TIMESTAMP, "date_time": _TIMESTAMP,
 # Applying it
 
 
-def customize(types: tuple[ObjectType, ...], c: Customization) -> tuple[ObjectType, ...]:
+def apply_mapping_file(types: tuple[ObjectType, ...], c: MappingFile) -> tuple[ObjectType, ...]:
     """``types`` with ``c`` applied: renames (keeping each external id), omissions, added attributes appended.
     Pure; same input, same output. Types ``c`` does not mention come back unchanged."""
     if not c:

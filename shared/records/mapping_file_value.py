@@ -1,4 +1,4 @@
-"""The value a MAPPING_FILE yields: ``Customization`` (attributes added, renames, omissions per object type),
+"""The value a MAPPING_FILE yields: ``MappingFile`` (attributes added, renames, omissions per object type),
 its ``CustomAttr`` entries with the record key and external id an added attribute gets, and ``EMPTY``.
 
 Kept apart so that ``shared.records.mapping_file`` (which builds these) and ``shared.records.mapping_file_apply`` (which applies
@@ -35,7 +35,7 @@ class CustomAttr:
 
 
 @dataclass(frozen=True)
-class Customization:
+class MappingFile:
     """What a MAPPING_FILE changes, keyed by object-type key (``user``, ``office``, ...): attributes added,
     renames (default name -> new name) and omissions (default names). Hashable; ``EMPTY`` changes nothing."""
 
@@ -49,7 +49,7 @@ class Customization:
                 tuple(sorted((k, tuple(sorted(v))) for k, v in self.omit.items() if v)))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Customization) and self._canonical() == other._canonical()
+        return isinstance(other, MappingFile) and self._canonical() == other._canonical()
 
     def __hash__(self) -> int:
         return hash(self._canonical())
@@ -58,4 +58,4 @@ class Customization:
         return any(self._canonical())
 
 
-EMPTY = Customization()
+EMPTY = MappingFile()

@@ -1,4 +1,4 @@
-"""MAPPING_FILE: loading and validation (YAML and JSON), customize, extract, the live-schema comparison."""
+"""MAPPING_FILE: loading and validation (YAML and JSON), apply_mapping_file, extract, the live-schema comparison."""
 from __future__ import annotations
 
 import copy
@@ -13,15 +13,15 @@ import yaml
 import shared.records.mapping_file_apply
 from shared.admin.setup import document_problems
 from shared.errors import EntraAssetsError
-from shared.records.mapping_file import MappingFileError, load_customization
+from shared.records.mapping_file import MappingFileError, load_mapping_file
 from shared.records.mapping_file_apply import (
-    customize,
+    apply_mapping_file,
     extract,
     graph_select,
     incompatible_changes,
     unmapped_attributes,
 )
-from shared.records.mapping_file_value import EMPTY, CustomAttr, Customization
+from shared.records.mapping_file_value import EMPTY, CustomAttr, MappingFile
 from shared.records.schema import BY_KEY, OBJECT_TYPES, Attr, build_document
 
 GOOD_YAML = """\
@@ -70,7 +70,7 @@ def write(tmp_path: Path, text: str, name: str = "mapping.yaml") -> Path:
 
 def problems_of(tmp_path: Path, text: str, name: str = "mapping.yaml") -> list[str]:
     with pytest.raises(MappingFileError) as caught:
-        load_customization(write(tmp_path, text, name))
+        load_mapping_file(write(tmp_path, text, name))
     return caught.value.problems
 
 
@@ -86,8 +86,8 @@ def by_external_id(document: dict) -> tuple[dict, dict]:
 
 
 def test_yaml_and_json_load_to_the_same_customization(tmp_path):
-    from_yaml = load_customization(write(tmp_path, GOOD_YAML))
-    from_json = load_customization(write(tmp_path, json.dumps(GOOD_JSON, indent=2), "mapping.json"))
+    from_yaml = load_mapping_file(write(tmp_path, GOOD_YAML))
+    from_json = load_mapping_file(write(tmp_path, json.dumps(GOOD_JSON, indent=2), "mapping.json"))
     assert from_yaml == from_json
     assert hash(from_yaml) == hash(from_json)
     assert from_yaml.attributes["user"][0] == CustomAttr("Cost Center", "employeeOrgData.costCenter", "text")
@@ -103,28 +103,28 @@ def test_yaml_and_json_load_to_the_same_customization(tmp_path):
     ("sections.json", '{"attributes": {}, "omit": {"User": []}}'),
 ])
 def test_empty_files_change_nothing(tmp_path, name, text):
-    assert load_customization(write(tmp_path, text, name)) == EMPTY
+    assert load_mapping_file(write(tmp_path, text, name)) == EMPTY
 
 
 def test_object_types_and_attribute_names_are_matched_case_insensitively(tmp_path):
-    c = load_customization(write(tmp_path, "rename:\n  office location: {address: Street Address}\n"
+    c = load_mapping_file(write(tmp_path, "rename:\n  office location: {address: Street Address}\n"
                                            "omit:\n  user: [employee type]\n"))
     assert c.renames == {"office": {"Address": "Street Address"}}
     assert c.omit == {"user": ("Employee Type",)}
 
 
-def test_custom_mapping_still_exports_the_names_other_modules_import():
+def test_mapping_file_apply_still_exports_the_names_other_modules_import():
     # shared.produce.full and shared.admin.setup import these from shared.records.mapping_file_apply.
-    for name in ("customize", "extract", "graph_select", "load_customization", "incompatible_changes",
-                 "unmapped_attributes", "MappingFileError", "Customization", "CustomAttr", "EMPTY"):
+    for name in ("apply_mapping_file", "extract", "graph_select", "load_mapping_file", "incompatible_changes",
+                 "unmapped_attributes", "MappingFileError", "MappingFile", "CustomAttr", "EMPTY"):
         assert hasattr(shared.records.mapping_file_apply, name), name
-    assert shared.records.mapping_file_apply.load_customization is load_customization
+    assert shared.records.mapping_file_apply.load_mapping_file is load_mapping_file
     assert shared.records.mapping_file_apply.EMPTY is EMPTY
 
 
 def test_error_is_a_settings_kind_error(tmp_path):
     with pytest.raises(MappingFileError) as caught:
-        load_customization(write(tmp_path, "extra: 1\n"))
+        load_mapping_file(write(tmp_path, "extra: 1\n"))
     assert isinstance(caught.value, EntraAssetsError)
     assert caught.value.exit_code == 2
     assert str(tmp_path / "mapping.yaml") in str(caught.value)
@@ -132,9 +132,9 @@ def test_error_is_a_settings_kind_error(tmp_path):
 
 def test_unsupported_extension_and_missing_file(tmp_path):
     with pytest.raises(MappingFileError, match=r"\.yaml, \.yml or \.json.*'\.txt'"):
-        load_customization(write(tmp_path, "attributes: {}", "mapping.txt"))
+        load_mapping_file(write(tmp_path, "attributes: {}", "mapping.txt"))
     with pytest.raises(MappingFileError, match="cannot read the file"):
-        load_customization(tmp_path / "absent.yaml")
+        load_mapping_file(tmp_path / "absent.yaml")
 
 
 # --- invalid files: each message names the place and the bad value ------------------------------------------
@@ -331,12 +331,12 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path):
     assert "did you mean 'costCenter'" in problems[1]
 
 
-# --- customize ----------------------------------------------------------------------------------------------
+# --- apply_mapping_file ----------------------------------------------------------------------------------------------
 
 
 def test_customize_keeps_external_ids_and_the_document_stays_valid(tmp_path):
-    c = load_customization(write(tmp_path, GOOD_YAML))
-    types = customize(OBJECT_TYPES, c)
+    c = load_mapping_file(write(tmp_path, GOOD_YAML))
+    types = apply_mapping_file(OBJECT_TYPES, c)
     document = build_document(PREFIX, types)
     assert document_problems(document) == []
     schema, mapping = by_external_id(document)
@@ -368,24 +368,24 @@ def test_customize_keeps_external_ids_and_the_document_stays_valid(tmp_path):
 
 
 def test_customize_is_pure(tmp_path):
-    c = load_customization(write(tmp_path, GOOD_YAML))
+    c = load_mapping_file(write(tmp_path, GOOD_YAML))
     before = copy.deepcopy(OBJECT_TYPES)
-    first, second = customize(OBJECT_TYPES, c), customize(OBJECT_TYPES, c)
+    first, second = apply_mapping_file(OBJECT_TYPES, c), apply_mapping_file(OBJECT_TYPES, c)
     assert first == second
     assert OBJECT_TYPES == before
-    assert customize(OBJECT_TYPES, EMPTY) == OBJECT_TYPES
+    assert apply_mapping_file(OBJECT_TYPES, EMPTY) == OBJECT_TYPES
     user = first[0]
     added = user.attr("Cost Center")
     assert (added.source, added.xid, added.locator, added.type) == (
         "employeeOrgData.costCenter", "custom-cost-center", "x_employeeOrgData__costCenter", "text")
     assert user.attr("Mobile").key == "mobile-phone"
     # only the types given come back (SYNC_OBJECT_TYPES may leave some out)
-    assert [t.key for t in customize((BY_KEY["device"],), c)] == ["device"]
+    assert [t.key for t in apply_mapping_file((BY_KEY["device"],), c)] == ["device"]
 
 
 def test_a_rename_of_a_referenced_attribute_follows_into_the_query():
-    c = Customization(renames={"city": {"City Key": "Key of City"}})  # not allowed by the file (identity)
-    types = customize(OBJECT_TYPES, c)
+    c = MappingFile(renames={"city": {"City Key": "Key of City"}})  # not allowed by the file (identity)
+    types = apply_mapping_file(OBJECT_TYPES, c)
     address = next(t for t in types if t.key == "address")
     assert address.attr("City").ref_attr == "Key of City"
 
@@ -401,8 +401,8 @@ def test_added_attribute_external_id_is_a_slug_of_its_name():
 
 
 def test_graph_select_lists_first_segments_once_in_order(tmp_path):
-    c = load_customization(write(tmp_path, GOOD_YAML + "  Group: []\n"))
-    user, group, device = customize(OBJECT_TYPES, c)[:3]
+    c = load_mapping_file(write(tmp_path, GOOD_YAML + "  Group: []\n"))
+    user, group, device = apply_mapping_file(OBJECT_TYPES, c)[:3]
     assert graph_select(user) == [
         "employeeOrgData", "onPremisesExtensionAttributes",
         "extension_0123456789abcdef0123456789abcdef_badgeNumber", "employeeHireDate"]
@@ -513,9 +513,9 @@ def live_document() -> dict:
 
 
 def test_pure_additions_are_compatible_and_omissions_are_only_unmapped(tmp_path):
-    c = load_customization(write(tmp_path, "attributes:\n  User:\n    - {name: Fax, source: faxNumber}\n"
+    c = load_mapping_file(write(tmp_path, "attributes:\n  User:\n    - {name: Fax, source: faxNumber}\n"
                                            "omit:\n  User: [Employee Type]\n"))
-    new = build_document(PREFIX, customize(OBJECT_TYPES, c))
+    new = build_document(PREFIX, apply_mapping_file(OBJECT_TYPES, c))
     assert incompatible_changes(live_document(), new) == []
     assert incompatible_changes(live_document(), build_document(PREFIX)) == []
     notes = unmapped_attributes(live_document(), new)
@@ -526,8 +526,8 @@ def test_pure_additions_are_compatible_and_omissions_are_only_unmapped(tmp_path)
 
 
 def test_a_rename_is_incompatible_and_says_what_to_do(tmp_path):
-    c = load_customization(write(tmp_path, "rename:\n  User: {Mobile Phone: Mobile}\n"))
-    lines = incompatible_changes(live_document(), build_document(PREFIX, customize(OBJECT_TYPES, c)))
+    c = load_mapping_file(write(tmp_path, "rename:\n  User: {Mobile Phone: Mobile}\n"))
+    lines = incompatible_changes(live_document(), build_document(PREFIX, apply_mapping_file(OBJECT_TYPES, c)))
     assert lines == [("User: attribute 'Mobile Phone' (ENTRA/user/mobile-phone) would be renamed to "
                       "'Mobile', which Assets imports cannot do: rename it in Assets first "
                       "(Schema › User › attributes) or revert the MAPPING_FILE change")]
