@@ -129,6 +129,25 @@ def test_the_first_read_goes_alone_until_it_has_an_answer():
         assert time.monotonic() - started >= 0.15 and other.called.wait(1)
 
 
+def test_a_reduced_read_is_folded_in_its_thread_without_waiting_for_the_consumer():
+    entries, users = Source(count=1000), Source(count=None)
+    with Prefetch(depth=1, batch=1) as reads:
+        user_stream = reads.stream("user", "users", users)
+        merged = reads.stream("group", "groups", entries, reduce=lambda objects: [o["id"] for o in objects])
+        reads.start()
+        assert entries.closed.wait(2)  # read to the end while nobody took anything: no bounded queue in the way
+        assert merged.result() == [str(i) for i in range(1000)]
+        next(iter(user_stream))
+    endless = Source(count=None)
+    with Prefetch() as reads:
+        reads.stream("group", "groups", endless, reduce=list)
+        reads.start()
+        time.sleep(0.05)
+        reads.stop("group")  # stopped in the middle of the fold
+        assert endless.closed.wait(2)
+    assert _no_read_threads()
+
+
 def test_stopping_one_type_stops_its_reads_only():
     owners, entries, users = Source(count=None), Source(count=None), Source(count=20)
     with Prefetch(depth=1, batch=1) as reads:

@@ -37,6 +37,7 @@ from shared.produce.plan import (
     USERS_DELTA,
     Change,
     FullRunResult,
+    GroupRound,
     Plan,
     Progress,
     RunOptions,
@@ -69,6 +70,10 @@ MESSAGE_VERSION = 1
 EXPAND_LIMIT = 20             # related objects returned by $expand on a list (reference/graph.md §1.5)
 
 Mapping = Callable[[], Iterator[Change]]  # a type's mapping of its reads, run once they are started
+# The order types are mapped in. Users first: the others' references are filtered by the users in scope.
+# Groups last: their delta round is merged whole in its own thread, so devices and applications, which stream
+# through bounded queues, are mapped while it is still being read - a run then takes about its longest chain.
+MAPPING_ORDER = ("user", "device", "application", "group")
 
 
 def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
@@ -79,12 +84,11 @@ def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
 
 class FullReads:
     """The reads of whole object types into ``plan``: each read prefetched in its own thread
-    (``shared.produce.prefetch``), mapped and compared in this one, in the order of ``object_types`` - users
-    first, since the others' references are filtered by the users in scope. Not reusable."""
+    (``shared.produce.prefetch``), mapped and compared in this one, in ``MAPPING_ORDER``. Not reusable."""
 
     def __init__(self, plan: Plan, object_types: Iterable[str]):
         self.plan = plan
-        self.keys = tuple(object_types)
+        self.keys = tuple(sorted(object_types, key=MAPPING_ORDER.index))
         self.linker = plan.linker()
         self.accounts = self.linker.accounts if self.linker else None  # Entra id -> Atlassian account id
         self._open = {"user": self._users, "group": self._groups, "device": self._devices,
@@ -166,16 +170,21 @@ class FullReads:
     def _groups(self, reads: Prefetch) -> Mapping:
         graph = self.plan.graph
         round_ = graph.delta("groups", self.plan.select("group", GROUP_SELECT))
-        entries = reads.stream("group", "groups", lambda: round_.objects)
+        entries = reads.stream("group", "groups", lambda: round_.objects, reduce=merge_group_round)
         owners = reads.stream("group", "group owners", lambda: graph.objects(
-            "groups", {"$select": "id", "$expand": "owners", "$top": "999"}))
+            "groups", {"$select": "id", "$expand": "owners", "$top": "999"}), reduce=self._owners)
         return lambda: self._map_groups(round_, entries, owners)
+
+    def _owners(self, groups: Iterable[dict]) -> dict[str, list[tuple[str, str]]]:
+        """Group id -> its owners (id, object type), from the listing with ``$expand=owners``. Runs in the read's
+        thread: it reads Graph and nothing of the plan."""
+        return {g["id"]: self._expanded(g, "groups", "owners") for g in groups}
 
     def _map_groups(self, round_: DeltaRound, entries: Stream, owners_read: Stream) -> Iterator[Change]:
         plan, scope = self.plan, self.plan.scope.groups
         plan.progress("Fetching groups", 0)
-        merged = merge_group_round(entries)
-        owners = {o["id"]: self._expanded(o, "groups", "owners") for o in owners_read}
+        merged: GroupRound = entries.result()
+        owners: dict[str, list[tuple[str, str]]] = owners_read.result()
         for gid, group in merged.groups.items():
             if "@removed" in group or (scope is not None and gid not in scope):
                 continue
@@ -186,11 +195,11 @@ class FullReads:
                                plan.user_ids(owners.get(gid, ()), "owner", gid), plan.result.warnings)
             plan.result.read["group"] += 1
             yield from plan.compare(record, group)
-        plan.checkpoints[GROUPS_DELTA] = round_.delta_link
+        plan.checkpoints[GROUPS_DELTA] = round_.delta_link  # the round was merged whole: it is complete
 
     def _expanded(self, obj: dict, resource: str, relation: str) -> list[tuple[str, str]]:
         """(id, object type) of ``obj``'s expanded ``relation``. ``$expand`` returns at most 20 related objects
-        (reference/graph.md §1.5), so a full list is read again from the relationship itself."""
+        (reference/graph.md §1.5), so a full list is read again from the relationship itself. Thread-safe."""
         refs = obj.get(relation) or []
         if len(refs) >= EXPAND_LIMIT:
             refs = list(self.plan.graph.objects(f"{resource}/{obj['id']}/{relation}",

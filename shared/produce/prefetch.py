@@ -10,7 +10,9 @@ while users are mapped, and mapped afterwards, in the planner's order.
 The threads only fetch and parse pages (``GraphClient``, whose ``httpx.Client`` is thread-safe); mapping,
 comparing, counting and every other piece of a run's state stay in the consumer's thread, which takes the
 objects from one bounded queue per read. Memory therefore stays bounded by ``DEPTH`` x ``BATCH`` objects per
-read, whatever the tenant's size.
+read, whatever the tenant's size. A read that is of use only whole - a ``/groups/delta`` round, whose entries
+must be merged before any group can be mapped - is folded in its own thread (``reduce``) and handed over as
+one result, so it never waits for the consumer: it holds what the merge would hold anyway.
 
 Failures stay where they belong: a read that fails hands its error to the consumer, which raises it when it
 reaches that read (a 403 on devices fails devices alone, as in a sequential run), and stops. Refused
@@ -49,14 +51,19 @@ class _Failed:
         self.error = error
 
 
+class _Stopped(Exception):
+    """Raised inside a read's thread when it was stopped in the middle of a ``reduce``."""
+
+
 class Stream:
     """One read (an iterable of Graph objects) run in its own thread; iterate it in the consumer's thread.
-    Iterating raises the read's error, or the run's fatal error when another read had one."""
+    Iterating raises the read's error, or the run's fatal error when another read had one. With ``reduce``,
+    the thread folds the objects itself and the stream yields the one result (``result()``)."""
 
     def __init__(self, reads: Prefetch, key: str, name: str, source: Callable[[], Iterable[dict]], depth: int,
-                 batch: int):
+                 batch: int, reduce: Callable[[Iterable[dict]], object] | None = None):
         self.key, self.name = key, name
-        self._reads, self._source, self._batch = reads, source, batch
+        self._reads, self._source, self._batch, self._reduce = reads, source, batch, reduce
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.answered = threading.Event()  # set once the read yielded its first object, or ended
@@ -71,6 +78,10 @@ class Stream:
     def stop(self) -> None:
         """Stop this read before its next request (its object type failed, or the run ends)."""
         self._stop.set()
+
+    def result(self) -> object:
+        """What ``reduce`` made of the read (waits for it)."""
+        return next(iter(self))
 
     def __iter__(self) -> Iterator[dict]:
         while True:
@@ -95,6 +106,15 @@ class Stream:
 
     # -- the thread's side ------------------------------------------------------------------------------------
 
+    def _until_stopped(self, objects: Iterator[dict]) -> Iterator[dict]:
+        """``objects``, ending the read with ``_Stopped`` as soon as it is stopped (for a ``reduce``)."""
+        for obj in objects:
+            if self._stopped():
+                raise _Stopped
+            if not self.answered.is_set():
+                self.answered.set()
+            yield obj
+
     def _stopped(self) -> bool:
         return self._stop.is_set() or self._reads.stopping.is_set()
 
@@ -113,6 +133,8 @@ class Stream:
             if self._stopped() or not self._fetch():
                 return
             self._put(_END)
+        except _Stopped:
+            return
         except BaseException as error:  # noqa: BLE001 - every error is handed to the consumer, who raises it
             if isinstance(error, FATAL):
                 self._reads.fail(error)
@@ -124,6 +146,8 @@ class Stream:
         """Read the source into the queue in batches; False when stopped before the end."""
         objects = iter(self._source())
         try:
+            if self._reduce is not None:
+                return self._put([self._reduce(self._until_stopped(objects))])
             batch: list[dict] = []
             for obj in objects:
                 batch.append(obj)
@@ -151,10 +175,13 @@ class Prefetch:
         self.fatal: BaseException | None = None
         self._lock = threading.Lock()
 
-    def stream(self, key: str, name: str, source: Callable[[], Iterable[dict]]) -> Stream:
+    def stream(self, key: str, name: str, source: Callable[[], Iterable[dict]],
+               reduce: Callable[[Iterable[dict]], object] | None = None) -> Stream:
         """Declare a read of object type ``key``: ``source()`` is called in the read's own thread and iterated
-        there. ``name`` tells the reads of one type apart in thread names and logs."""
-        stream = Stream(self, key, name, source, self._depth, self._batch)
+        there. ``name`` tells the reads of one type apart in thread names and logs. ``reduce``, for a read
+        that is only of use whole (a delta round whose entries must be merged): called in the thread with the
+        objects; it must touch nothing but them and what it builds (and may read Graph)."""
+        stream = Stream(self, key, name, source, self._depth, self._batch, reduce)
         self.streams.append(stream)
         return stream
 
