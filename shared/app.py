@@ -25,18 +25,8 @@ from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
 from shared.errors import EntraAssetsError
 from shared.jira_links import link_hook
 from shared.produce.catch_up import plan_catch_up
-from shared.produce.full import (
-    FullRunResult,
-    Progress,
-    RunOptions,
-    Scope,
-    full_sync_due,
-    guard_error,
-    new_result,
-    read_scope,
-    run_full,
-    type_failure_error,
-)
+from shared.produce.full import full_sync_due, guard_error, new_result, run_full, type_failure_error
+from shared.produce.plan import FullRunResult, Progress, RunOptions, Scope, read_scope
 from shared.produce.preview import PreviewReport, run_preview
 from shared.produce.subscriptions import ensure_subscriptions
 from shared.settings import Settings

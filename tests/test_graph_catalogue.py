@@ -166,7 +166,7 @@ def test_the_query_walk_finds_the_known_calls():
     places = {(place.split(":")[0], path) for place, path, _ in _queries()}
     assert {("full.py", "servicePrincipals"), ("full.py", "devices"), ("full.py", "groups"),
             ("credential_expiry.py", "applications(appId='{}')"), ("catch_up.py", "groups/{}/owners"),
-            ("full.py", "groups/{}"), ("status.py", None)} <= places
+            ("plan.py", "groups/{}"), ("status.py", None)} <= places
 
 
 def test_every_query_option_written_in_shared_names_v1_properties():

@@ -203,7 +203,8 @@ def test_status_shows_the_current_stage_while_a_run_goes(box, env):
             data = collect_status(settings)
             seen.append((stage, (data["current"] or {}).get("stage"), data["importer_status"]))
     sync_full(settings, progress)
-    assert seen[0][0] == "Fetching groups" and seen[0][1] in ("Fetching users", "Formatting data")
+    # groups are mapped last (shared/produce/full.py MAPPING_ORDER): the stage before them is applications
+    assert seen[0][0] == "Fetching groups" and seen[0][1] == "Fetching applications"
     assert seen[-1] == ("Waiting for Assets", "Submitting data", "RUNNING")
     assert all(status == "RUNNING" for _, _, status in seen)
     assert collect_status(settings)["current"] is None

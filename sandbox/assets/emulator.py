@@ -7,8 +7,8 @@ https://developer.atlassian.com/cloud/assets/imports-rest-api-guide/workflow/. A
 Documents are validated and merged by ``assets_mapping``; finished executions are applied to the object store
 by ``assets_apply``. Tests inspect the store (``objects``, ``find``), the executions and the request log, and
 turn knobs: ``disable``, ``regenerate_token``, ``throttle``, ``set_missing_objects``, ``processing_delay``,
-``fail_next`` (a 500 or a dropped connection, before or after the request took effect) and ``link_origin``
-(import links on another host).
+``fail_next`` (a 500 or a dropped connection, before or after the request took effect), ``link_origin``
+(import links on another host) and ``latency`` (seconds before each answer).
 
 Whether Assets de-duplicates a re-sent data chunk by ``clientGeneratedId`` is UNCONFIRMED (reference §4.3):
 the emulator does not - it keeps every chunk it accepted (``Execution.duplicates`` lists the ids sent more
@@ -148,6 +148,7 @@ class AssetsEmulator(Served):
         self.import_source_id = import_source_id
         self.missing_objects = _check_policy(missing_objects)
         self.processing_delay = processing_delay
+        self.latency = 0.0  # knob: seconds every HTTP request waits before it is answered (bench_latency.py)
         self.max_body_bytes = max_body_bytes
         self.requests: list[RecordedRequest] = []
         self.executions: list[Execution] = []
@@ -233,6 +234,8 @@ class AssetsEmulator(Served):
         request = Request(environ)
         body, too_large = self._read_body(request)
         self._record(request, body)
+        if self.latency > 0:
+            time.sleep(self.latency)
         fault = self._take_fault(request.path)
         if fault is not None and not fault.after_accept:
             return _faulty(fault, environ, start_response)

@@ -16,8 +16,8 @@ The resource model, ``$select``/``$top``/``$expand`` parsing and rendering live 
 state, authentication, throttling and routing.
 Errors carry Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
 "client-request-id"}}}``. Tests turn knobs: ``throttle``, ``throttle_batch_items``, ``expire_delta_tokens``,
-``token_ttl``, ``page_size`` (users delta), ``page_sizes`` (every delta) and ``link_origin`` (nextLinks and
-deltaLinks on another host), and read ``requests`` (one entry
+``token_ttl``, ``page_size`` (users delta), ``page_sizes`` (every delta), ``link_origin`` (nextLinks and
+deltaLinks on another host) and ``latency`` (seconds before each answer), and read ``requests`` (one entry
 per HTTP request, a batch counts once) and ``batch_requests`` (the items of batches).
 
 Sources: /work/shared/reference/graph.md §1.1-1.6 (endpoints, paging, ``$select`` and default properties,
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -125,6 +126,9 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         # their permission - one object type that cannot be read (SPEC §7).
         self.denied: set[str] = set()
         self.delta_lag = 0.0  # seconds by which later delta rounds lag the tenant (sandbox/graph/delta.py)
+        # Knob: seconds every HTTP request waits before it is answered (a $batch once) - Graph's real latency,
+        # for sandbox/tools/bench_latency.py; requests wait side by side, as they would on the network.
+        self.latency = 0.0
 
     @property
     def page_size(self) -> int:
@@ -182,6 +186,8 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         with self._lock:
             self.requests.append(RecordedRequest(request.method, request.path, request.args.to_dict(),
                                                  dict(request.headers)))
+        if self.latency > 0:
+            time.sleep(self.latency)
         return self._respond(request)(environ, start_response)
 
     def _respond(self, request: Request, item: bool = False) -> Response:

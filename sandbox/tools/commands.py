@@ -64,12 +64,18 @@ def demo(users: int, seed: int) -> None:
 @click.option("--seed", default=1, show_default=True)
 @click.option("--graph-port", default=8765, show_default=True)
 @click.option("--assets-port", default=8766, show_default=True)
-def sandbox(users: int, seed: int, graph_port: int, assets_port: int) -> None:
+@click.option("--graph-latency-ms", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Delay before the emulated Graph answers each request (real Graph: hundreds of ms a page).")
+@click.option("--assets-latency-ms", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Delay before the emulated Assets answers each request.")
+def sandbox(users: int, seed: int, graph_port: int, assets_port: int, graph_latency_ms: int,
+            assets_latency_ms: int) -> None:
     """Run the emulators in the foreground and print the settings that point the app at them."""
     from sandbox.emulators import start_sandbox
     from shared.cli import out
 
     box = start_sandbox(users=users, seed=seed, graph_port=graph_port, assets_port=assets_port)
+    box.graph.latency, box.assets.latency = graph_latency_ms / 1000, assets_latency_ms / 1000
     out.print("Sandbox running. Point entra-assets at it with:\n")
     for name, value in box.settings().items():
         out.print(f"export {name}={value}")

@@ -11,7 +11,7 @@ from jsonschema import Draft201909Validator
 from shared.app import assets_client, graph_client, open_backend
 from shared.errors import IncompatibleSchema, RemoteError
 from shared.jira_links import ensure_jira_user_attribute
-from shared.produce.full import object_types_for
+from shared.produce.plan import object_types_for
 from shared.produce.subscriptions import ensure_subscriptions
 from shared.records.mapping_file_apply import incompatible_changes, unmapped_attributes
 from shared.records.schema import build_document

@@ -8,6 +8,7 @@ minutes of CPU just to build objects we immediately flatten again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -38,13 +39,16 @@ class DeltaRound:
 @dataclass
 class GraphClient:
     """Reads Graph with raw JSON. ``transport`` carries the retry policy; ``token`` yields bearer tokens, which
-    go only to the origin of ``base_url`` (the transport is bound to it: links elsewhere raise ``ForeignLink``)."""
+    go only to the origin of ``base_url`` (the transport is bound to it: links elsewhere raise ``ForeignLink``).
+    Safe to use from several threads at once (httpx.Client is; the page count is kept under a lock)."""
 
     transport: Transport
     base_url: str
     token: Callable[[], str]
     permission_hint: dict[str, str] = field(default_factory=lambda: dict(PERMISSIONS))
     pages_read: int = 0   # pages fetched through ``pages`` (reported by runs and the benchmark)
+    # ``pages`` may run in several threads at once (a full run's concurrent reads): the count is kept under it
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.transport.allow(Origin.of(self.base_url, "GRAPH_BASE_URL", "Microsoft Graph"))
@@ -103,7 +107,8 @@ class GraphClient:
         seen: set[str] = set()
         page = self.get(url, params, headers)
         while True:
-            self.pages_read += 1
+            with self._count_lock:
+                self.pages_read += 1
             yield page
             next_link = page.get("@odata.nextLink")
             if not next_link:

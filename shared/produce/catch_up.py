@@ -20,11 +20,12 @@ What a round yields, compared with a full run:
 Devices and applications have no change notifications (SPEC §1); full runs keep them current.
 
 An expired or missing delta link (410, ``syncStateNotFound``) starts a fresh round for that resource: the
-full-run planner for users or groups alone, departures included - nothing is lost, only re-read.
+full run's reads (``FullReads``) of users or groups alone, departures included - nothing is lost, only re-read.
+The catch-up and those reads share one ``Plan`` (shared.produce.plan): what either saw, the checkpoints, the
+counters and the guard are the run's.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from collections import defaultdict
@@ -32,43 +33,51 @@ from collections.abc import Iterator
 
 import orjson
 
+from shared.clients.graph import GraphClient
 from shared.contract.checkpoints import GROUPS_DELTA, NAMES, USERS_DELTA
 from shared.errors import DeltaExpired, ForeignLink, GraphPermissionError, RemoteError
-from shared.produce.full import (
+from shared.produce.full import FullReads
+from shared.produce.plan import (
     Change,
     FullRunResult,
-    Planner,
+    Plan,
     Progress,
     RunOptions,
     Scope,
-    directory_links,
-    object_type_of,
+    directory_refs,
+    merge_group_round,
+    owned_keys,
 )
 from shared.records.build import Record, deactivated, is_deactivated, map_group, map_user
 from shared.records.derived import Derived
+from shared.store.ports import StateStore
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # objects of a round mapped together (one state lookup of their last pushed data)
 
 
-class _CatchUp(Planner):
-    """Plans the changes since the stored delta links. ``changes()`` yields; ``checkpoints`` fills."""
+class CatchUp:
+    """Plans the changes since the stored delta links into ``plan``: ``changes()`` yields, ``plan.checkpoints``
+    fills. Not reusable."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.linker = plan.linker()
         if self.linker:  # planned in the worker, under its lease: a catch-up's short lookup budget
             self.linker.for_catch_up()
+        self.accounts = self.linker.accounts if self.linker else None
 
     def changes(self) -> Iterator[Change]:
         """Each resource's round (a fresh one where the stored link expired), then the departures they found.
-        A resource that cannot be read fails alone, as in a full run (``Planner.changes``)."""
+        A resource that cannot be read fails alone, as in a full run (``FullReads.changes``)."""
+        plan = self.plan
         departures: list[Change] = []
         for key, link_name, round_of in (("user", USERS_DELTA, self._user_round),
                                          ("group", GROUPS_DELTA, self._group_round)):
-            if key not in self.options.object_types:
+            if key not in plan.options.object_types:
                 continue
-            link = self.state.checkpoint(link_name)
+            link = plan.state.checkpoint(link_name)
             try:
                 try:
                     if link is None:
@@ -80,107 +89,91 @@ class _CatchUp(Planner):
             except ForeignLink:  # a link off GRAPH_BASE_URL is not one type's trouble: it fails the run
                 raise
             except (GraphPermissionError, RemoteError) as error:  # 401 (GraphCredentialsError) fails the run
-                self.type_failed(key, error)
+                plan.type_failed(key, error)
                 departures = [d for d in departures if d.record.type != key]
         yield from self._guarded(departures)
 
     def _fresh(self, key: str) -> Iterator[Change]:
-        """The full-run planner for one resource (initial delta round, departures included); the objects it
-        reads count as seen by this catch-up."""
-        options = dataclasses.replace(self.options, object_types=(key,))
-        planner = Planner(self.graph, self.state, options, self.scope, self.result, self.progress)
-        planner.users_in_scope, planner.seen = self.users_in_scope, self.seen
-        yield from planner.changes()
-        self.checkpoints.update(planner.checkpoints)
+        """The full run's reads of one resource (an initial delta round), then its departures; the objects
+        they read count as seen by this catch-up."""
+        yield from FullReads(self.plan, (key,)).read(key)
+        yield from self.plan.unseen_departures(owned_keys([key]))
 
     def _guarded(self, departures: list[Change]) -> Iterator[Change]:
         gone: dict[str, list[str]] = defaultdict(list)
         for change in departures:
             gone[change.record.type].append(change.record.id)
-        active = {key: sum(not is_deactivated(h) for h in self.hashes[key].values()) for key in gone}
-        reason = self.options.guard({k: len(v) for k, v in gone.items()}, active)
-        if reason:
-            self.options.hold(self.result, gone, reason)
+        if not self.plan.released(gone):
             return
         for change in departures:
-            self.result.deactivated[change.record.type] += 1
+            self.plan.result.deactivated[change.record.type] += 1
             yield change
 
     def _departure(self, type_key: str, object_id: str, last: dict | None, departures: list[Change]) -> None:
-        stored = self.hashes[type_key].get(object_id)
+        stored = self.plan.hashes[type_key].get(object_id)
         if stored is not None and not is_deactivated(stored):
             departures.append(Change("deactivate", deactivated(type_key, object_id, last)))
 
     def _user_round(self, link: str, departures: list[Change]) -> Iterator[Change]:
-        self.progress("Fetching users", 0)
-        round_ = self.graph.delta("users", [], link)
-        derived = Derived(names=orjson.loads(self.state.checkpoint(NAMES) or "{}"))
-        users = self.linker.users(round_.objects, self.scope.users, defer=False) if self.linker else round_.objects
-        users = iter(users)
+        plan, result, scope = self.plan, self.plan.result, self.plan.scope.users
+        plan.progress("Fetching users", 0)
+        round_ = plan.graph.delta("users", [], link)
+        derived = Derived(names=orjson.loads(plan.state.checkpoint(NAMES) or "{}"))
+        users = iter(self.linker.users(round_.objects, scope, defer=False) if self.linker else round_.objects)
         for batch in iter(lambda: list(itertools.islice(users, BATCH)), []):  # BATCH users' stored data at a time
-            last = self.state.records("user", [u["id"] for u in batch])
+            last = plan.state.records("user", [u["id"] for u in batch])
             for user in batch:
-                uid, scope = user["id"], self.scope.users
+                uid = user["id"]
                 if "@removed" in user or (scope is not None and uid not in scope):
                     self._departure("user", uid, last.get(uid), departures)
                     continue
                 kept = last.get(uid) if "manager@delta" not in user else None  # relationship unchanged: not sent
-                record = map_user(user, self.result.warnings, scope, self.result.unmatched, self.accounts,
-                                  shaped=self.types["user"], kept=kept)
+                record = map_user(user, result.warnings, scope, result.unmatched, self.accounts,
+                                  shaped=plan.types["user"], kept=kept)
                 derived.observe(user, record)
-                self.result.read["user"] += 1
-                yield from self._compare(record)
-        for record in derived.records(self.types):  # only new derived objects; the full run keeps aggregates current
-            if record.id not in self.hashes[record.type]:
-                yield from self._compare(record)
-        self.checkpoints[USERS_DELTA] = round_.delta_link
-        self.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
+                result.read["user"] += 1
+                yield from plan.compare(record)
+        for record in derived.records(plan.types):  # only new derived objects; the full run keeps aggregates current
+            if record.id not in plan.hashes[record.type]:
+                yield from plan.compare(record)
+        plan.checkpoints[USERS_DELTA] = round_.delta_link
+        plan.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
         if self.linker:
             # Pending and due Jira lookups with the searches left (SPEC §5, AccountLinker.sweep): stored data
-            # with the new account, already shaped - not through _compare, which would re-shape it from Graph.
-            for record in self.linker.sweep(self.scope.users, self.hashes):
-                self.result.updated["user"] += 1
+            # with the new account, already shaped (not through compare: it was not read from Graph this round).
+            for record in self.linker.sweep(scope, plan.hashes):
+                result.updated["user"] += 1
                 yield Change("update", record)
-            self.checkpoints.update(self.linker.checkpoints(full=False))
+            plan.checkpoints.update(self.linker.checkpoints(full=False))
 
     def _group_round(self, link: str, departures: list[Change]) -> Iterator[Change]:
-        self.progress("Fetching groups", 0)
-        round_ = self.graph.delta("groups", [], link)
-        groups: dict[str, dict] = {}
-        added: dict[str, dict[str, str]] = {}
-        removed: dict[str, set[str]] = {}
-        for group in round_.objects:  # a group may span pages: merge its members@delta slices
-            gid = group["id"]
-            if "@removed" in group:
-                groups[gid] = group
-                continue
-            groups[gid] = groups.get(gid, {}) | {k: v for k, v in group.items() if k != "members@delta"}
-            for member in group.get("members@delta") or ():
-                if "@removed" in member:
-                    removed.setdefault(gid, set()).add(member["id"])
-                    added.get(gid, {}).pop(member["id"], None)
-                else:
-                    added.setdefault(gid, {})[member["id"]] = object_type_of(member)
-        last = self.state.records("group", list(groups))
-        for gid, group in groups.items():
-            if "@removed" in group or (self.scope.groups is not None and gid not in self.scope.groups):
+        plan, scope = self.plan, self.plan.scope.groups
+        plan.progress("Fetching groups", 0)
+        round_ = plan.graph.delta("groups", [], link)
+        merged = merge_group_round(round_.objects)
+        last = plan.state.records("group", list(merged.groups))
+        for gid, group in merged.groups.items():
+            if "@removed" in group or (scope is not None and gid not in scope):
                 self._departure("group", gid, last.get(gid), departures)
                 continue
+            # members@delta lists only what changed: the rest is as last pushed
             before = {m: "user" for m in (last.get(gid) or {}).get("members") or ()}
-            members = {m: t for m, t in before.items() if m not in removed.get(gid, ())} | added.get(gid, {})
-            owners = directory_links(list(self.graph.objects(f"groups/{gid}/owners", {"$select": "id", "$top": "999"})))
-            record = map_group(group, self._refs(members.items(), "member", gid), self._refs(owners, "owner", gid),
-                               self.result.warnings, shaped=self.types["group"])
-            self.result.read["group"] += 1
-            yield from self._compare(record)
-        self.checkpoints[GROUPS_DELTA] = round_.delta_link
+            removed = merged.removed.get(gid, set())
+            members = {m: t for m, t in before.items() if m not in removed} | merged.added.get(gid, {})
+            owners = directory_refs(list(plan.graph.objects(f"groups/{gid}/owners", {"$select": "id", "$top": "999"})))
+            record = map_group(group, plan.user_ids(members.items(), "member", gid),
+                               plan.user_ids(owners, "owner", gid), plan.result.warnings,
+                               shaped=plan.types["group"])
+            plan.result.read["group"] += 1
+            yield from plan.compare(record)
+        plan.checkpoints[GROUPS_DELTA] = round_.delta_link
 
 
-def plan_catch_up(graph, state, options: RunOptions, scope: Scope, result: FullRunResult,
+def plan_catch_up(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
                   progress: Progress = lambda stage, n: None
                   ) -> tuple[Iterator[Record], dict[str, str | None], dict[str, set[str]]]:
     """The records of a catch-up, lazily; the checkpoints (new delta links) and the ids it read per type, filled
     once they are consumed. Reads only; writes nothing. Raises ``GraphCredentialsError``; a resource that
     fails otherwise is in ``result.failed`` (``DeltaExpired`` starts a fresh round)."""
-    planner = _CatchUp(graph, state, options, scope, result, progress)
-    return (change.record for change in planner.changes()), planner.checkpoints, planner.seen
+    plan = Plan(graph, state, options, scope, result, progress)
+    return (change.record for change in CatchUp(plan).changes()), plan.checkpoints, plan.seen

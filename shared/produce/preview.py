@@ -1,6 +1,6 @@
 """``entra-assets preview``: a dry run of a full reconciliation that writes nothing.
 
-It runs the same ``reconcile.plan`` as ``sync --full`` - same reads, same mapping, same comparison with the
+It runs the same ``full.plan`` as ``sync --full`` - same reads, same mapping, same comparison with the
 stored hashes, same guard - but keeps the planned changes instead of queuing them, and looks up the data last
 pushed for each update to say which attributes change. Nothing is written to Assets, the queue or the state.
 """
@@ -10,7 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from shared.clients.graph import GraphClient
-from shared.produce.full import FullRunResult, Progress, RunOptions, new_result, plan, read_scope
+from shared.produce.full import new_result, plan
+from shared.produce.plan import FullRunResult, Progress, RunOptions, read_scope
 from shared.records.schema import BY_KEY, ObjectType
 from shared.store.ports import StateStore
 

@@ -1,0 +1,333 @@
+"""What a full run and a catch-up share: the run options and the guard, the scope, the stored hashes, the
+comparison, the bookkeeping of departures and of types that failed, directory references, and the merge of a
+``/groups/delta`` round's ``members@delta`` slices.
+
+A ``Plan`` is the state of one planning run - what was seen, the checkpoints to commit, the counters in its
+``FullRunResult``. ``shared.produce.full`` reads a whole tenant into one; ``shared.produce.catch_up`` runs the
+stored delta links into one (and a fresh round, where a link expired, with the full run's reads). Both only
+read: nothing here writes to the state, the queue or Assets.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from shared.clients.graph import GraphClient
+from shared.errors import EntraAssetsError, RemoteError, ScopeError
+from shared.jira_links import AccountLinker, Linking, linking_for
+from shared.records.build import (
+    Record,
+    Warnings,
+    deactivated,
+    is_deactivated,
+    user_refs,
+)
+from shared.records.mapping_file_apply import apply_mapping_file, graph_select, load_mapping_file
+from shared.records.schema import BY_KEY, OBJECT_TYPES, ObjectType, with_link_attributes
+from shared.settings import SYNCABLE_TYPES, Settings
+from shared.store.ports import StateStore
+
+log = logging.getLogger(__name__)
+
+SAMPLE = 5
+RELATIVE_GUARD_FLOOR = 10     # MAX_DEACTIVATION_PERCENT holds a run only above this many departures of a type
+
+Progress = Callable[[str, int], None]  # (stage, objects so far)
+
+
+def owned_keys(object_types: Iterable[str]) -> list[str]:
+    """The record types that reading ``object_types`` owns: those, plus the derived ones when users are read."""
+    keys = list(object_types)
+    if "user" in keys:
+        keys += [t.key for t in OBJECT_TYPES if t.derived]
+    return keys
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a full run covers: the object types read from Graph, the scope, and the guard."""
+
+    object_types: tuple[str, ...] = SYNCABLE_TYPES
+    user_filter: str | None = None
+    group_filter: str | None = None
+    scope_group_id: str | None = None
+    max_deactivations: int = 500
+    allow_mass_deactivation: bool = False
+    types: tuple[ObjectType, ...] = OBJECT_TYPES   # after the MAPPING_FILE's additions, renames, omissions
+    linking: Linking | None = None                 # Jira user links (SPEC §5) when JIRA_* are set
+    max_deactivation_percent: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False) -> RunOptions:
+        """Raises ``MappingFileError`` for an invalid MAPPING_FILE."""
+        return cls(settings.object_types, settings.user_filter, settings.group_filter, settings.scope_group_id,
+                   settings.max_deactivations, allow_mass_deactivation, object_types_for(settings),
+                   linking_for(settings), settings.max_deactivation_percent)
+
+    def guard(self, gone: dict[str, int], active: dict[str, int]) -> str | None:
+        """Why departures (``gone``: per type) must be held back, or None. ``active``: per type, the objects
+        Assets holds that are not marked Deleted. The absolute limit counts all types together; the relative
+        one each type alone, so an empty listing (a broken filter, the wrong tenant) never marks a whole type
+        Deleted."""
+        if self.allow_mass_deactivation:
+            return None
+        if sum(gone.values()) > self.max_deactivations:
+            return f"more than MAX_DEACTIVATIONS={self.max_deactivations}"
+        for key, count in sorted(gone.items(), key=lambda item: -item[1]):  # the biggest loss named first
+            if count > RELATIVE_GUARD_FLOOR and count > active.get(key, 0) * self.max_deactivation_percent / 100:
+                return (f"{count:,} of the {active.get(key, 0):,} {BY_KEY[key].name} objects, more than "
+                        f"MAX_DEACTIVATION_PERCENT={self.max_deactivation_percent:g}%")
+        return None
+
+    def hold(self, result: FullRunResult, gone: dict[str, list[str]], reason: str) -> None:
+        """Count departures held back by the guard in ``result`` (with a few sample ids and the reason)."""
+        result.held_reason = reason
+        for key, ids in gone.items():
+            if ids:
+                result.held_back[key] += len(ids)
+                result.held_back_sample += [f"{BY_KEY[key].name} {i}" for i in ids[:SAMPLE]]
+
+    def type_keys(self) -> list[str]:
+        """The record types this run owns: the chosen types, plus the derived ones when users are synced."""
+        return owned_keys(self.object_types)
+
+
+def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
+    """The object types as the MAPPING_FILE shapes them (the defaults without one). Raises MappingFileError."""
+    types = apply_mapping_file(OBJECT_TYPES, load_mapping_file(settings.mapping_file)) if settings.mapping_file \
+        else OBJECT_TYPES
+    return with_link_attributes(types) if settings.jira_enabled else types
+
+
+@dataclass
+class FullRunResult:
+    """What a full run (or a catch-up) saw and queued. Counters are keyed by object type key."""
+
+    run_id: str
+    read: Counter = field(default_factory=Counter)
+    created: Counter = field(default_factory=Counter)
+    updated: Counter = field(default_factory=Counter)
+    deactivated: Counter = field(default_factory=Counter)
+    unchanged: Counter = field(default_factory=Counter)
+    held_back: Counter = field(default_factory=Counter)      # departures stopped by the guard
+    held_back_sample: list[str] = field(default_factory=list)
+    held_reason: str | None = None                           # which limit of the guard they crossed
+    failed: dict[str, str] = field(default_factory=dict)     # object types that could not be read: the reason
+    read_started: float = 0.0                                # when the run began reading Graph (epoch seconds)
+    graph_pages: int = 0
+    payload: str | None = None
+    warnings: Warnings = field(default_factory=Warnings)
+    unmatched: Warnings = field(default_factory=Warnings)    # references left empty, members skipped
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def users(self) -> int:
+        return self.read["user"]
+
+    @property
+    def changed(self) -> Counter:
+        return self.created + self.updated + self.deactivated
+
+    @property
+    def queued(self) -> int:
+        return sum(self.changed.values())
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Ids selected by the scoping settings; None means everything of that kind is in scope."""
+
+    users: frozenset[str] | None = None
+    groups: frozenset[str] | None = None
+
+
+def read_scope(graph: GraphClient, options: RunOptions) -> Scope:
+    """Ask Graph which users and groups the scoping settings select - before anything is read or written.
+
+    Raises ``ScopeError`` naming the setting when Graph refuses a filter or the scope group does not exist.
+    """
+    users = None
+    if options.scope_group_id:
+        gid = options.scope_group_id
+        try:
+            graph.get(f"groups/{gid}", {"$select": "id"})
+        except RemoteError as error:
+            if error.http_status == 404:
+                raise ScopeError(f"SCOPE_GROUP_ID {gid}: no group with this id exists in the tenant") from None
+            raise
+        # Transitive members, cast to users: nested groups are flattened (reference/graph.md §1.6).
+        users = _ids(graph, f"groups/{gid}/transitiveMembers/microsoft.graph.user", None, "SCOPE_GROUP_ID")
+    if options.user_filter:
+        filtered = _ids(graph, "users", options.user_filter, "USER_FILTER")
+        users = filtered if users is None else users & filtered
+    groups = _ids(graph, "groups", options.group_filter, "GROUP_FILTER") if options.group_filter else None
+    return Scope(users, groups)
+
+
+def _ids(graph: GraphClient, path: str, odata_filter: str | None, setting: str) -> frozenset[str]:
+    params = {"$select": "id", "$top": "999"}
+    if odata_filter:
+        params["$filter"] = odata_filter
+    try:
+        return frozenset(o["id"] for o in graph.objects(path, params, advanced=True))
+    except RemoteError as error:
+        if error.http_status == 400:
+            raise ScopeError(f"{setting} was refused by Microsoft Graph ({error.code}): {error.detail} - fix the "
+                             "OData $filter (https://learn.microsoft.com/graph/filter-query-parameter)") from None
+        raise
+
+
+@dataclass
+class Change:
+    """One planned record: ``kind`` is create, update or deactivate."""
+
+    kind: str
+    record: Record
+
+
+class StoredHashes(dict):
+    """The stored hashes by type, each type read from the state on first use: a catch-up that finds no
+    change then reads none (with Azure Storage, one blob of 100,000 hashes per type)."""
+
+    def __init__(self, state: StateStore):
+        super().__init__()
+        self._state = state
+
+    def __missing__(self, type_key: str) -> dict[str, str]:
+        self[type_key] = self._state.hashes(type_key)
+        return self[type_key]
+
+
+class Plan:
+    """The state of one planning run: what it saw, the checkpoints it will commit, its counters (``result``).
+    Used from one thread (the one that maps); not reusable across runs."""
+
+    def __init__(self, graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope,
+                 result: FullRunResult, progress: Progress):
+        self.graph, self.state, self.options, self.scope = graph, state, options, scope
+        self.result, self.progress = result, progress
+        self.types = {t.key: t for t in options.types}
+        self.hashes = StoredHashes(state)
+        self.seen: dict[str, set[str]] = defaultdict(set)
+        self.users_in_scope: set[str] | None = None  # filled once users are read (None: every user id is taken)
+        self.checkpoints: dict[str, str | None] = {}
+
+    def linker(self) -> AccountLinker | None:
+        """A Jira account linker for one reader of this plan (SPEC §5), or None when linking is off."""
+        linking = self.options.linking
+        return linking.linker(self.state, self.result.warnings, self.result.unmatched) if linking else None
+
+    def select(self, key: str, defaults: list[str]) -> list[str]:
+        """``defaults`` plus what the MAPPING_FILE's attributes of ``key`` read from Graph."""
+        return defaults + [p for p in graph_select(self.types[key]) if p not in defaults]
+
+    def compare(self, record: Record) -> Iterator[Change]:
+        """``record`` (built as its type is shaped: ``shared.records.build``) as a create or an update when its
+        hash differs from the stored one (nothing when equal); counts it and marks it seen."""
+        self.seen[record.type].add(record.id)
+        stored = self.hashes[record.type].get(record.id)
+        if stored == record.hash:
+            self.result.unchanged[record.type] += 1
+            return
+        kind = "create" if stored is None else "update"
+        (self.result.created if kind == "create" else self.result.updated)[record.type] += 1
+        yield Change(kind, record)
+
+    def type_failed(self, key: str, error: EntraAssetsError) -> None:
+        """Record that ``key`` could not be read; users that failed take their derived types along, and the
+        users Assets already holds stand in for the unread ones as the targets of references."""
+        log.error("%s could not be read, so none is marked Deleted this run: %s", BY_KEY[key].name, error)
+        for type_key in owned_keys([key]):
+            self.result.failed[type_key] = str(error)
+        if key == "user":
+            known = {i for i, h in self.hashes["user"].items() if not is_deactivated(h)}
+            scope = self.scope.users
+            self.users_in_scope = (self.users_in_scope or set()) | (known if scope is None else known & scope)
+
+    def user_ids(self, refs: Iterable[tuple[str, str]], kind: str, owner: str) -> list[str]:
+        """The user ids among ``refs`` ((id, object type) pairs, ``directory_refs``), in scope; references to
+        other object types and to users out of scope are counted in ``result.unmatched``."""
+        ids = []
+        for object_id, object_type in refs:
+            if object_type == "user":
+                ids.append(object_id)
+            else:
+                self.result.unmatched.add(f"{kind}: {object_type} (not a user) skipped", owner)
+        return user_refs(ids, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
+
+    def released(self, gone: dict[str, list[str]]) -> bool:
+        """True when the departures ``gone`` (ids per type) may be pushed; otherwise the guard
+        (``RunOptions.guard``) holds them all back and ``result`` says so."""
+        active = {key: sum(not is_deactivated(h) for h in self.hashes[key].values()) for key, ids in gone.items()
+                  if ids}
+        reason = self.options.guard({k: len(v) for k, v in gone.items()}, active)
+        if reason:
+            self.options.hold(self.result, gone, reason)
+            return False
+        return True
+
+    def unseen_departures(self, keys: Iterable[str]) -> Iterator[Change]:
+        """Objects of ``keys`` pushed before, not seen by this run and not yet marked Deleted - none of a type
+        that failed to be read -, marked Deleted, unless the guard holds them back (``released``). For runs
+        that read whole types (a full run, a fresh delta round)."""
+        keys = [key for key in keys if key not in self.result.failed]
+        gone = {key: sorted(i for i, h in self.hashes[key].items() if i not in self.seen[key]
+                            and not is_deactivated(h)) for key in keys}
+        if not self.released(gone):
+            return
+        for key, ids in gone.items():
+            last = self.state.records(key, ids) if ids else {}
+            for record_id in ids:
+                self.result.deactivated[key] += 1
+                yield Change("deactivate", deactivated(key, record_id, last.get(record_id)))
+
+
+# -- directory references and the members@delta merge ---------------------------------------------------------
+
+
+def object_type_of(ref: dict) -> str:
+    """``#microsoft.graph.user`` -> ``user`` (a directoryObject without a type is taken as a user)."""
+    return (ref.get("@odata.type") or "#microsoft.graph.user").rsplit(".", 1)[-1].lower()
+
+
+def directory_refs(objects: list[dict] | None) -> list[tuple[str, str]]:
+    """(id, object type) of each directory object in ``objects`` (owners, members), removed ones left out."""
+    return [(o["id"], object_type_of(o)) for o in objects or () if "@removed" not in o]
+
+
+@dataclass
+class GroupRound:
+    """A ``/groups/delta`` round merged by group: ``groups`` holds each group's properties (without
+    ``members@delta``), or its ``@removed`` entry when the round ends with the group removed; ``added`` the
+    members each group gained (id -> object type), ``removed`` the member ids it lost."""
+
+    groups: dict[str, dict] = field(default_factory=dict)
+    added: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    removed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def merge_group_round(objects: Iterable[dict]) -> GroupRound:
+    """Merge the entries of a ``/groups/delta`` round: one group may span several pages, each entry carrying
+    a slice of its ``members@delta`` (reference/graph.md §2.5); the last word on a member wins. A group that
+    is removed forgets what the round said about it before; a later entry starts it afresh."""
+    merged = GroupRound()
+    for group in objects:
+        gid = group["id"]
+        if "@removed" in group:
+            merged.groups[gid] = group
+            merged.added.pop(gid, None)
+            merged.removed.pop(gid, None)
+            continue
+        before = merged.groups.get(gid)
+        base = {} if before is None or "@removed" in before else before
+        merged.groups[gid] = base | {k: v for k, v in group.items() if k != "members@delta"}
+        for member in group.get("members@delta") or ():
+            if "@removed" in member:
+                merged.removed[gid].add(member["id"])
+                merged.added[gid].pop(member["id"], None)
+            else:
+                merged.added[gid][member["id"]] = object_type_of(member)
+                merged.removed[gid].discard(member["id"])
+    return merged
