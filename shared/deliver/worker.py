@@ -23,6 +23,7 @@ from shared.deliver import follow_ups, open_executions, push
 from shared.deliver.coalesce import Coalesced, coalesced
 from shared.deliver.drain import Drained, drain, parsed
 from shared.deliver.freshness import PUSHED, Pushed
+from shared.deliver.push import Progress
 from shared.errors import WriterBusy
 from shared.records.build import Record
 from shared.store.ports import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes back after this
 LEASE_POLL_SECONDS = 1.0    # how often a run waiting for the writer lease tries again
 
-Progress = Callable[[str, int], None]
 # A catch-up's plan: its records, and once they are consumed its checkpoints and the ids it read per type.
 CatchUp = Callable[[], tuple[Iterator[Record], dict, dict[str, set[str]]]]
 AfterDone = Callable[[StateStore, dict, Callable[[], None]], object]  # (state, pushed records by type, renew)
