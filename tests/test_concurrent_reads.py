@@ -13,7 +13,8 @@ import pytest
 from shared.admin.setup import run_setup
 from shared.app import graph_client, open_backend, sync_full
 from shared.errors import GraphCredentialsError, GraphPermissionError
-from shared.produce.full import run_full
+from shared.produce.full import FullReads, new_result, plan, run_full
+from shared.produce.plan import Plan, RunOptions, Scope
 from shared.produce.prefetch import Prefetch
 from shared.settings import load_settings
 
@@ -253,6 +254,22 @@ def test_refused_credentials_fail_the_run_with_one_request(box, tmp_path):
         sync_full(settings)
     assert [r.path for r in box.graph.requests] == ["/v1.0/users/delta"]  # no flood: the others never started
     assert _no_read_threads()
+
+
+def test_a_finished_run_leaves_nothing_for_the_collector(box, settings):
+    """No reference cycle keeps a run's plan (its ``seen`` ids: one per object read) alive after it: with the
+    collector off, it goes as soon as the changes are consumed - not at some collection during the push."""
+    backend = open_backend(settings)
+    result = new_result()
+    gc.collect()
+    gc.disable()
+    try:
+        changes, _ = plan(graph_client(settings), backend.state, RunOptions(), Scope(), result)
+        assert sum(1 for _ in changes) > len(box.tenant.users)
+        del changes
+        assert not [o for o in gc.get_objects() if isinstance(o, (Plan, FullReads, Prefetch))]
+    finally:
+        gc.enable()
 
 
 def test_a_payload_write_that_fails_stops_the_reads(box, settings):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,8 @@ def child(env: dict[str, str]) -> dict:
             "full_run_s": report.full.seconds.get("total", 0.0),
             "push_s": sum(p.seconds.get("push", 0.0) for p in report.pushes),
             "graph_requests": graph.transport.requests, "assets_requests": assets.transport.requests,
-            "records": report.records_pushed, "failed": sorted(report.full.failed)}
+            "records": report.records_pushed, "failed": sorted(report.full.failed),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # kilobytes on Linux
 
 
 def _sync(tree: Path, env: dict[str, str]) -> dict:
@@ -116,7 +118,7 @@ def _report(pages: dict[str, int], latency: float, runs: dict[Path, dict]) -> in
     print(f"sum of the page chains  {sum(chains.values()):.1f} s  (pages x {latency * 1000:.0f} ms)")
     print(f"longest chain           {longest:.1f} s  ({longest_read})")
     print()
-    header = ("code", "wall", "read", "Assets", "target", "CPU", "Graph req", "Assets req", "records")
+    header = ("code", "wall", "read", "Assets", "target", "CPU", "peak RSS", "Graph req", "Assets req", "records")
     rows = []
     verdicts = []
     for tree, run in runs.items():
@@ -125,7 +127,8 @@ def _report(pages: dict[str, int], latency: float, runs: dict[Path, dict]) -> in
         ok = run["wall_s"] <= target
         verdicts.append(ok)
         rows.append((str(tree), f"{run['wall_s']:.1f} s", f"{run['read_s']:.1f} s", f"{assets:.1f} s",
-                     f"{target:.1f} s", f"{run['cpu_s']:.1f} s", str(run["graph_requests"]),
+                     f"{target:.1f} s", f"{run['cpu_s']:.1f} s", f"{run['peak_rss_mb']:.0f} MB",
+                     str(run["graph_requests"]),
                      str(run["assets_requests"]), f"{run['records']:,}"))
         if run["failed"]:
             print(f"{tree}: types not read: {', '.join(run['failed'])}")

@@ -90,8 +90,14 @@ class FullReads:
         self.keys = tuple(sorted(object_types, key=MAPPING_ORDER.index))
         self.linker = plan.linker()
         self.accounts = self.linker.accounts if self.linker else None  # Entra id -> Atlassian account id
-        self._open = {"user": self._users, "group": self._groups, "device": self._devices,
-                      "application": self._applications}
+
+    def _open(self, key: str, reads: Prefetch) -> Mapping:
+        """Declare ``key``'s reads on ``reads``; returns their mapping. (Looked up on each call: a dict of bound
+        methods kept on self would be a reference cycle, keeping the plan's ``seen`` ids alive after the run
+        until the garbage collector happens to run - through the whole push.)"""
+        opener = {"user": self._users, "group": self._groups, "device": self._devices,
+                  "application": self._applications}[key]
+        return opener(reads)
 
     def changes(self) -> Iterator[Change]:
         """Every type's creates and updates, then the departures. A type that cannot be read (a missing
@@ -101,7 +107,7 @@ class FullReads:
         Closing the generator early stops the reads."""
         errors = []
         with Prefetch() as reads:
-            mappings = {key: self._open[key](reads) for key in self.keys}
+            mappings = {key: self._open(key, reads) for key in self.keys}
             reads.start()
             for key in self.keys:
                 try:
@@ -119,7 +125,7 @@ class FullReads:
     def read(self, key: str) -> Iterator[Change]:
         """The creates and updates of ``key`` alone, without departures; raises what its reads raise."""
         with Prefetch() as reads:
-            mapping = self._open[key](reads)
+            mapping = self._open(key, reads)
             reads.start()
             yield from mapping()
 

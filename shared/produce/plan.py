@@ -287,9 +287,18 @@ class Plan:
 # -- directory references and the members@delta merge ---------------------------------------------------------
 
 
+_TYPE_NAMES: dict[str, str] = {}  # "@odata.type" -> its name: one string per type, however many references
+
+
 def object_type_of(ref: dict) -> str:
     """``#microsoft.graph.user`` -> ``user`` (a directoryObject without a type is taken as a user)."""
-    return (ref.get("@odata.type") or "#microsoft.graph.user").rsplit(".", 1)[-1].lower()
+    odata_type = ref.get("@odata.type") or "#microsoft.graph.user"
+    name = _TYPE_NAMES.get(odata_type)
+    if name is None:
+        name = odata_type.rsplit(".", 1)[-1].lower()
+        if len(_TYPE_NAMES) < 100:  # a few dozen directory object types exist; never grow with what a server sends
+            _TYPE_NAMES[odata_type] = name
+    return name
 
 
 def directory_refs(objects: list[dict] | None) -> list[tuple[str, str]]:
@@ -313,6 +322,7 @@ def merge_group_round(objects: Iterable[dict]) -> GroupRound:
     a slice of its ``members@delta`` (reference/graph.md §2.5); the last word on a member wins. A group that
     is removed forgets what the round said about it before; a later entry starts it afresh."""
     merged = GroupRound()
+    ids: dict[str, str] = {}  # one string per member id: a user is a member of several groups
     for group in objects:
         gid = group["id"]
         if "@removed" in group:
@@ -324,10 +334,11 @@ def merge_group_round(objects: Iterable[dict]) -> GroupRound:
         base = {} if before is None or "@removed" in before else before
         merged.groups[gid] = base | {k: v for k, v in group.items() if k != "members@delta"}
         for member in group.get("members@delta") or ():
+            mid = ids.setdefault(member["id"], member["id"])
             if "@removed" in member:
-                merged.removed[gid].add(member["id"])
-                merged.added[gid].pop(member["id"], None)
+                merged.removed[gid].add(mid)
+                merged.added[gid].pop(mid, None)
             else:
-                merged.added[gid][member["id"]] = object_type_of(member)
-                merged.removed[gid].discard(member["id"])
+                merged.added[gid][mid] = object_type_of(member)
+                merged.removed[gid].discard(mid)
     return merged

@@ -25,6 +25,7 @@ stops every thread and waits for them.
 from __future__ import annotations
 
 import contextvars
+import ctypes
 import logging
 import queue
 import threading
@@ -36,7 +37,7 @@ from shared.errors import ForeignLink, GraphCredentialsError
 log = logging.getLogger(__name__)
 
 BATCH = 100        # objects handed over at a time: a queue operation per object would cost more than mapping it
-DEPTH = 64         # batches a read may run ahead of its consumer (~6,400 objects, a few MB of parsed JSON)
+DEPTH = 8          # batches a read may run ahead of its consumer (800 objects, a few MB of parsed JSON)
 POLL_SECONDS = 0.05  # how often a blocked thread looks whether it was stopped
 JOIN_SECONDS = 10.0  # close() waits this long for a thread caught in a request (the transport bounds it)
 FATAL = (GraphCredentialsError, ForeignLink)  # errors that fail the run, not one object type
@@ -51,6 +52,23 @@ class _Failed:
         self.error = error
 
 
+class _Shared:
+    """What the reads of one run share: the stop signal and the fatal error. It refers to no stream, so no
+    reference cycle keeps a finished run's reads - and what their sources refer to - alive until the
+    collector runs."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.fatal: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.fatal is None:
+                self.fatal = error
+        self.stopping.set()
+
+
 class _Stopped(Exception):
     """Raised inside a read's thread when it was stopped in the middle of a ``reduce``."""
 
@@ -60,10 +78,10 @@ class Stream:
     Iterating raises the read's error, or the run's fatal error when another read had one. With ``reduce``,
     the thread folds the objects itself and the stream yields the one result (``result()``)."""
 
-    def __init__(self, reads: Prefetch, key: str, name: str, source: Callable[[], Iterable[dict]], depth: int,
+    def __init__(self, shared: _Shared, key: str, name: str, source: Callable[[], Iterable[dict]], depth: int,
                  batch: int, reduce: Callable[[Iterable[dict]], object] | None = None):
         self.key, self.name = key, name
-        self._reads, self._source, self._batch, self._reduce = reads, source, batch, reduce
+        self._shared, self._source, self._batch, self._reduce = shared, source, batch, reduce
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.answered = threading.Event()  # set once the read yielded its first object, or ended
@@ -96,8 +114,8 @@ class Stream:
 
     def _take(self) -> object:
         while True:
-            if self._reads.fatal is not None:
-                raise self._reads.fatal
+            if self._shared.fatal is not None:
+                raise self._shared.fatal
             try:
                 return self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
@@ -116,7 +134,7 @@ class Stream:
             yield obj
 
     def _stopped(self) -> bool:
-        return self._stop.is_set() or self._reads.stopping.is_set()
+        return self._stop.is_set() or self._shared.stopping.is_set()
 
     def _put(self, item: object) -> bool:
         """Hand ``item`` over, waiting while the queue is full; False when the read was stopped meanwhile."""
@@ -137,7 +155,7 @@ class Stream:
             return
         except BaseException as error:  # noqa: BLE001 - every error is handed to the consumer, who raises it
             if isinstance(error, FATAL):
-                self._reads.fail(error)
+                self._shared.fail(error)
             self._put(_Failed(error))
         finally:
             self.answered.set()
@@ -171,9 +189,12 @@ class Prefetch:
     def __init__(self, depth: int = DEPTH, batch: int = BATCH):
         self._depth, self._batch = depth, batch
         self.streams: list[Stream] = []
-        self.stopping = threading.Event()
-        self.fatal: BaseException | None = None
-        self._lock = threading.Lock()
+        self._shared = _Shared()
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """The error that failed the run (``FATAL``), once a read had one."""
+        return self._shared.fatal
 
     def stream(self, key: str, name: str, source: Callable[[], Iterable[dict]],
                reduce: Callable[[Iterable[dict]], object] | None = None) -> Stream:
@@ -181,7 +202,7 @@ class Prefetch:
         there. ``name`` tells the reads of one type apart in thread names and logs. ``reduce``, for a read
         that is only of use whole (a delta round whose entries must be merged): called in the thread with the
         objects; it must touch nothing but them and what it builds (and may read Graph)."""
-        stream = Stream(self, key, name, source, self._depth, self._batch, reduce)
+        stream = Stream(self._shared, key, name, source, self._depth, self._batch, reduce)
         self.streams.append(stream)
         return stream
 
@@ -198,27 +219,35 @@ class Prefetch:
             return
         first, *others = self.streams
         first.start()
-        first.answered.wait()
+        while not first.answered.wait(POLL_SECONDS) and first.thread.is_alive():
+            pass
         if self.fatal is None:
             for stream in others:
                 stream.start()
 
-    def fail(self, error: BaseException) -> None:
-        """The run cannot go on (``FATAL``): every read stops, and the consumer raises ``error`` next."""
-        with self._lock:
-            if self.fatal is None:
-                self.fatal = error
-        self.stopping.set()
-
     def close(self, timeout: float = JOIN_SECONDS) -> None:
         """Stop every read and wait for its thread (idempotent). A thread still inside a request after
         ``timeout`` is left to finish it: it stops before the next one, and it is a daemon."""
-        self.stopping.set()
+        self._shared.stopping.set()
         for stream in self.streams:
             if stream.thread is not None:
                 stream.thread.join(timeout)
                 if stream.thread.is_alive():
                     log.warning("the Graph read of %s is still in a request; it stops after it", stream.name)
+        if any(stream.thread is not None for stream in self.streams):
+            self._trim()
+
+    @staticmethod
+    def _trim() -> None:
+        """Hand the memory the reads' threads freed back to the system (glibc ``malloc_trim``).
+
+        glibc gives each thread that allocates its own malloc arena, and what is freed into one is reused by
+        nothing else: the pages the threads parsed, freed by the consumer, would stay resident while the
+        worker pushes (measured: 6 MB more peak RSS for a 20,000-user full sync without it). A no-op off glibc."""
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+            pass
 
     def __enter__(self) -> Self:
         return self

@@ -7,6 +7,7 @@ pushed for each update to say which attributes change. Nothing is written to Ass
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from shared.clients.graph import GraphClient
@@ -55,12 +56,13 @@ def run_preview(graph: GraphClient, state: StateStore, options: RunOptions,
     report = PreviewReport(new_result())
     changes, _ = plan(graph, state, options, read_scope(graph, options), report.result, progress)
     new_data: dict[str, dict[str, dict]] = defaultdict(dict)
-    for change in changes:
-        record = change.record
-        entry = {"id": record.id, "name": record.data.get("name")}
-        report.changes[change.kind][record.type].append(entry)
-        if change.kind == "update":
-            new_data[record.type][record.id] = record.data
+    with closing(changes):  # an error stops the concurrent reads at once
+        for change in changes:
+            record = change.record
+            entry = {"id": record.id, "name": record.data.get("name")}
+            report.changes[change.kind][record.type].append(entry)
+            if change.kind == "update":
+                new_data[record.type][record.id] = record.data
     types = {t.key: t for t in options.types}
     for type_key, updates in report.changes["update"].items():
         old = state.records(type_key, [u["id"] for u in updates])
