@@ -25,8 +25,9 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2
 
+# COMPARE=DIR syncs with DIR's code too, against the same sandbox in the same run (git worktree add DIR main).
 bench: $(STAMP)
-	$(BIN)/python -m sandbox.tools.bench
+	$(BIN)/python -m sandbox.tools.bench $(if $(COMPARE),--compare $(COMPARE))
 
 # A full sync against 50 ms Graph / 100 ms Assets latency on a 20,000-user tenant, against its page chains.
 bench-latency: $(STAMP)

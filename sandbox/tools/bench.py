@@ -2,21 +2,22 @@
 applications), measured.
 
 The emulators run in their own process (``entra-assets sandbox``) so that the sync's peak memory and CPU time
-are ours alone. The sync runs in a child process too: its peak RSS is read from ``getrusage(RUSAGE_CHILDREN)``
-after it exits. Reported: wall time, peak RSS, users/s of wall time and of our own CPU time, Graph requests
-against the tenant's page count (counted by a plain crawl of the same reads), Assets requests and records, a
-second (unchanged) run, and msgraph-sdk's typed-model parsing of a sample of the same pages for comparison.
+are ours alone. The sync runs in a child process too: its peak RSS is its own (``wait4``). Reported: wall
+time, peak RSS, users/s of wall time and of our own CPU time, Graph requests against the tenant's page count
+(counted by a plain crawl of the same reads), Assets requests and records, a second (unchanged) run, and msgraph-sdk's typed-model parsing of a sample of the same pages for comparison.
 
 The floor, measured in the same run: the least any sync of this tenant costs - the same pages read raw (httpx)
 and parsed (orjson), and the same number of records posted in 500-record chunks to a loopback sink that
 discards them. Our CPU and wall time are reported as multiples of it. Targets are checked here, not in tests.
+
+``--compare DIR`` (``make bench COMPARE=DIR``) syncs the same tenant with DIR's code as well, against the same
+sandbox in the same run, and prints both side by side: machines here are too noisy for figures of two runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import socket
 import socketserver
 import subprocess
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
@@ -69,15 +71,31 @@ def child(env: dict[str, str]) -> dict:
             "assets_wait_s": sum(p.seconds.get("wait", 0.0) for p in report.pushes)}
 
 
-def _run_child(env: dict[str, str]) -> tuple[dict, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run([sys.executable, "-m", "sandbox.tools.bench", "--child"], env={**os.environ, **env},
-                          capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(f"sync failed:\n{proc.stderr[-3000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the maximum over all waited-for children (kilobytes on Linux).
-    return json.loads(proc.stdout.strip().splitlines()[-1]), max(peak_kb, before) / 1024
+def _run_child(env: dict[str, str], tree: Path | None = None) -> tuple[dict, float]:
+    """One ``sync --full`` in a child process, with this tree's code or ``tree``'s (``PYTHONPATH``); returns its
+    figures and its own peak RSS in MB (``wait4``: the child's alone, not the maximum over all children)."""
+    env = {**os.environ, **env, **({"PYTHONPATH": str(tree)} if tree else {})}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox.tools.bench", "--child"], env=env, cwd=tree,
+                                stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0), err.seek(0)
+        if status:
+            raise SystemExit(f"sync failed ({tree or 'this tree'}):\n{err.read().decode()[-3000:]}")
+        figures = json.loads(out.read().decode().strip().splitlines()[-1])
+    return figures, usage.ru_maxrss / 1024  # kilobytes on Linux
+
+
+def _sync_twice(env: dict[str, str], tree: Path | None = None) -> tuple[dict, dict, float]:
+    """``setup``, a first full sync of the tenant and a second (unchanged) one, in a fresh home: the figures of
+    both and the first one's peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="entra-assets-bench-") as home:
+        env = {**env, "ENTRA_ASSETS_HOME": home}
+        subprocess.run([sys.executable, "-m", "shared.cli", "setup"], cwd=tree, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, **env, **({"PYTHONPATH": str(tree)} if tree else {})})
+        first, peak_mb = _run_child(env, tree)
+        second, _ = _run_child(env, tree)
+    return first, second, peak_mb
 
 
 # The reads of a full run, as the sync makes them (shared/produce/full.py): path and query.
@@ -277,6 +295,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR",
+                        help="also sync with DIR's code (e.g. `git worktree add DIR main`), interleaved with ours")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(dict(os.environ))))
@@ -292,13 +312,10 @@ def main() -> int:
     try:
         graph_url, assets_url = f"http://127.0.0.1:{graph_port}/v1.0", f"http://127.0.0.1:{assets_port}"
         _wait_for(f"{graph_url}/organization")
-        with tempfile.TemporaryDirectory(prefix="entra-assets-bench-") as home:
-            env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": assets_url,
-                   "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN, "ENTRA_ASSETS_HOME": home}
-            subprocess.run([sys.executable, "-m", "shared.cli", "setup"], env={**os.environ, **env}, check=True,
-                           stdout=subprocess.DEVNULL)
-            first, peak_mb = _run_child(env)
-            second, _ = _run_child(env)
+        env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": assets_url,
+               "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN}
+        first, second, peak_mb = _sync_twice(env)
+        others = {tree: _sync_twice(env, tree.resolve()) for tree in args.compare}
         least = floor(graph_url, GRAPH_TOKEN, first["records_pushed"])
         sample = typed_model_sample(graph_url, GRAPH_TOKEN)
         pages = tenant_pages(graph_url, GRAPH_TOKEN)
@@ -307,7 +324,26 @@ def main() -> int:
         sandbox.terminate()
         sandbox.wait(timeout=30)
     latency = live_latency()
-    return _report(args.users, first, second, peak_mb, least, sample, pages, owners, latency)
+    verdict = _report(args.users, first, second, peak_mb, least, sample, pages, owners, latency)
+    if others:
+        _compare(first, second, peak_mb, least, others)
+    return verdict
+
+
+def _compare(first: dict, second: dict, peak_mb: float, least: dict,
+             others: dict[Path, tuple[dict, dict, float]]) -> None:
+    """Ours beside each ``--compare`` tree's, synced against the same sandbox in the same run."""
+    def row(name: str, one: dict, two: dict, peak: float) -> tuple[str, ...]:
+        return (name, f"{one['cpu_s']:.1f} s", f"{one['users'] / one['cpu_s']:,.0f}", f"{one['wall_s']:.1f} s",
+                f"{peak:.0f} MB", f"{one['cpu_s'] / least['cpu_s']:.1f}x", f"{one['wall_s'] / least['wall_s']:.1f}x",
+                f"{two['cpu_s']:.1f} s", f"{one['cpu_s'] / first['cpu_s']:.2f}")
+    rows = [("code", "CPU", "users/CPU-s", "wall", "peak RSS", "CPU/floor", "wall/floor", "2nd run CPU",
+             "CPU vs ours"), row("this tree", first, second, peak_mb)]
+    rows += [row(str(tree), *figures) for tree, figures in others.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
 
 
 def _report(users: int, first: dict, second: dict, peak_mb: float, least: dict, sample: dict, pages: dict[str, int],
