@@ -25,10 +25,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
+from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
-from shared.clients.graph import DeltaRound, GraphClient
+from shared.clients.graph import GraphClient
 from shared.contract.checkpoints import GROUPS_DELTA, NAMES, USERS_DELTA
 from shared.contract.messages import RecordsMessage
 from shared.contract.payload import checkpoints_line, record_line
@@ -46,6 +48,7 @@ from shared.produce.plan import (
     merge_group_round,
     owned_keys,
     read_scope,
+    select_for,
 )
 from shared.produce.prefetch import Prefetch, Stream
 from shared.records.build import (
@@ -75,6 +78,75 @@ Mapping = Callable[[], Iterator[Change]]  # a type's mapping of its reads, run o
 MAPPING_ORDER = ("user", "device", "application", "group")
 
 
+@dataclass(frozen=True)
+class Chain:
+    """One chain of pages a full run reads: its first request (``path``, ``params``), its ``name`` (also its
+    read's name in logs) and the object type it feeds; the pages after the first are the ``@odata.nextLink``
+    each page gives."""
+
+    path: str
+    params: dict[str, str]
+    name: str
+    key: str
+
+
+def chains(options: RunOptions, keys: Iterable[str]) -> dict[str, Chain]:
+    """The chains of pages that reading ``keys`` takes, by name. Users and groups are initial delta rounds: their
+    last page carries the delta link of incremental runs. Group owners come from a list with ``$expand`` (delta
+    does not track owners); so do device and application owners."""
+    types = {t.key: t for t in options.types}
+    select = lambda key, defaults: ",".join(select_for(types[key], defaults))
+    found = {
+        "user": [Chain("users/delta", {"$select": select("user", USER_SELECT)}, "users", "user")],
+        "group": [Chain("groups/delta", {"$select": select("group", GROUP_SELECT)}, "groups", "group"),
+                  Chain("groups", {"$select": "id", "$expand": "owners", "$top": "999"}, "group owners", "group")],
+        "device": [Chain("devices", {"$select": select("device", DEVICE_SELECT), "$expand": "registeredOwners",
+                                     "$top": "999"}, "devices", "device")],
+        "application": [Chain("servicePrincipals", {"$select": select("application", APPLICATION_SELECT),
+                                                    "$expand": "owners", "$top": "999"},
+                              "service principals", "application")],
+    }
+    return {chain.name: chain for key in keys for chain in found[key]}
+
+
+class StagedRun(Protocol):
+    """A segmented full run whose reads are complete (``shared.produce.segments``): what ``run_full`` plans."""
+
+    run_id: str
+    started: float        # when its first segment began reading Graph
+    pages: int            # the Graph pages its segments read
+    source: Source
+
+
+class Source(Protocol):
+    """Where a full run's chains come from: Graph itself (``LiveSource``), or the pages earlier segments staged
+    (``shared.produce.segments.StagedSource``). ``objects`` may run in a read's own thread."""
+
+    def objects(self, chain: Chain) -> Iterable[dict]:
+        """Every object of ``chain``, in page order; raises what reading it raised."""
+        ...
+
+    def delta_link(self, chain: Chain) -> str | None:
+        """The delta link of a delta chain's last page, once ``objects`` ended (None for a list)."""
+        ...
+
+
+class LiveSource:
+    """The chains read from Graph as they are consumed."""
+
+    def __init__(self, graph: GraphClient):
+        self.graph = graph
+        self._links: dict[str, str | None] = {}
+
+    def objects(self, chain: Chain) -> Iterator[dict]:
+        for page in self.graph.pages(chain.path, chain.params):
+            yield from page.get("value", ())
+            self._links[chain.name] = page.get("@odata.deltaLink") or self._links.get(chain.name)
+
+    def delta_link(self, chain: Chain) -> str | None:
+        return self._links.get(chain.name)
+
+
 def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
     """True when no full run was queued within ``interval_hours``."""
     last = state.checkpoint(LAST_FULL)
@@ -82,12 +154,15 @@ def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
 
 
 class FullReads:
-    """The reads of whole object types into ``plan``: each read prefetched in its own thread
-    (``shared.produce.prefetch``), mapped and compared in this one, in ``MAPPING_ORDER``. Not reusable."""
+    """The reads of whole object types into ``plan``: each chain prefetched from ``source`` (Graph by default) in
+    its own thread (``shared.produce.prefetch``), mapped and compared in this one, in ``MAPPING_ORDER``. Not
+    reusable."""
 
-    def __init__(self, plan: Plan, object_types: Iterable[str]):
+    def __init__(self, plan: Plan, object_types: Iterable[str], source: Source | None = None):
         self.plan = plan
         self.keys = tuple(sorted(object_types, key=MAPPING_ORDER.index))
+        self.chains = chains(plan.options, self.keys)
+        self.source = source or LiveSource(plan.graph)
         self.linker = plan.linker()
         self.accounts = self.linker.accounts if self.linker else None  # Entra id -> Atlassian account id
 
@@ -131,12 +206,15 @@ class FullReads:
 
     # -- users ---------------------------------------------------------------------------------------------
 
-    def _users(self, reads: Prefetch) -> Mapping:
-        round_ = self.plan.graph.delta("users", self.plan.select("user", USER_SELECT))
-        stream = reads.stream("user", "users", lambda: round_.objects)
-        return lambda: self._map_users(round_, stream)
+    def _stream(self, reads: Prefetch, name: str, reduce: Callable[[Iterable[dict]], object] | None = None) -> Stream:
+        chain = self.chains[name]
+        return reads.stream(chain.key, name, lambda: self.source.objects(chain), reduce=reduce)
 
-    def _map_users(self, round_: DeltaRound, stream: Stream) -> Iterator[Change]:
+    def _users(self, reads: Prefetch) -> Mapping:
+        stream = self._stream(reads, "users")
+        return lambda: self._map_users(stream)
+
+    def _map_users(self, stream: Stream) -> Iterator[Change]:
         plan, result, scope = self.plan, self.plan.result, self.plan.scope.users
         plan.progress("Fetching users", 0)
         derived = Derived(names=orjson.loads(plan.state.checkpoint(NAMES) or "{}"))
@@ -156,7 +234,7 @@ class FullReads:
         plan.progress("Formatting data", result.read["user"])
         for record in derived.records(plan.types):
             yield from plan.compare(record)
-        plan.checkpoints[USERS_DELTA] = round_.delta_link  # the stream ended: the round is complete
+        plan.checkpoints[USERS_DELTA] = self.source.delta_link(self.chains["users"])  # the round is complete
         plan.checkpoints[NAMES] = orjson.dumps(derived.chosen_names()).decode()
         if self.linker:
             plan.checkpoints.update(self.linker.checkpoints(full=True))
@@ -174,19 +252,16 @@ class FullReads:
     # -- groups, devices, applications ----------------------------------------------------------------------
 
     def _groups(self, reads: Prefetch) -> Mapping:
-        graph = self.plan.graph
-        round_ = graph.delta("groups", self.plan.select("group", GROUP_SELECT))
-        entries = reads.stream("group", "groups", lambda: round_.objects, reduce=merge_group_round)
-        owners = reads.stream("group", "group owners", lambda: graph.objects(
-            "groups", {"$select": "id", "$expand": "owners", "$top": "999"}), reduce=self._owners)
-        return lambda: self._map_groups(round_, entries, owners)
+        entries = self._stream(reads, "groups", reduce=merge_group_round)
+        owners = self._stream(reads, "group owners", reduce=self._owners)
+        return lambda: self._map_groups(entries, owners)
 
     def _owners(self, groups: Iterable[dict]) -> dict[str, list[tuple[str, str]]]:
         """Group id -> its owners (id, object type), from the listing with ``$expand=owners``. Runs in the read's
         thread: it reads Graph and nothing of the plan."""
         return {g["id"]: self._expanded(g, "groups", "owners") for g in groups}
 
-    def _map_groups(self, round_: DeltaRound, entries: Stream, owners_read: Stream) -> Iterator[Change]:
+    def _map_groups(self, entries: Stream, owners_read: Stream) -> Iterator[Change]:
         plan, scope = self.plan, self.plan.scope.groups
         plan.progress("Fetching groups", 0)
         merged: GroupRound = entries.result()
@@ -202,7 +277,7 @@ class FullReads:
                                shaped=plan.types["group"])
             plan.result.read["group"] += 1
             yield from plan.compare(record)
-        plan.checkpoints[GROUPS_DELTA] = round_.delta_link  # the round was merged whole: it is complete
+        plan.checkpoints[GROUPS_DELTA] = self.source.delta_link(self.chains["groups"])  # merged whole: complete
 
     def _expanded(self, obj: dict, resource: str, relation: str) -> list[tuple[str, str]]:
         """(id, object type) of ``obj``'s expanded ``relation``. ``$expand`` returns at most 20 related objects
@@ -214,10 +289,7 @@ class FullReads:
         return directory_refs(refs)
 
     def _devices(self, reads: Prefetch) -> Mapping:
-        graph = self.plan.graph
-        params = {"$select": ",".join(self.plan.select("device", DEVICE_SELECT)), "$expand": "registeredOwners",
-                  "$top": "999"}
-        stream = reads.stream("device", "devices", lambda: graph.objects("devices", params))
+        stream = self._stream(reads, "devices")
         return lambda: self._map_devices(stream)
 
     def _map_devices(self, stream: Stream) -> Iterator[Change]:
@@ -230,10 +302,7 @@ class FullReads:
             yield from plan.compare(map_device(device, owners, plan.result.warnings, shaped=plan.types["device"]))
 
     def _applications(self, reads: Prefetch) -> Mapping:
-        graph = self.plan.graph
-        select = ",".join(self.plan.select("application", APPLICATION_SELECT))
-        stream = reads.stream("application", "service principals", lambda: graph.objects(
-            "servicePrincipals", {"$select": select, "$expand": "owners", "$top": "999"}))
+        stream = self._stream(reads, "service principals")
         return lambda: self._map_applications(stream)
 
     def _map_applications(self, stream: Stream) -> Iterator[Change]:
@@ -247,38 +316,46 @@ class FullReads:
 
 
 def plan(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
-         progress: Progress = lambda stage, n: None) -> tuple[Iterator[Change], dict[str, str | None]]:
+         progress: Progress = lambda stage, n: None, source: Source | None = None
+         ) -> tuple[Iterator[Change], dict[str, str | None]]:
     """The changes of a full run, lazily, and the checkpoints dict that is filled once they are consumed.
-    Reads only; writes nothing. The reads start with the first change asked for; closing the iterator stops
-    them."""
+    Reads only (Graph, or the staged pages of ``source``); writes nothing. The reads start with the first change
+    asked for; closing the iterator stops them."""
     run = Plan(graph, state, options, scope, result, progress)
-    return FullReads(run, options.object_types).changes(), run.checkpoints
+    return FullReads(run, options.object_types, source).changes(), run.checkpoints
+
+
+def new_run_id(started: float) -> str:
+    """A full run's id: when it started (UTC, sortable) and a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
 
 
 def new_result(clock: Callable[[], float] = time.time) -> FullRunResult:
-    started = clock()
-    return FullRunResult(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8])
+    return FullRunResult(run_id=new_run_id(clock()))
 
 
 def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads: PayloadStore,
              progress: Progress = lambda stage, n: None, clock: Callable[[], float] = time.time,
              options: RunOptions | None = None,
-             stamp: Callable[[FullRunResult, float], dict] = lambda result, started: {}) -> FullRunResult:
+             stamp: Callable[[FullRunResult, float], dict] = lambda result, started: {},
+             staged: StagedRun | None = None) -> FullRunResult:
     """Read everything in scope, queue what changed since the last push, and return what happened.
 
     Idempotent: running it twice before the worker runs queues the same changes twice, which the worker
     coalesces. Raises the Graph errors of ``GraphClient`` and ``ScopeError`` before anything is queued.
     When the guard held departures back, the other changes are queued and the result says so
     (``held_back``); the caller reports it (``MassDeactivation``). ``stamp(result, started)`` gives fields added
-    to the queued message (its trigger and a summary for the run history).
+    to the queued message (its trigger and a summary for the run history). ``staged``: a segmented run whose
+    reads are complete (``shared.produce.segments``) - its pages are planned instead of reading Graph again,
+    under its id and start time.
     """
     options = options or RunOptions()
-    started = clock()
-    result = new_result(clock)
+    started = staged.started if staged else clock()
+    result = FullRunResult(run_id=staged.run_id) if staged else new_result(clock)
     result.read_started = started
-    pages_before = graph.pages_read
+    pages_before = graph.pages_read - (staged.pages if staged else 0)
     scope = read_scope(graph, options)
-    changes, checkpoints = plan(graph, state, options, scope, result, progress)
+    changes, checkpoints = plan(graph, state, options, scope, result, progress, staged.source if staged else None)
 
     def lines() -> Iterator[bytes]:
         for change in changes:

@@ -94,6 +94,11 @@ class RunOptions:
         return owned_keys(self.object_types)
 
 
+def select_for(object_type: ObjectType, defaults: list[str]) -> list[str]:
+    """``defaults`` plus what the MAPPING_FILE's attributes of ``object_type`` read from Graph."""
+    return defaults + [p for p in graph_select(object_type) if p not in defaults]
+
+
 def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
     """The object types as the MAPPING_FILE shapes them (the defaults without one). Raises MappingFileError."""
     types = apply_mapping_file(OBJECT_TYPES, load_mapping_file(settings.mapping_file)) if settings.mapping_file \
@@ -221,7 +226,7 @@ class Plan:
 
     def select(self, key: str, defaults: list[str]) -> list[str]:
         """``defaults`` plus what the MAPPING_FILE's attributes of ``key`` read from Graph."""
-        return defaults + [p for p in graph_select(self.types[key]) if p not in defaults]
+        return select_for(self.types[key], defaults)
 
     def compare(self, record: Record) -> Iterator[Change]:
         """``record`` (built as its type is shaped: ``shared.records.build``) as a create or an update when its
