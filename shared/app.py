@@ -20,18 +20,20 @@ from shared.contract.messages import (
     LifecycleMessage,
     RecordsMessage,
     parse_message,
+    parse_segment_message,
 )
 from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
 from shared.errors import EntraAssetsError
 from shared.jira_links import link_hook
 from shared.produce.catch_up import plan_catch_up
-from shared.produce.full import full_sync_due, guard_error, new_result, run_full, type_failure_error
+from shared.produce.full import full_sync_due, guard_error, new_result, type_failure_error
 from shared.produce.plan import FullRunResult, Progress, RunOptions, Scope, read_scope
 from shared.produce.preview import PreviewReport, run_preview
+from shared.produce.segments import advance, load_cursor
 from shared.produce.subscriptions import ensure_subscriptions
 from shared.settings import Settings
 from shared.store import history
-from shared.store.ports import ChangeQueue, PayloadStore, QueuedMessage, StateStore
+from shared.store.ports import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
 from shared.telemetry import StampingQueue, run
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,22 @@ def open_backend(settings: Settings, quick: bool = False) -> Backend:
 
     return Backend(LocalStateStore(settings.home), StampingQueue(LocalQueue(settings.home, settings.queue_name)),
                    LocalPayloadStore(settings.home))
+
+
+def open_run_queue(settings: Settings) -> ChangeQueue:
+    """The queue a segmented full run continues through (RUN_QUEUE_NAME), opened only where runs are segmented
+    (not on the webhook's path, which must answer fast)."""
+    if settings.uses_azure_storage:
+        from shared.store.azure import AzureQueue, azure_clients
+
+        credential = None if settings.storage_connection_string else storage_credential(settings)
+        _, queue, poison = azure_clients(
+            settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
+            account_name=settings.storage_account_name, credential=credential, queue_name=settings.run_queue_name)
+        return StampingQueue(AzureQueue(queue, poison))
+    from shared.store.local import LocalQueue
+
+    return StampingQueue(LocalQueue(settings.home, settings.run_queue_name))
 
 
 def storage_credential(settings: Settings):
@@ -114,9 +132,12 @@ def catch_up_planner(settings: Settings, state: StateStore, progress: Progress =
     return plan, result
 
 
-def run_outcome_error(result: FullRunResult) -> EntraAssetsError | None:
+def run_outcome_error(result: FullRunResult | None) -> EntraAssetsError | None:
     """What makes a run that pushed what it could end non-zero: object types that could not be read
-    (``TypesNotRead``, exit 1), else departures the guard held back (``MassDeactivation``, exit 3)."""
+    (``TypesNotRead``, exit 1), else departures the guard held back (``MassDeactivation``, exit 3). None for a
+    segmented run still in progress."""
+    if result is None:
+        return None
     if result.failed:
         return type_failure_error(result)
     return guard_error(result) if result.held_back else None
@@ -126,22 +147,61 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
     """The timer path: a full reconciliation when one is due (``FULL_SYNC_INTERVAL_HOURS``); otherwise a
     delta catch-up is queued - the safety net for change notifications Graph never delivered.
 
+    A full run goes in segments (``shared.produce.segments``): the tick runs the first and the run continues
+    through the run queue. While a run is in progress, ticks queue catch-ups; a run whose continuation was
+    lost (no segment ended for ``stalled_after`` seconds) is resumed by the next tick.
+
     Raises ``TypesNotRead`` or ``MassDeactivation`` after queuing the other changes when object types could
     not be read or the guard held departures back, so the invocation shows as failed in the Functions monitor
-    (and alerts built on it fire)."""
+    (and alerts built on it fire). Returns the run's result once it is planned, else None."""
     backend = open_backend(settings)
     now = time.time() if now is None else now
     if settings.webhook_url:  # create, renew or recreate the change-notification subscriptions
         ensure_subscriptions(graph_client(settings), backend.state, settings)
-    if not full_sync_due(backend.state, settings.full_sync_interval_hours, now):
-        log.info("full reconciliation not due yet; queuing a delta catch-up")
+    cursor = load_cursor(backend.state)
+    resume = cursor is not None and now - max(cursor.updated, cursor.started) > stalled_after(settings)
+    if not resume and (cursor is not None or not full_sync_due(backend.state, settings.full_sync_interval_hours,
+                                                                now)):
+        log.info("full run %s; queuing a delta catch-up",
+                 f"{cursor.run_id} in progress ({cursor.segment} segments done)" if cursor else "not due yet")
         backend.queue.send(CatchUpMessage(now, "timer").body())
         return None
-    recover(backend.state, assets_client(settings))  # what a crashed worker left, before planning
-    tracker = history.StageTracker(backend.state, "timer", "full")
+    if resume:
+        log.warning("full run %s stalled after %d segments; resuming it", cursor.run_id, cursor.segment)
+    return _segment(settings, backend, "timer")
+
+
+def stalled_after(settings: Settings) -> float:
+    """How long a run may go without a segment ending before a timer tick resumes it: a segment, the plan, and
+    the queue's redeliveries of a failed continuation (visibility timeout 60 s, five deliveries), twice over."""
+    return 2 * (2 * settings.segment_seconds + 5 * 60)
+
+
+def on_segment_message(settings: Settings, message: QueuedMessage) -> FullRunResult | None:
+    """The run queue's path: the next segment of the full run the message continues. A message for a run or a
+    segment already done (a redelivery, a duplicate) changes nothing. Raises ``LeaseBusy`` while another
+    segment runs (the host delivers the message again later)."""
     try:
-        result = _full_run(settings, backend, graph_client(settings), "timer", RunOptions.from_settings(settings),
-                           tracker)
+        continued = parse_segment_message(message.body)
+    except InvalidMessage as why:  # raised: the host retries it, then moves it to the poison queue
+        raise ValueError(f"queue message {message.id} is not an entra-assets run message ({why})") from None
+    backend = open_backend(settings)
+    cursor = load_cursor(backend.state)
+    if cursor is None or (cursor.run_id, cursor.segment) != (continued.run, continued.done):
+        log.info("continuation of full run %s after %d segments is stale; nothing to do", continued.run,
+                 continued.done)
+        return None
+    return _segment(settings, backend, continued.trigger)
+
+
+def _segment(settings: Settings, backend: Backend, trigger: str) -> FullRunResult | None:
+    """One segment of the full run (started by ``trigger`` when none is in progress), with the run history's
+    stage; what a crashed worker left is recovered first, before anything is planned."""
+    recover(backend.state, assets_client(settings))
+    tracker = history.StageTracker(backend.state, trigger, "full")
+    try:
+        result = _full_run(settings, backend, graph_client(settings), trigger, RunOptions.from_settings(settings),
+                           tracker, open_run_queue(settings))
     finally:
         tracker.finish()  # the worker takes over from here
     if (error := run_outcome_error(result)) is not None:
@@ -226,7 +286,10 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
         catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph,
                                                scope)
         if full:
-            report = SyncReport(_full_run(settings, backend, graph, "cli", options, progress))
+            result = None
+            while result is None:  # every segment in this process: the CLI has no invocation time limit
+                result = _full_run(settings, backend, graph, "cli", options, progress, None)
+            report = SyncReport(result)
         else:
             backend.queue.send(CatchUpMessage(time.time(), "cli").body())
             report = SyncReport(caught_up)
@@ -244,13 +307,17 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
 
 
 def _full_run(settings: Settings, backend: Backend, graph: GraphClient, trigger: str, options: RunOptions,
-              progress: Progress) -> FullRunResult:
-    """``run_full`` with its queue message stamped for the run history (trigger, producer summary). A run
-    that failed before queuing - which the worker never sees - is recorded here."""
+              progress: Progress, runs: ChangeQueue | None) -> FullRunResult | None:
+    """One segment of the full run (``advance``), its records message stamped for the run history (trigger,
+    producer summary); ``runs`` None: no continuation is queued (the caller loops). A run that failed before
+    queuing - which the worker never sees - is recorded here."""
     started = time.time()
     try:
-        return run_full(graph, backend.state, backend.queue, backend.payloads, progress, options=options,
-                        stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
+        return advance(graph, backend.state, backend.queue, backend.payloads, runs, options,
+                       settings.segment_seconds, trigger, progress,
+                       stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
+    except LeaseBusy:
+        raise  # another segment of the run is running: not a failure of the run
     except Exception as error:
         history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), error))
         raise

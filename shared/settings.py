@@ -71,6 +71,8 @@ class Settings:
     storage_client_id: str | None = None    # AzureWebJobsStorage__clientId: a user-assigned identity
     home: Path = field(default_factory=lambda: Path(".entra-assets"))
     queue_name: str = "entra-assets-changes"
+    run_queue_name: str = "entra-assets-runs"   # RUN_QUEUE_NAME: a segmented full run's continuations
+    segment_seconds: float = 300.0              # SEGMENT_SECONDS: how long one segment of a full run reads
     timer_schedule: str = "0 */15 * * * *"
     full_sync_interval_hours: float = 24.0
     schema_key: str = "ENTRA"
@@ -158,6 +160,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         problems.append(f"SYNC_QUEUE_NAME '{queue}' is not a valid queue name "
                         "(3-63 lowercase letters, digits and single hyphens)")
     values["queue_name"] = queue
+    runs = get("RUN_QUEUE_NAME") or "entra-assets-runs"
+    if not _QUEUE_NAME.match(runs) or runs == queue:
+        problems.append(f"RUN_QUEUE_NAME '{runs}' must be a valid queue name (3-63 lowercase letters, digits and "
+                        "single hyphens) other than SYNC_QUEUE_NAME")
+    values["run_queue_name"] = runs
+    # A segment and the plan after it must fit host.json's functionTimeout (01:00:00) with room to spare.
+    values["segment_seconds"] = _number(get("SEGMENT_SECONDS"), 300.0, "SEGMENT_SECONDS", "seconds", 1800, problems)
     schedule = get("TIMER_SYNC_SCHEDULE") or "0 */15 * * * *"
     if len(schedule.split()) != 6 or not croniter.is_valid(schedule, second_at_beginning=True):
         problems.append(f"TIMER_SYNC_SCHEDULE '{schedule}' must be a 6-field NCRONTAB "

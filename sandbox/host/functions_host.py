@@ -12,8 +12,8 @@ runs - with what the host would do around them:
   not anonymous need the host's function key, as in Azure: the ``code`` query parameter or the
   ``x-functions-key`` header, else 401 with an empty body and the function is not called
   (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to);
-- the queue trigger: poll the queue (Azurite or the embedded one), call the handler with one message, delete
-  it on success, leave it to reappear after the visibility timeout on failure, and move it to
+- the queue triggers (the worker's queue and the run queue): poll each queue (Azurite or the embedded one),
+  call its function with one message, delete it on success, leave it to reappear after the visibility timeout on failure, and move it to
   ``<queue>-poison`` after ``maxDequeueCount`` (5) deliveries, as host.json says;
 - the timer: on its NCRONTAB schedule (``%TIMER_SYNC_SCHEDULE%`` resolved from the settings).
 
@@ -39,7 +39,7 @@ from azure.functions.timer import TimerRequest
 from croniter import croniter
 
 from sandbox.http import RunningServer, serve
-from shared.app import open_backend
+from shared.app import open_backend, open_run_queue
 from shared.settings import load_settings
 from shared.store.ports import MAX_DEQUEUE_COUNT
 
@@ -88,9 +88,10 @@ class FunctionsHost:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> FunctionsHost:
         self._server = serve(self._wsgi, host, port)
         self.url = f"{self._server.url}/api"
-        loops = [self._queue_loop] + ([self._timer_loop] if self.run_timer else [])
-        for loop in loops:
-            thread = threading.Thread(target=loop, name=f"functions-{loop.__name__}", daemon=True)
+        loops = [(f"functions-{name}", self._queue_loop, (name, queue)) for name, queue in self.queue_functions().items()]
+        loops += [("functions-timer", self._timer_loop, ())] if self.run_timer else []
+        for thread_name, loop, args in loops:
+            thread = threading.Thread(target=loop, args=args, name=thread_name, daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -158,23 +159,41 @@ class FunctionsHost:
 
     # -- queue trigger --------------------------------------------------------------------------------------
 
-    def _queue_loop(self) -> None:
-        backend = open_backend(load_settings(os.environ))
+    def queue_functions(self) -> dict[str, str]:
+        """Queue-triggered function name -> its queue, ``%SETTING%`` resolved as the host does from the app
+        settings (the environment); a setting left unset takes the product's default (``shared.settings``),
+        where the real host would refuse to start - the stand-in runs the tests without every setting."""
+        settings = load_settings(os.environ)
+        defaults = {"SYNC_QUEUE_NAME": settings.queue_name, "RUN_QUEUE_NAME": settings.run_queue_name}
+        found = {}
+        for name, function in self.functions.items():
+            for binding in function.get_bindings():
+                if binding.type == "queueTrigger":
+                    queue = binding.queue_name
+                    if queue.startswith("%") and queue.endswith("%"):
+                        setting = queue.strip("%")
+                        queue = os.environ.get(setting) or defaults[setting]
+                    found[name] = queue
+        return found
+
+    def _queue_loop(self, function: str, queue_name: str) -> None:
+        settings = load_settings(os.environ)
+        queue = open_backend(settings).queue if queue_name == settings.queue_name else open_run_queue(settings)
         while not self._stop.is_set():
-            [message, *_] = backend.queue.receive(max_messages=1, visibility_timeout=VISIBILITY_SECONDS) or [None]
+            [message, *_] = queue.receive(max_messages=1, visibility_timeout=VISIBILITY_SECONDS) or [None]
             if message is None:
                 self._stop.wait(POLL_SECONDS)
                 continue
             trigger = QueueMessage(id=message.id, body=json.dumps(message.body).encode(),
                                    dequeue_count=message.dequeue_count, pop_receipt="local")
             try:
-                self._invoke("submit_worker", trigger)
+                self._invoke(function, trigger)
             except Exception:  # the host leaves the message for redelivery, then poisons it
-                log.exception("submit_worker failed (delivery %d)", message.dequeue_count)
+                log.exception("%s failed (delivery %d)", function, message.dequeue_count)
                 if message.dequeue_count >= MAX_DEQUEUE_COUNT:
-                    backend.queue.poison(message)
+                    queue.poison(message)
                 continue
-            backend.queue.delete(message)
+            queue.delete(message)
 
     # -- timer ------------------------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ Four kinds, all ``v`` 1 (``MESSAGE_VERSION``), as JSON objects in the queue (``s
 - ``lifecycle`` (``LifecycleMessage``): a subscription lifecycle notification (graph.md §3.6);
 - ``catchup`` (``CatchUpMessage``): the timer or the CLI asking for a delta catch-up.
 
+A fifth kind, ``segment`` (``SegmentMessage``, ``parse_segment_message``), travels on the run queue from one
+segment of a full run to the next (``shared.produce.segments``); the worker never sees it.
+
 Every message has a ``read_time``: the earliest its data can be from - the read start of a full run, the
 receipt of a notification, the moment a catch-up was asked for. The worker orders what it drained by it
 (``shared.contract.freshness``). ``trigger`` names the producer in the run history; ``cid`` is the correlation
@@ -126,11 +129,31 @@ class CatchUpMessage:
         return _body(self, {"created": self.created})
 
 
+@dataclass(frozen=True)
+class SegmentMessage:
+    """The continuation of a segmented full run (``shared.produce.segments``): run ``run`` has done ``done``
+    segments and goes on with the next. Sent on the run queue (RUN_QUEUE_NAME), never to the worker."""
+
+    KIND: ClassVar[str] = "segment"
+    run: str
+    done: int
+    created: float
+    trigger: str = "timer"
+    cid: str | None = None
+
+    @property
+    def read_time(self) -> float:
+        return self.created
+
+    def body(self) -> dict:
+        return _body(self, {"run": self.run, "done": self.done, "created": self.created})
+
+
 Message = RecordsMessage | ChangesMessage | LifecycleMessage | CatchUpMessage
 CatchUpRequest = ChangesMessage | LifecycleMessage | CatchUpMessage   # what asks the worker for a catch-up
 
 
-def _body(message: Message, fields: dict) -> dict:
+def _body(message: Message | SegmentMessage, fields: dict) -> dict:
     head = {"v": MESSAGE_VERSION, "kind": message.KIND, "trigger": message.trigger}
     return head | fields | ({"cid": message.cid} if message.cid else {})
 
@@ -161,6 +184,18 @@ def parse_message(body: object) -> Message:
     if kind == "catchup":
         return CatchUpMessage(_time(body, "created", "received"), trigger, cid)
     raise InvalidMessage(f"unknown message kind {str(kind)[:32]!r}")
+
+
+def parse_segment_message(body: object) -> SegmentMessage:
+    """The continuation of a run queue body. Raises ``InvalidMessage`` saying what is wrong."""
+    if not isinstance(body, Mapping):
+        raise InvalidMessage("not a JSON object")
+    if body.get("v") != MESSAGE_VERSION or body.get("kind") != SegmentMessage.KIND:
+        raise InvalidMessage(f"not a version-{MESSAGE_VERSION} segment message")
+    if not _text(body.get("run")) or not isinstance(body.get("done"), int) or isinstance(body.get("done"), bool):
+        raise InvalidMessage("a segment message without its run or its count of segments done")
+    return SegmentMessage(body["run"], body["done"], _time(body, "created"), _text(body.get("trigger")) or "unknown",
+                          _text(body.get("cid")))
 
 
 def _text(value: object) -> str | None:

@@ -122,6 +122,7 @@ class FullRunResult:
     failed: dict[str, str] = field(default_factory=dict)     # object types that could not be read: the reason
     read_started: float = 0.0                                # when the run began reading Graph (epoch seconds)
     graph_pages: int = 0
+    segments: list[float] = field(default_factory=list)      # a segmented run: the seconds each segment read
     payload: str | None = None
     warnings: Warnings = field(default_factory=Warnings)
     unmatched: Warnings = field(default_factory=Warnings)    # references left empty, members skipped

@@ -129,7 +129,8 @@ def producer_summary(result, started: float) -> dict:
     return {"run": result.run_id, "started": started, "read": by_name(result.read),
             "deactivated": by_name(result.deactivated), "held_back": by_name(result.held_back),
             "held_reason": result.held_reason, "failed": failed_lines(result),
-            "warnings": _lines(result.warnings.lines()), "linking": degraded_reason(result.warnings)}
+            "warnings": _lines(result.warnings.lines()), "linking": degraded_reason(result.warnings),
+            **({"segments": len(result.segments)} if result.segments else {})}
 
 
 def held_back_line(held_back: Mapping[str, int], reason: str | None) -> str:
