@@ -108,6 +108,12 @@ param mappingFile string = ''
 @description('Queue between the producers and submit_worker -> SYNC_QUEUE_NAME (the queue trigger reads it as %SYNC_QUEUE_NAME%).')
 param syncQueueName string = 'entra-assets-changes'
 
+@description('Queue through which a full run continues from one segment to the next -> RUN_QUEUE_NAME (full_run_segment reads it as %RUN_QUEUE_NAME%).')
+param runQueueName string = 'entra-assets-runs'
+
+@description('Seconds one segment of a full run reads Graph before it checkpoints and continues in a new invocation -> SEGMENT_SECONDS (at most 1800; functionTimeout is 01:00:00).')
+param segmentSeconds string = '300'
+
 // ---------------------------------------------------------------- change notifications (webhook)
 
 @description('Subscribe to Microsoft Graph change notifications (users, and groups when synced): sets WEBHOOK_URL to this app\'s graph_webhook function and WEBHOOK_CLIENT_STATE. Needs webhookFunctionKey and webhookClientState.')
@@ -496,6 +502,8 @@ var appSettingsCommon = {
   ASSETS_API_URL: assetsApiUrl
   ASSETS_SCHEMA_KEY: assetsSchemaKey
   SYNC_QUEUE_NAME: syncQueueName
+  RUN_QUEUE_NAME: runQueueName
+  SEGMENT_SECONDS: segmentSeconds
   TIMER_SYNC_SCHEDULE: timerSyncSchedule
   FULL_SYNC_INTERVAL_HOURS: fullSyncIntervalHours
   SYNC_OBJECT_TYPES: syncObjectTypes

@@ -286,7 +286,7 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
         catch_up, caught_up = catch_up_planner(settings, backend.state, progress, allow_mass_deactivation, graph,
                                                scope)
         if full:
-            result = None
+            result = _full_run(settings, backend, graph, "cli", options, progress, None, fresh=True)
             while result is None:  # every segment in this process: the CLI has no invocation time limit
                 result = _full_run(settings, backend, graph, "cli", options, progress, None)
             report = SyncReport(result)
@@ -307,15 +307,16 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
 
 
 def _full_run(settings: Settings, backend: Backend, graph: GraphClient, trigger: str, options: RunOptions,
-              progress: Progress, runs: ChangeQueue | None) -> FullRunResult | None:
+              progress: Progress, runs: ChangeQueue | None, fresh: bool = False) -> FullRunResult | None:
     """One segment of the full run (``advance``), its records message stamped for the run history (trigger,
-    producer summary); ``runs`` None: no continuation is queued (the caller loops). A run that failed before
+    producer summary); ``runs`` None: no continuation is queued (the caller loops); ``fresh``: a new run replaces
+    one in progress (``advance``). A run that failed before
     queuing - which the worker never sees - is recorded here."""
     started = time.time()
     try:
         return advance(graph, backend.state, backend.queue, backend.payloads, runs, options,
                        settings.segment_seconds, trigger, progress,
-                       stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)})
+                       stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)}, fresh=fresh)
     except LeaseBusy:
         raise  # another segment of the run is running: not a failure of the run
     except Exception as error:

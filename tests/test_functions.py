@@ -20,13 +20,16 @@ def functions():
 
 
 def test_bindings_as_the_host_reads_them(functions):
-    assert set(functions) == {"timer_sync", "submit_worker", "graph_webhook", "status_page"}
+    assert set(functions) == {"timer_sync", "submit_worker", "full_run_segment", "graph_webhook", "status_page"}
     timer = json.loads(functions["timer_sync"].get_function_json())["bindings"][0]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%TIMER_SYNC_SCHEDULE%"
     assert timer["runOnStartup"] is False
     queue = json.loads(functions["submit_worker"].get_function_json())["bindings"][0]
     assert queue["type"] == "queueTrigger" and queue["queueName"] == "%SYNC_QUEUE_NAME%"
     assert queue["connection"] == "AzureWebJobsStorage"
+    runs = json.loads(functions["full_run_segment"].get_function_json())["bindings"][0]
+    assert runs["type"] == "queueTrigger" and runs["queueName"] == "%RUN_QUEUE_NAME%"
+    assert runs["connection"] == "AzureWebJobsStorage"
 
 
 def test_host_json_queue_settings():

@@ -48,7 +48,8 @@ JOIN_SECONDS = 1.0        # how often the segment's thread looks up from its rea
 
 def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads: PayloadStore, runs: ChangeQueue | None,
             options: RunOptions, seconds: float, trigger: str, progress: Progress = lambda stage, n: None,
-            stamp: Callable[[FullRunResult, float], dict] = lambda result, started: {}) -> FullRunResult | None:
+            stamp: Callable[[FullRunResult, float], dict] = lambda result, started: {},
+            fresh: bool = False) -> FullRunResult | None:
     """One segment of the full run: start one when none is in progress, else read on where the last segment
     stopped; plan it once its reads are complete. Returns the run's result once it is planned and its records
     queued for the worker; None while it goes on - its continuation is then queued on ``runs`` (unless None: the
@@ -56,10 +57,17 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
 
     The plan runs in the segment that completed the reads when that took less than half of ``seconds`` (a small
     tenant: one invocation, as before); otherwise in a segment of its own. Raises ``LeaseBusy`` while another
-    segment runs, and what fails the run (``run_full``; the cursor then stays, and the run resumes)."""
+    segment runs, and what fails the run (``run_full``; the cursor then stays, and the run resumes).
+
+    ``fresh`` (a forced run: ``sync --full``) replaces a run in progress with a new one, whose data is as new
+    as the command: the one in progress may have read its pages long before."""
     with state.lease(LEASE, LEASE_SECONDS) as lease:
         renew = _every(RENEW_SECONDS, lease.renew)
         cursor = load_cursor(state)
+        if cursor is not None and fresh:
+            log.warning("full run %s (%d segments done) is replaced by a new one", cursor.run_id, cursor.segment)
+            discard(payloads, cursor)
+            cursor = None
         if cursor is None:
             started = time.time()
             cursor = begin(new_run_id(started), started, trigger, list(chains(options, options.object_types)),
@@ -185,18 +193,26 @@ def read_segment(graph: GraphClient, payloads: PayloadStore, cursor: RunCursor, 
     reached: dict[str, ChainCursor] = {}
     fatal: list[BaseException] = []
 
+    answered = threading.Event()
+
     def read(name: str) -> None:
         try:
-            reached[name] = _read_chain(graph, payloads, cursor, chains[name], deadline, stop, clock)
+            reached[name] = _read_chain(graph, payloads, cursor, chains[name], deadline, stop, clock, answered)
         except BaseException as error:  # noqa: BLE001 - handed to the segment's thread, which raises it
             fatal.append(error)
             stop.set()
+        finally:
+            answered.set()
 
     threads = [threading.Thread(target=read, args=(name,), name=f"segment {name}", daemon=True)
                for name, chain in cursor.chains.items() if not chain.done]
-    for thread in threads:
+    if threads:  # the others start once the first chain had an answer: refused credentials cost one request
+        threads[0].start()
+        while not answered.wait(JOIN_SECONDS):
+            renew()
+    for thread in threads[1:] if not stop.is_set() else ():
         thread.start()
-    for thread in threads:
+    for thread in (t for t in threads if t.ident is not None):
         while thread.is_alive():
             thread.join(JOIN_SECONDS)
             renew()
@@ -209,7 +225,7 @@ def read_segment(graph: GraphClient, payloads: PayloadStore, cursor: RunCursor, 
 
 
 def _read_chain(graph: GraphClient, payloads: PayloadStore, cursor: RunCursor, chain: Chain, deadline: float,
-                stop: threading.Event, clock: Callable[[], float]) -> ChainCursor:
+                stop: threading.Event, clock: Callable[[], float], answered: threading.Event) -> ChainCursor:
     """One chain's share of a segment: its pages from the cursor's link until the deadline, as one part."""
     before = cursor.chains[chain.name]
     after = ChainCursor(list(before.parts), before.next, before.pages)
@@ -218,6 +234,7 @@ def _read_chain(graph: GraphClient, payloads: PayloadStore, cursor: RunCursor, c
     def pages() -> Iterator[bytes]:
         url, params = (before.next, None) if before.next else (chain.path, chain.params)
         for page in graph.pages(url, params):  # a resumed link is checked against GRAPH_BASE_URL like any other
+            answered.set()
             yield orjson.dumps(page.get("value") or [])
             after.pages += 1
             after.next, after.delta = page.get("@odata.nextLink"), page.get("@odata.deltaLink")

@@ -378,7 +378,11 @@ class LocalPayloadStore:
                 yield line.rstrip(b"\n")
 
     def delete(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
+        path = self._path(name)
+        path.unlink(missing_ok=True)
+        if path.parent != self.root.resolve():  # a staged run's folder goes with its last part
+            with contextlib.suppress(OSError):  # not empty yet, or already gone
+                path.parent.rmdir()
 
     def sweep(self, before: float) -> int:
         """Payload files, and the ``.<name>.<random>.tmp`` files of writers killed mid-write, by mtime. A
