@@ -44,14 +44,15 @@ class Azurite:
 
 @pytest.fixture
 def app_storage(azurite: Azurite) -> dict[str, str]:
-    """App settings for a test of the Functions app on Azurite: its own queue, and the app's state container
+    """App settings for a test of the Functions app on Azurite: its own queues, and the app's state container
     ("entra-assets") emptied first - Azurite lives for the whole session, the state must not."""
     container = ContainerClient.from_connection_string(azurite.connection_string, "entra-assets")
     if container.exists():
         names = list(container.list_blob_names())
         for i in range(0, len(names), 250):  # a batch delete takes at most 256 blobs
             container.delete_blobs(*names[i:i + 250])
-    return {"AzureWebJobsStorage": azurite.connection_string, "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}"}
+    return {"AzureWebJobsStorage": azurite.connection_string, "SYNC_QUEUE_NAME": f"q{uuid.uuid4().hex[:12]}",
+            "RUN_QUEUE_NAME": f"r{uuid.uuid4().hex[:12]}"}
 
 
 def _free_ports(count: int) -> list[int]:
