@@ -69,6 +69,7 @@ def child(env: dict[str, str]) -> dict:
             "assets_requests": assets.transport.requests, "records_pushed": report.records_pushed,
             "chunks": sum(p.chunks for p in report.pushes), "executions": report.executions,
             "fetch_format_s": report.full.seconds.get("fetch_and_format", 0.0),
+            "segments": report.full.segments,
             "assets_wait_s": sum(p.seconds.get("wait", 0.0) for p in report.pushes)}
 
 
@@ -384,6 +385,8 @@ def _report(users: int, first: dict, second: dict, peak_mb: float, least: dict, 
         ("sync --full wall time", f"{first['wall_s']:.1f} s ({first['users'] / first['wall_s']:,.0f} users/s)"),
         ("  of which Graph read + mapping", f"{first['fetch_format_s']:.1f} s"),
         ("  of which waiting for Assets", f"{first['assets_wait_s']:.1f} s"),
+        ("segments read", f"{len(first.get('segments') or [])} ("
+                          + ", ".join(f"{s:.1f}" for s in first.get("segments") or []) + " s)"),
         ("our CPU time", (f"{first['cpu_s']:.1f} s ({per_cpu:,.0f} users/s of own processing, all object types "
                          "included)")),
         ("floor (raw read + orjson, no-op sink)", (f"CPU {least['cpu_s']:.1f} s (reads {least['read_cpu_s']:.1f} s), "

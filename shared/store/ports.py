@@ -10,7 +10,6 @@ that are not idempotent by nature (``send``) say so.
 """
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -183,10 +182,19 @@ class PayloadStore(Protocol):
         ...
 
 
-def joined(lines: Iterable[bytes], size: int = 512) -> Iterator[bytes]:
-    """``lines`` as newline-terminated blocks of ``size`` lines: one compressor call per block, not per line."""
-    it = iter(lines)
-    while block := list(itertools.islice(it, size)):
+def joined(lines: Iterable[bytes], size: int = 512, most: int = 1 << 20) -> Iterator[bytes]:
+    """``lines`` as newline-terminated blocks of ``size`` lines, or fewer once a block holds ``most`` bytes: one
+    compressor call per block, not per line, and a bounded block whatever the lines (a staged Graph page is
+    ~100 KB: 512 of them would hold 50 MB)."""
+    block: list[bytes] = []
+    held = 0
+    for line in lines:
+        block.append(line)
+        held += len(line)
+        if len(block) >= size or held >= most:
+            yield b"\n".join(block) + b"\n"
+            block, held = [], 0
+    if block:
         yield b"\n".join(block) + b"\n"
 
 
