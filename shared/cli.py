@@ -213,6 +213,11 @@ def status(as_json: bool, limit: int) -> None:
     if current:
         out.print(f"running now: {current['stage']} ({current['count']:,} so far) - {current['kind']} run started "
                   f"by {current['trigger']} at {current['started']}")
+    full_run = data.get("full_run")
+    if full_run:
+        out.print(f"full run {full_run['run']} in progress: {full_run['segments']} segment(s), "
+                  f"{full_run['pages']:,} Graph pages, {full_run['reads_complete']} of {full_run['reads']} reads "
+                  f"complete (started by {full_run['trigger']} at {full_run['started']})")
     out.print(runs_table(data["runs"][:limit]) if data["runs"] else "no runs recorded yet")
     for resource, subscription in sorted(data["subscriptions"].items()):
         out.print(f"subscription {resource}: expires {escape(str(subscription.get('expires')))}")

@@ -186,3 +186,16 @@ def test_a_segment_killed_midway_is_repeated_at_most_once_over_azurite(slow_box,
     assert _chain_requests(slow_box) == expected + lost  # read again: the killed segment's pages, nothing more
     found, compared = mismatches(slow_box.tenant, slow_box.assets)
     assert not found and compared > 500
+
+
+def test_status_shows_a_segmented_run_in_progress(slow_box, tmp_path):
+    from shared.admin.status import collect_status
+
+    settings = _settings(slow_box, tmp_path)
+    assert collect_status(settings)["full_run"] is None
+    timer_tick(settings)
+    data = collect_status(settings)
+    cursor = load_cursor(open_backend(settings).state)
+    assert data["importer_status"] == "RUNNING"
+    assert data["full_run"]["run"] == cursor.run_id and data["full_run"]["segments"] == 1
+    assert data["full_run"]["pages"] == cursor.pages > 0 and data["full_run"]["reads"] == 5

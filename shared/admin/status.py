@@ -17,6 +17,7 @@ from shared.app import assets_client, graph_client, open_backend
 from shared.clients.assets import CONFIG_STATUSES
 from shared.errors import EntraAssetsError, GraphPermissionError
 from shared.jira_links import check_linking, linked_count, unmatched_ids
+from shared.produce.segments import load_cursor
 from shared.produce.subscriptions import stored_subscriptions
 from shared.settings import Settings
 from shared.store import history
@@ -107,7 +108,8 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
 
     ``importer_status`` is what ``check`` finds (SPEC §3: the Entra side's INVALID_CREDENTIALS or
     MISSING_PERMISSIONS first, then the import token and source), RUNNING while one of our runs is going
-    (``current``) even before Assets sees an execution; ``message`` says what to do about it. ``runs`` is the
+    (``current``, or a segmented full run: ``full_run``) even before Assets sees an execution; ``message`` says
+    what to do about it. ``runs`` is the
     history, newest first (``shared.store.history``); ``credentials`` the expiry report with its warnings
     (``shared.admin.credential_expiry``); ``jira`` the user links (null when linking is off), with ``degraded``: why linking
     does not work - what ``check`` finds now, else what the newest run reported - or null. Costs what ``check`` costs:
@@ -122,12 +124,20 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
         status = "RUNNING"
     depth = backend.queue.depth()
     runs = history.read_runs(backend.state)
+    cursor = load_cursor(backend.state)
+    full_run = None if cursor is None else {
+        "run": cursor.run_id, "trigger": cursor.trigger, "started": history.iso(cursor.started),
+        "updated": history.iso(cursor.updated) if cursor.updated else None, "segments": cursor.segment,
+        "pages": cursor.pages, "reads": len(cursor.chains), "reads_complete": sum(c.done for c in cursor.chains.values())}
+    if full_run is not None and status == "IDLE":
+        status = "RUNNING"
     jira = None
     if settings.jira_enabled:
         unmatched = unmatched_ids(backend.state)
         jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched,
                 "degraded": check.jira or (runs[0].get("linking") if runs else None)}
-    return {"importer_status": status, "message": check.message, "current": current, "runs": runs,
+    return {"importer_status": status, "message": check.message, "current": current, "full_run": full_run,
+            "runs": runs,
             "subscriptions": stored_subscriptions(backend.state),
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
             "credentials": {**check.credentials, "warnings": check.warnings}, "jira": jira}
