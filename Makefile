@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-latency chaos lint clean chromium
+.PHONY: install demo test bench bench-latency bench-large chaos lint clean chromium
 
 $(STAMP): pyproject.toml requirements.txt package.json
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 # A full sync against 50 ms Graph / 100 ms Assets latency on a 20,000-user tenant, against its page chains.
 bench-latency: $(STAMP)
 	$(BIN)/python -m sandbox.tools.bench_latency
+
+# A full run of a 1,000,000-user tenant in segments, one killed midway; producer, worker and emulators each in
+# a process of their own (USERS=... for another size).
+bench-large: $(STAMP)
+	$(BIN)/python -m sandbox.tools.bench_large $(if $(USERS),--users $(USERS))
 
 # Crash recovery, long: 50 SIGKILLs of `sync` at random points, each followed by a checked recovery run.
 chaos: $(STAMP)
