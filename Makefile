@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-latency bench-large chaos lint clean chromium
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# Offline: no guideline download, no version check (the scan needs no network).
+CHECKOV_ENV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE
+
+.PHONY: install demo test bench bench-latency bench-large chaos lint scan clean chromium
 
 $(STAMP): pyproject.toml requirements.txt package.json
 	$(PY) -m venv $(VENV)
@@ -12,7 +17,14 @@ $(STAMP): pyproject.toml requirements.txt package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
-install: $(STAMP)
+# The security scan of infra/ (tests/test_infra_scan.py runs it). Checkov pins its own Bicep parser
+# (pycep-parser 0.5.1; the tests use 0.7.1), so it gets a venv of its own.
+$(CHECKOV_STAMP): requirements-checkov.txt
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+install: $(STAMP) $(CHECKOV_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/entra-assets demo
@@ -22,7 +34,7 @@ demo: $(STAMP)
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 
-test: $(STAMP) chromium
+test: $(STAMP) $(CHECKOV_STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2
 
 # COMPARE=DIR syncs with DIR's code too, against the same sandbox in the same run (git worktree add DIR main).
@@ -45,5 +57,8 @@ chaos: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+scan: $(CHECKOV_STAMP)
+	$(CHECKOV_ENV) $(CHECKOV_VENV)/bin/checkov -d infra --framework bicep --skip-download --compact
+
 clean:
-	rm -rf $(VENV) node_modules .entra-assets
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .entra-assets

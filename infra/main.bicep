@@ -20,6 +20,9 @@
 //   secret is used (https://learn.microsoft.com/azure/app-service/app-service-key-vault-references).
 //   UNCONFIRMED here: that Flex Consumption resolves them like the other plans (early previews of Flex did not) -
 //   README "Deploy to Azure" says how to see whether a reference resolved.
+// - The security scan: `checkov -d infra --framework bicep` (tests/test_infra_scan.py runs it and fails on any
+//   failed check). A check that does not apply here is skipped on its resource with `checkov:skip=ID: reason`.
+// - Event Grid delivery (notificationDelivery = eventgrid) lives in eventgrid.bicep, the alerts in alerts.bicep.
 
 targetScope = 'resourceGroup'
 
@@ -114,7 +117,23 @@ param runQueueName string = 'entra-assets-runs'
 @description('Seconds one segment of a full run reads Graph before it checkpoints and continues in a new invocation -> SEGMENT_SECONDS (at most 1800; functionTimeout is 01:00:00).')
 param segmentSeconds string = '300'
 
-// ---------------------------------------------------------------- change notifications (webhook)
+// ---------------------------------------------------------------- change notifications
+
+@description('How Microsoft Graph delivers change notifications -> NOTIFICATION_DELIVERY. webhook: Graph posts to graph_webhook (needs enableWebhook and a public endpoint). eventgrid: Graph delivers to an Event Grid partner topic in this resource group, an event subscription puts the events on the sync queue; the function app then needs no public endpoint (README "Deploy to Azure", two-step first deployment).')
+@allowed([
+  'webhook'
+  'eventgrid'
+])
+param notificationDelivery string = 'webhook'
+
+@description('With eventgrid: the name of the partner topic Graph created, once it exists (second deployment). Empty on the first deployment: the app settings then name the topic Graph is to create (output partnerTopicName) and no event subscription is deployed yet.')
+param partnerTopicName string = ''
+
+@description('With eventgrid: days the Microsoft Graph API partner stays authorized to create partner topics here (1-365); every re-deployment renews the authorization from the deployment time.')
+@minValue(1)
+@maxValue(365)
+param partnerAuthorizationDays int = 365
+
 
 @description('Subscribe to Microsoft Graph change notifications (users, and groups when synced): sets WEBHOOK_URL to this app\'s graph_webhook function and WEBHOOK_CLIENT_STATE. Needs webhookFunctionKey and webhookClientState.')
 param enableWebhook bool = false
@@ -175,8 +194,45 @@ param logRetentionDays int = 30
 @description('Accept only Entra-authenticated telemetry in Application Insights (local authentication off). Keep false unless every exporter in the app authenticates with the managed identity.')
 param appInsightsEntraOnly bool = false
 
-@description('Turn on Key Vault purge protection (a deleted vault or secret cannot be purged for 90 days; cannot be turned off again).')
-param keyVaultPurgeProtection bool = false
+@description('Public network access of the function app: Enabled or Disabled. Default: Enabled with webhook (Graph must reach graph_webhook), Disabled with eventgrid (no function needs inbound traffic; the status page is then reached from a private endpoint, or use `entra-assets status`).')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param appPublicNetworkAccess string = (notificationDelivery == 'eventgrid') ? 'Disabled' : 'Enabled'
+
+@description('Client id of an Entra app registration for signing in to the app (App Service authentication, Entra ID provider): every request except graph_webhook then needs an Entra sign-in of this tenant, the status page included. Empty: App Service authentication off (the status page is behind its function key only).')
+param authClientId string = ''
+
+@description('Spread the Flex Consumption instances over availability zones (the platform then keeps at least two always-ready instances, billed as such; not every region supports it: az functionapp list-flexconsumption-locations --zone-redundant).')
+param zoneRedundant bool = false
+
+@description('Redundancy of the storage account. Its state is derived from Entra ID and rebuilt by a full run, so LRS is the default; ZRS goes with zoneRedundant, GRS/GZRS if you want a copy in the paired region.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSku string = 'Standard_LRS'
+
+@description('Days after the deployment at which a Key Vault secret without a known expiry is marked to expire (its `exp` attribute); every re-deployment moves it. The client secret and the import token use clientCredentialExpires / assetsImportTokenExpires when given.')
+@minValue(30)
+@maxValue(730)
+param secretExpiryDays int = 365
+
+@description('Time of this deployment (leave the default): the base of the secrets\' expiry and of the partner authorization.')
+param deployedAt string = utcNow()
+
+// ---------------------------------------------------------------- alerts
+
+@description('E-mail address the alerts go to (an action group): no successful run for twice the timer interval, messages in the poison queue, a failed full run, a credential or the import token expiring within 30 days. Empty: no alerts.')
+param alertEmail string = ''
+
+@description('Minutes between two timer_sync ticks, as timerSyncSchedule says (15 for the default \'0 */15 * * * *\'): the no-successful-run alert fires after twice this without one.')
+@minValue(1)
+@maxValue(720)
+param timerIntervalMinutes int = 15
 
 @description('Object id of the admin (user, group or service principal) who runs the entra-assets CLI against this deployment: gets read access to the Key Vault secrets and data access to the storage account (status, sync, setup from their machine). Empty: none. Get yours with: az ad signed-in-user show --query id -o tsv')
 param operatorPrincipalId string = ''
@@ -207,6 +263,15 @@ var allTags = union(tags, {
 })
 var useClientSecret = graphCredential == 'clientSecret'
 var useJira = !empty(jiraApiToken)
+var useEventGrid = notificationDelivery == 'eventgrid'
+// The webhook's settings and secrets only in webhook mode: with eventgrid, Graph never posts to the app.
+var useWebhook = enableWebhook && !useEventGrid
+// The topic Graph is asked to create (EventGrid: notification URL); partnerTopicName names it once it exists.
+var eventGridTopicName = empty(partnerTopicName) ? 'entra-assets-${suffix}' : partnerTopicName
+// Key Vault `exp` is seconds since the epoch; a date parameter means midnight UTC of that day.
+var secretHorizon = dateTimeToEpoch(dateTimeAdd(deployedAt, 'P${secretExpiryDays}D'))
+var clientSecretExpiry = empty(clientCredentialExpires) ? secretHorizon : dateTimeToEpoch('${clientCredentialExpires}T00:00:00Z')
+var importTokenExpiry = empty(assetsImportTokenExpires) ? secretHorizon : dateTimeToEpoch('${assetsImportTokenExpires}T00:00:00Z')
 
 // Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 var roles = {
@@ -220,12 +285,16 @@ var roles = {
 // ---------------------------------------------------------------- storage (host + queue + state), identity only
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: the app has no VNet integration, so the Functions host and Event Grid reach this account over its public endpoint - a default Deny would stop the app; shared keys are off, every client signs in with Entra ID
+  // checkov:skip=CKV_AZURE_206: a cost choice - the account holds state rebuilt from Entra ID by a full run and transient queue messages; storageSku=Standard_GRS or Standard_GZRS replicates it
+  // checkov:skip=CKV_AZURE_59: public network access stays on for the reason of CKV_AZURE_35; no anonymous access (allowBlobPublicAccess false, shared keys off)
+  // checkov:skip=CKV_AZURE_43: the name is computed (namePrefix of 3-11 lower-case letters or digits + uniqueString, lower-cased, at most 24 characters), which checkov cannot evaluate
   name: storageAccountName
   location: location
   tags: allTags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_LRS'
+    name: storageSku
   }
   properties: {
     // Flex Consumption needs no Azure Files content share, so keys can be off: every client uses Entra ID.
@@ -235,12 +304,29 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     accessTier: 'Hot'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
   }
 }
 
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// The queue between the producers and submit_worker (the app also creates it when missing). With eventgrid,
+// Event Grid's event subscription delivers the Graph events here too.
+resource syncQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: syncQueueName
 }
 
 // Flex Consumption reads the app's package from this container, with the app's identity.
@@ -281,6 +367,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 // ---------------------------------------------------------------- Key Vault (RBAC, soft delete) and the secrets
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_109: Key Vault references are resolved by the App Service platform and the admin's CLI reads secrets from their machine, both over the public endpoint (no VNet integration here): a firewall Deny would break both; access is RBAC only
+  // checkov:skip=CKV_AZURE_189: the same reason - public network access is needed to resolve the Key Vault references without a private endpoint; only Entra principals with a role on this vault get a secret
   name: keyVaultName
   location: location
   tags: allTags
@@ -293,24 +381,42 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
-    enablePurgeProtection: keyVaultPurgeProtection ? true : null
+    // Irreversible by design: a deleted vault or secret stays recoverable for softDeleteRetentionInDays. A
+    // re-deployment into the same resource group after deleting the vault must recover it first (README).
+    enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
   }
 }
 
 resource clientSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useClientSecret) {
+  // checkov:skip=CKV_AZURE_41: checkov reads no body of a conditional resource (= if ...); exp is set below, tests/test_infra_scan.py checks it
+  // checkov:skip=CKV_AZURE_114: checkov reads no body of a conditional resource (= if ...); contentType is set below, tests/test_infra_scan.py checks it
   parent: vault
   name: 'azure-client-secret'
   properties: {
     value: graphClientSecret
+    contentType: 'text/plain'
+    attributes: {
+      exp: clientSecretExpiry
+    }
   }
 }
 
 resource jiraTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useJira) {
+  // checkov:skip=CKV_AZURE_41: checkov reads no body of a conditional resource (= if ...); exp is set below, tests/test_infra_scan.py checks it
+  // checkov:skip=CKV_AZURE_114: checkov reads no body of a conditional resource (= if ...); contentType is set below, tests/test_infra_scan.py checks it
   parent: vault
   name: 'jira-api-token'
   properties: {
     value: jiraApiToken
+    contentType: 'text/plain'
+    attributes: {
+      exp: secretHorizon
+    }
   }
 }
 
@@ -319,29 +425,46 @@ resource importTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   name: 'assets-import-token'
   properties: {
     value: assetsImportToken
+    contentType: 'text/plain'
+    attributes: {
+      exp: importTokenExpiry
+    }
   }
 }
 
 // The webhook URL carries the function key, so it is a secret too.
-resource webhookUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (enableWebhook) {
+resource webhookUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useWebhook) {
+  // checkov:skip=CKV_AZURE_41: checkov reads no body of a conditional resource (= if ...); exp is set below, tests/test_infra_scan.py checks it
+  // checkov:skip=CKV_AZURE_114: checkov reads no body of a conditional resource (= if ...); contentType is set below, tests/test_infra_scan.py checks it
   parent: vault
   name: 'webhook-url'
   properties: {
     value: 'https://${functionApp.properties.defaultHostName}/api/graph-webhook?code=${webhookFunctionKey}'
+    contentType: 'text/uri-list'
+    attributes: {
+      exp: secretHorizon
+    }
   }
 }
 
-resource clientStateSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (enableWebhook) {
+resource clientStateSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useWebhook) {
+  // checkov:skip=CKV_AZURE_41: checkov reads no body of a conditional resource (= if ...); exp is set below, tests/test_infra_scan.py checks it
+  // checkov:skip=CKV_AZURE_114: checkov reads no body of a conditional resource (= if ...); contentType is set below, tests/test_infra_scan.py checks it
   parent: vault
   name: 'webhook-client-state'
   properties: {
     value: webhookClientState
+    contentType: 'text/plain'
+    attributes: {
+      exp: secretHorizon
+    }
   }
 }
 
 // ---------------------------------------------------------------- Flex Consumption plan and the function app
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: a cost and region choice - zone redundancy on Flex Consumption keeps at least two always-ready instances billed and is not offered in every region; zoneRedundant=true turns it on
   name: planName
   location: location
   tags: allTags
@@ -352,10 +475,15 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
   properties: {
     reserved: true
+    zoneRedundant: zoneRedundant
   }
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17: Graph's change notifications and browsers opening the status page present no client certificate; callers authenticate with a function key (and an Entra sign-in with authClientId)
+  // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed worker count (siteConfig.numberOfWorkers): instances scale per trigger from functionAppConfig.scaleAndConcurrency; the worker is a single writer by design
+  // checkov:skip=CKV_AZURE_213: Flex Consumption does not support the platform health check (healthCheckPath), and no function here is anonymous to probe; failures are watched by the alerts of alerts.bicep
+  // checkov:skip=CKV_AZURE_222: appPublicNetworkAccess is Disabled with notificationDelivery=eventgrid; with webhook Graph must reach graph_webhook over the internet (function key + clientState)
   name: functionAppName
   location: location
   tags: allTags
@@ -366,9 +494,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    publicNetworkAccess: appPublicNetworkAccess
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
+      http20Enabled: true
     }
     functionAppConfig: {
       deployment: {
@@ -514,14 +644,23 @@ var appSettingsCommon = {
   MAX_DEACTIVATION_PERCENT: maxDeactivationPercent
   MAPPING_FILE: mappingFile
   LOG_FORMAT: logFormat
+  NOTIFICATION_DELIVERY: notificationDelivery
 }
 var appSettingsSecret = useClientSecret ? {
   AZURE_CLIENT_ID: graphClientId
   AZURE_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${vaultUri}secrets/azure-client-secret/)'
 } : {}
-var appSettingsWebhook = enableWebhook ? {
+var appSettingsWebhook = useWebhook ? {
   WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${vaultUri}secrets/webhook-url/)'
   WEBHOOK_CLIENT_STATE: '@Microsoft.KeyVault(SecretUri=${vaultUri}secrets/webhook-client-state/)'
+} : {}
+
+// Where Graph is to deliver: the partner topic in this subscription, resource group and region (SPEC §2).
+var appSettingsEventGrid = useEventGrid ? {
+  EVENTGRID_PARTNER_TOPIC: eventGridTopicName
+  EVENTGRID_SUBSCRIPTION_ID: subscription().subscriptionId
+  EVENTGRID_RESOURCE_GROUP: resourceGroup().name
+  EVENTGRID_LOCATION: location
 } : {}
 
 var appSettingsJira = useJira ? {
@@ -532,10 +671,21 @@ var appSettingsJira = useJira ? {
   JIRA_REQUESTS_PER_SECOND: jiraRequestsPerSecond
 } : {}
 
+// checkov applies its checks of the 'web' config (siteConfig: logging, .NET version, Azure Files, network access,
+// authentication) to every Microsoft.Web/sites/config resource; this one is the 'appsettings' list, where such
+// properties would become app settings.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: not the 'web' config - App Service authentication is the authsettingsV2 resource below (with authClientId)
+  // checkov:skip=CKV_AZURE_63: not the 'web' config - HTTP logs of Flex Consumption go to Application Insights (requests), not App Service file logs
+  // checkov:skip=CKV_AZURE_65: not the 'web' config - detailed error pages are an IIS feature; errors go to Application Insights
+  // checkov:skip=CKV_AZURE_66: not the 'web' config - failed request tracing is an IIS feature; failed invocations go to Application Insights
+  // checkov:skip=CKV_AZURE_80: not the 'web' config - a Python app has no .NET Framework version
+  // checkov:skip=CKV_AZURE_88: not the 'web' config - Flex Consumption mounts no Azure Files share (the package is in a blob container, the state in blobs)
+  // checkov:skip=CKV_AZURE_222: not the 'web' config - public network access is set on the site (appPublicNetworkAccess)
   parent: functionApp
   name: 'appsettings'
-  properties: union(platformSettings, appSettingsCommon, appSettingsSecret, appSettingsWebhook, appSettingsJira)
+  properties: union(platformSettings, appSettingsCommon, appSettingsSecret, appSettingsWebhook, appSettingsEventGrid,
+    appSettingsJira)
   dependsOn: [
     blobOwner
     queueContributor
@@ -547,7 +697,92 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     jiraTokenSecret
     webhookUrlSecret
     clientStateSecret
+    syncQueue
+    eventGrid
   ]
+}
+
+// ---------------------------------------------------------------- App Service authentication (optional)
+//
+// Deployed in both cases (off without authClientId), so that a re-deployment without it also turns it off.
+var authOff = {
+  platform: {
+    enabled: false
+  }
+}
+//
+// With authClientId, every request but graph_webhook's needs an Entra sign-in of this tenant before it reaches
+// a function (the status page keeps its function key on top). No client secret: the sign-in uses the ID token
+// of the registration (enable "ID tokens" on it, redirect URI https://<app>/.auth/login/aad/callback).
+// https://learn.microsoft.com/azure/app-service/configure-authentication-provider-aad ; UNCONFIRMED here that
+// Flex Consumption honours authsettingsV2 like the other plans.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: this is App Service authentication (V2: the switch is platform.enabled, checkov reads the V1 'enabled')
+  // checkov:skip=CKV_AZURE_56: sign-in needs an Entra app registration the template cannot create: with authClientId, platform.enabled is true; without it the status page keeps its function key (and with eventgrid the site has no public access)
+  // checkov:skip=CKV_AZURE_63: not the 'web' config - HTTP logs of Flex Consumption go to Application Insights (requests)
+  // checkov:skip=CKV_AZURE_65: not the 'web' config - detailed error pages are an IIS feature
+  // checkov:skip=CKV_AZURE_66: not the 'web' config - failed request tracing is an IIS feature
+  // checkov:skip=CKV_AZURE_80: not the 'web' config - a Python app has no .NET Framework version
+  // checkov:skip=CKV_AZURE_88: not the 'web' config - Flex Consumption mounts no Azure Files share
+  // checkov:skip=CKV_AZURE_222: not the 'web' config - public network access is set on the site (appPublicNetworkAccess)
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: empty(authClientId) ? authOff : {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      // Graph posts notifications without a sign-in; graph_webhook checks its function key and clientState.
+      excludedPaths: useWebhook ? [
+        '/api/graph-webhook'
+      ] : []
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenantId}/v2.0'
+          clientId: authClientId
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Event Grid delivery and alerts
+
+module eventGrid 'eventgrid.bicep' = if (useEventGrid) {
+  name: 'eventgrid'
+  params: {
+    location: location
+    tags: allTags
+    suffix: suffix
+    storageAccountName: storage.name
+    queueName: syncQueue.name
+    appPrincipalId: functionApp.identity.principalId
+    partnerTopicName: partnerTopicName
+    partnerAuthorizationExpires: dateTimeAdd(deployedAt, 'P${partnerAuthorizationDays}D')
+  }
+}
+
+module alerts 'alerts.bicep' = if (!empty(alertEmail)) {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: allTags
+    suffix: suffix
+    appInsightsId: appInsights.id
+    alertEmail: alertEmail
+    timerIntervalMinutes: timerIntervalMinutes
+  }
 }
 
 // ---------------------------------------------------------------- outputs
@@ -560,3 +795,7 @@ output principalId string = functionApp.identity.principalId
 output keyVaultName string = vault.name
 output storageAccountName string = storage.name
 output appInsightsName string = appInsights.name
+@description('With eventgrid: the partner topic Graph is asked to create (pass it as partnerTopicName once it exists).')
+output partnerTopicName string = useEventGrid ? eventGridTopicName : ''
+@description('With eventgrid: the user-assigned identity Event Grid delivers with (attach it to the partner topic).')
+output eventGridDeliveryIdentityId string = useEventGrid ? eventGrid.outputs.deliveryIdentityId : ''
