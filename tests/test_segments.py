@@ -199,3 +199,15 @@ def test_status_shows_a_segmented_run_in_progress(slow_box, tmp_path):
     assert data["importer_status"] == "RUNNING"
     assert data["full_run"]["run"] == cursor.run_id and data["full_run"]["segments"] == 1
     assert data["full_run"]["pages"] == cursor.pages > 0 and data["full_run"]["reads"] == 5
+
+
+def test_a_run_begun_with_other_object_types_is_replaced_not_continued(slow_box, tmp_path):
+    settings = _settings(slow_box, tmp_path)
+    timer_tick(settings)
+    first = load_cursor(open_backend(settings).state)
+    narrower = _settings(slow_box, tmp_path, SYNC_OBJECT_TYPES="User")
+    [message] = open_run_queue(narrower).receive(max_messages=1, visibility_timeout=60)
+    on_segment_message(narrower, message)
+    cursor = load_cursor(open_backend(narrower).state)
+    assert cursor is None or (cursor.run_id != first.run_id and set(cursor.chains) == {"users"})
+    assert not [p for p in (narrower.home / "payloads").glob(f"run-{first.run_id}/*")]  # its parts went

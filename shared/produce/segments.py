@@ -63,20 +63,21 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
     as the command: the one in progress may have read its pages long before."""
     with state.lease(LEASE, LEASE_SECONDS) as lease:
         renew = _every(RENEW_SECONDS, lease.renew)
+        reads = chains(options, options.object_types)
         cursor = load_cursor(state)
-        if cursor is not None and fresh:
-            log.warning("full run %s (%d segments done) is replaced by a new one", cursor.run_id, cursor.segment)
+        if cursor is not None and (fresh or cursor.chains.keys() != reads.keys()):
+            log.warning("full run %s (%d segments done) is replaced by a new one%s", cursor.run_id, cursor.segment,
+                        "" if fresh else ": SYNC_OBJECT_TYPES changed since it began")
             discard(payloads, cursor)
             cursor = None
         if cursor is None:
             started = time.time()
-            cursor = begin(new_run_id(started), started, trigger, list(chains(options, options.object_types)),
-                           options.allow_mass_deactivation)
+            cursor = begin(new_run_id(started), started, trigger, list(reads), options.allow_mass_deactivation)
             save_cursor(state, cursor)
         began = time.monotonic()
         if not cursor.complete:
             progress(f"Reading Graph (segment {cursor.segment + 1})", cursor.pages)
-            read_segment(graph, payloads, cursor, chains(options, options.object_types), seconds, renew)
+            read_segment(graph, payloads, cursor, reads, seconds, renew)
             save_cursor(state, cursor)
             log.info("full run %s: segment %d read %d pages in %.1f s%s", cursor.run_id, cursor.segment,
                      cursor.pages, cursor.seconds[-1], "; its reads are complete" if cursor.complete else "")
