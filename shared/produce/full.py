@@ -17,6 +17,9 @@ in a fixed order. What full runs and catch-ups share (options, scope, guard, com
 (delta links, chosen names of derived objects) travel at the end of the payload and are committed by the
 worker only after Assets has finished the execution that carries the records. A run that finds nothing to
 push queues nothing, starts no execution and commits its checkpoints at once.
+
+Where the pages come from is a ``Source``: Graph itself (``LiveSource``), or the pages the segments of a long
+run staged (``shared.produce.segments``), which ``run_full`` plans once every chain is complete.
 """
 from __future__ import annotations
 
@@ -109,7 +112,7 @@ def chains(options: RunOptions, keys: Iterable[str]) -> dict[str, Chain]:
     return {chain.name: chain for key in keys for chain in found[key]}
 
 
-class StagedRun(Protocol):
+class CompleteRun(Protocol):
     """A segmented full run whose reads are complete (``shared.produce.segments``): what ``run_full`` plans."""
 
     run_id: str
@@ -338,7 +341,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
              progress: Progress = lambda stage, n: None, clock: Callable[[], float] = time.time,
              options: RunOptions | None = None,
              stamp: Callable[[FullRunResult, float], dict] = lambda result, started: {},
-             staged: StagedRun | None = None) -> FullRunResult:
+             staged: CompleteRun | None = None) -> FullRunResult:
     """Read everything in scope, queue what changed since the last push, and return what happened.
 
     Idempotent: running it twice before the worker runs queues the same changes twice, which the worker
