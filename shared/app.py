@@ -156,6 +156,9 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
     (and alerts built on it fire). Returns the run's result once it is planned, else None."""
     backend = open_backend(settings)
     now = time.time() if now is None else now
+    depth = backend.queue.depth()  # the poison-queue alert reads this event (infra/alerts.bicep)
+    log.info("queue: %d waiting, %d poison", depth.messages, depth.poison,
+             extra={"event": "queue.depth", "messages": depth.messages, "poison": depth.poison})
     if settings.webhook_url:  # create, renew or recreate the change-notification subscriptions
         ensure_subscriptions(graph_client(settings), backend.state, settings)
     cursor = load_cursor(backend.state)
@@ -168,7 +171,24 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
         return None
     if resume:
         log.warning("full run %s stalled after %d segments; resuming it", cursor.run_id, cursor.segment)
+    else:
+        _log_credentials(settings, backend.state)  # a new full run: at least daily
     return _segment(settings, backend, "timer")
+
+
+def _log_credentials(settings: Settings, state: StateStore) -> None:
+    """One ``credential.status`` event (kind, days left; no secret) per credential: the expiry alert reads them
+    (infra/alerts.bicep). Never fails the tick: a report that cannot be made is logged as such."""
+    from shared.admin.credential_expiry import credential_report
+
+    try:
+        report = credential_report(settings, graph_client(settings), state)
+    except EntraAssetsError as error:
+        log.warning("credential expiry not reported (%s)", type(error).__name__)
+        return
+    for entry in report.values():
+        log.info("credential %s: %s days left", entry["kind"], entry["days_left"],
+                 extra={"event": "credential.status", "kind": entry["kind"], "days_left": entry["days_left"]})
 
 
 def stalled_after(settings: Settings) -> float:

@@ -23,13 +23,7 @@ ALERTS = ROOT / "infra" / "alerts.bicep"
 MAIN = ROOT / "infra" / "main.bicep"
 
 # event -> fields the alert queries read, and where the app is to emit it (one log call each).
-PENDING_EVENTS = {
-    "run.finished": ({"kind", "stage"}, ("when a run history record is appended (shared/store/history.py append): "
-                                         "kind full|catch-up, stage Done|Failed, as the record")),
-    "queue.depth": ({"poison"}, "on every timer tick: messages and poison, the counts `status` shows"),
-    "credential.status": ({"kind", "days_left"}, ("at least daily (each full run): one per credential of "
-                                                  "credential_report, kind and days_left (None when unknown)")),
-}
+PENDING_EVENTS: dict[str, tuple[set[str], str]] = {}
 _EVENT = re.compile(r'customDimensions\.event\)\s*==\s*"([^"]+)"')
 _FIELD = re.compile(r"customDimensions\.([A-Za-z_][A-Za-z0-9_]*)")
 _REQUEST = re.compile(r'\bname\s*==\s*"([^"]+)"')

@@ -326,3 +326,22 @@ def test_carried_cids_are_distinct_valid_and_bounded():
             assert inner == cid  # joins
         assert telemetry.stamped({"cid": "other"}) == {"cid": "other"}
     assert telemetry.current_cid() is None and telemetry.stamped({"v": 1}) == {"v": 1}
+
+
+def test_the_events_the_alerts_read_are_logged_with_their_fields(box, tmp_path, caplog):
+    """infra/alerts.bicep queries these events: a timer tick that begins a full run logs the queue's depth and
+    each credential's days left; every run recorded in the history logs how it finished."""
+    from shared.app import sync_full, timer_tick
+
+    settings = load_settings({**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home")})
+    run_setup(settings)
+    caplog.set_level(logging.INFO)
+    timer_tick(settings)
+    sync_full(settings)
+    events = [r.__dict__ for r in caplog.records if getattr(r, "event", None)]
+    depth = [e for e in events if e["event"] == "queue.depth"]
+    assert depth and {"messages", "poison"} <= depth[0].keys() and depth[0]["poison"] == 0
+    kinds = {e["kind"]: e["days_left"] for e in events if e["event"] == "credential.status"}
+    assert set(kinds) == {"access_token", "import_token"}
+    finished = [(e["kind"], e["stage"]) for e in events if e["event"] == "run.finished"]
+    assert ("full", "Done") in finished

@@ -207,7 +207,11 @@ def append(state: StateStore, record: RunRecord, *, wait: float = LEASE_WAIT_SEC
     """Add ``record`` as the newest entry (a quiet catch-up merges into a quiet newest entry with the same
     triggers), keeping ``MAX_RUNS``. Under the ``history`` lease, so concurrent appends are not lost. Returns
     False - logged, not raised - when the lease stayed busy for ``wait`` seconds or the store failed: a run
-    must not fail (and be pushed again) because its history entry could not be written."""
+    must not fail (and be pushed again) because its history entry could not be written.
+
+    Also logs the event ``run.finished`` (kind, stage): the alert on failed full runs reads it (infra/alerts.bicep)."""
+    log.info("%s run %s", record.kind, record.stage.lower(),
+             extra={"event": "run.finished", "kind": record.kind, "stage": record.stage})
     deadline = time.monotonic() + wait
     while True:
         try:
