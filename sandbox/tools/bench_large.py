@@ -156,7 +156,7 @@ def _report(args, ready: float, killed: dict | None, producer: dict, worker: dic
         ("tenant", f"{args.users:,} users; {pages:,} Graph pages; sandbox ready in {ready:.0f} s"),
         ("segments", f"{len(segments)} (" + ", ".join(f"{s:.0f}" for s in segments) + " s of reading each)"
                      + (f"; killed in segment {killed['segments'] + 1}, resumed" if killed else "")),
-        ("producer (resumed run)", (f"wall {producer['wall_s']:.0f} s, CPU {producer['cpu_s']:.0f} s, "
+        ("producer" + (" (the resumed one)" if killed else ""), (f"wall {producer['wall_s']:.0f} s, CPU {producer['cpu_s']:.0f} s, "
                                    f"peak RSS {producer['peak_rss_mb']:.0f} MB, "
                                    f"{producer['graph_requests']:,} Graph requests")),
         ("worker", (f"wall {worker['wall_s']:.0f} s, CPU {worker['cpu_s']:.0f} s, peak RSS "
