@@ -18,7 +18,7 @@ import math
 import random
 import time
 
-from sandbox.tenant.seeded import Seeded
+from sandbox.tenant.seeded import Draws, Seeded
 from sandbox.tenant.users import Users
 
 # (operatingSystem, share, trustType choices, [(manufacturer, model)], [versions])
@@ -98,7 +98,7 @@ class Devices:
             found.append(4)
         return sorted(found)
 
-    def _platform(self, index: int, rng: random.Random) -> tuple:
+    def _platform(self, index: int, rng: Draws) -> tuple:
         if index > 6:
             return rng.choices(DEVICE_PLATFORMS, _PLATFORM_WEIGHTS)[0]
         return DEVICE_PLATFORMS[0 if index in (0, 2, 3, 6) else 2]

@@ -19,6 +19,7 @@ import bisect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 Link = tuple[str, str]
+_BUILT_KEPT = 1024  # generated objects an ``Objects`` keeps after reading them (about two pages)
 
 
 class Links(Sequence):
@@ -162,13 +163,15 @@ class Objects(Mapping):
     """id → properties of one collection: generated objects merged with the overlay, in insertion order.
 
     ``index(oid)`` is the generated position of a base id (None for added or foreign ids); ``build(i)`` makes
-    generated object ``i`` afresh on each read, so only ``materialise``-d objects are shared and mutable."""
+    generated object ``i`` when it is read (the last ``_BUILT_KEPT`` are kept). Readers must not change what
+    they get: only ``materialise``-d objects are the tenant's state."""
 
     def __init__(self, order: IdOrder, index: Callable[[object], int | None], build: Callable[[int], dict]):
         self.order, self.index, self._build = order, index, build
         self._stored: dict[str, dict] = {}   # materialised base objects and added ones
         self._gone: set[str] = set()         # removed ids (base or added)
         self._stored_base = 0                # how many of _stored are base objects
+        self._built: dict[int, dict] = {}    # the last generated objects read (never the stored ones)
         self._gone_base = 0
 
     def __getitem__(self, oid: str) -> dict:
@@ -180,7 +183,19 @@ class Objects(Mapping):
         index = self.index(oid)
         if index is None:
             raise KeyError(oid)
-        return self._build(index)
+        found = self._built.get(index)
+        if found is None:
+            # A page reads each object two or three times (filter, entry, links): keep the last few built.
+            if len(self._built) >= _BUILT_KEPT:
+                self._built.clear()
+            found = self._built[index] = self._build(index)
+        return found
+
+    def live_index(self, oid: object) -> int | None:
+        """The generated index of a live generated object (None for added, removed or foreign ids)."""
+        if oid in self._gone:
+            return None
+        return self.index(oid)
 
     def __contains__(self, oid: object) -> bool:
         return oid in self._stored or (oid not in self._gone and self.index(oid) is not None)
@@ -273,8 +288,8 @@ class Managers(Mapping):
         if uid in self._stored:
             found = self._stored[uid]
             return default if found is None or uid not in self.users else found
-        index = self.users.index(uid)
-        if index is None or uid not in self.users:
+        index = self.users.live_index(uid)
+        if index is None:
             return default
         found = self._base(index)
         return default if found is None else found

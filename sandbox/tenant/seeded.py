@@ -5,7 +5,8 @@ A generated object is never stored: object ``i`` of a collection is recomputed f
 - ``Seeded.unit``/``Seeded.bits``: a SplitMix64 hash of (seed, salt, index) for the few per-object draws that
   relationships depend on (is user ``i`` a guest, enabled, who manages it, which users a group holds), so a
   reverse lookup can evaluate them for many objects without building any object (~0.5 µs each);
-- ``Seeded.rng(salt, i)``: a ``random.Random`` of its own for everything else of one object (~7 µs).
+- ``Seeded.rng(salt, i)``: a ``Draws`` stream of its own for everything else of one object (``random.Random``
+  would do, but seeding one costs ~12 µs, more than building the object).
 
 Object ids are version-4 GUIDs that carry their index: the last 48 bits (the GUID's "node") are an affine
 bijection of the index, the other 80 bits a hash of (seed, collection, index). ``index(salt, oid)`` inverts
@@ -14,10 +15,16 @@ an order unrelated to the index, as real GUIDs do.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
-import random
+import itertools
+from collections.abc import Sequence
 
 _MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment
+_MISSING = object()
+_UNIT = 1.0 / (1 << 53)
+_DECODED_KEPT = 4096
 _NODE_BITS = 48
 _NODE_MASK = (1 << _NODE_BITS) - 1
 _ODD = 0x9E3779B97F4B  # odd, so ``i * _ODD`` is a bijection modulo 2**48
@@ -50,6 +57,7 @@ class Seeded:
         digest = hashlib.blake2b(repr(seed).encode(), digest_size=8).digest()
         self.key = int.from_bytes(digest, "big")
         self._salts: dict[str, int] = {}
+        self._decoded: dict[tuple[str, object], int | None] = {}
 
     def salt(self, name: str) -> int:
         """The 64-bit key of stream ``name`` (cached: names are a small fixed set)."""
@@ -60,8 +68,9 @@ class Seeded:
         return found
 
     def bits(self, name: str, index: int) -> int:
-        """64 hash bits of draw ``name`` of object ``index``."""
-        return mix64(self.salt(name) ^ mix64(index))
+        """64 hash bits of draw ``name`` of object ``index``: SplitMix64's output for the stream's key plus
+        ``index`` gammas, one multiply-xorshift round per draw."""
+        return mix64((self.salt(name) + index * _GAMMA) & _MASK64)
 
     def unit(self, name: str, index: int) -> float:
         """A uniform float in [0, 1) for draw ``name`` of object ``index``."""
@@ -71,23 +80,88 @@ class Seeded:
         """A uniform integer in [0, n) for draw ``name`` of object ``index`` (n > 0)."""
         return (self.bits(name, index) * n) >> 64
 
-    def rng(self, name: str, index: int) -> random.Random:
+    def rng(self, name: str, index: int) -> Draws:
         """A generator of its own for object ``index`` of stream ``name``."""
-        return random.Random(self.bits(name, index))
+        return Draws(self.bits(name, index))
 
     def guid(self, name: str, index: int) -> str:
         """The id of object ``index`` of collection ``name``; ``index(name, id)`` gives ``index`` back."""
-        node = (index * _ODD + self.salt(name)) & _NODE_MASK
-        high = mix64(self.salt(name) ^ mix64(index ^ 0x5DEECE66D)) << 16 | (self.bits(name, index) & 0xFFFF)
-        return format_guid(high << _NODE_BITS | node)
+        salt = self.salt(name)
+        node = (index * _ODD + salt) & _NODE_MASK
+        first = mix64((salt + index * _GAMMA) & _MASK64)
+        high = first << 16 | (mix64(first) & 0xFFFF)
+        oid = format_guid(high << _NODE_BITS | node)
+        self._remember(name, oid, index)  # an id just handed out is soon looked up again
+        return oid
+
+    def _remember(self, name: str, oid: str, index: int | None) -> None:
+        if len(self._decoded) >= _DECODED_KEPT:
+            self._decoded.clear()
+        self._decoded[(name, oid)] = index
 
     def index(self, name: str, oid: object) -> int | None:
         """The index whose ``guid(name, index)`` is ``oid``, or None for any other string."""
-        if not isinstance(oid, str) or len(oid) != 36:
-            return None
-        try:
-            node = int(oid[24:], 16)
-        except ValueError:
-            return None
-        index = ((node - self.salt(name)) * _ODD_INVERSE) & _NODE_MASK
-        return index if index < MAX_INDEX and self.guid(name, index) == oid else None
+        key = (name, oid)
+        found = self._decoded.get(key, _MISSING)
+        if found is not _MISSING:
+            return found
+        found = None
+        if isinstance(oid, str) and len(oid) == 36:
+            try:
+                index = ((int(oid[24:], 16) - self.salt(name)) * _ODD_INVERSE) & _NODE_MASK
+            except ValueError:
+                index = MAX_INDEX
+            found = index if index < MAX_INDEX and self.guid(name, index) == oid else None
+        self._remember(name, oid, found)  # the ids of the last pages: each is looked up several times
+        return found
+
+
+class Draws:
+    """A SplitMix64 stream with the few ``random.Random`` methods the generator uses (same meanings)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: int):
+        self._state = state
+
+    def bits(self) -> int:
+        # mix64 inlined: a draw is the generator's innermost loop.
+        x = self._state = (self._state + _GAMMA) & _MASK64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return x ^ (x >> 31)
+
+    def random(self) -> float:
+        x = self._state = (self._state + _GAMMA) & _MASK64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return ((x ^ (x >> 31)) >> 11) * _UNIT
+
+    def randrange(self, n: int) -> int:
+        """Uniform in [0, n), n > 0 (the 64-bit multiply-shift bias is far below anything measured here)."""
+        x = self._state = (self._state + _GAMMA) & _MASK64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return ((x ^ (x >> 31)) * n) >> 64
+
+    def randint(self, low: int, high: int) -> int:
+        return low + self.randrange(high - low + 1)
+
+    def choice(self, seq: Sequence):
+        return seq[self.randrange(len(seq))]
+
+    def choices(self, population: Sequence, weights: Sequence[float] | None = None, k: int = 1) -> list:
+        if weights is None:
+            return [population[self.randrange(len(population))] for _ in range(k)]
+        cumulative = list(itertools.accumulate(weights))
+        total = cumulative[-1]
+        return [population[bisect.bisect(cumulative, self.random() * total)] for _ in range(k)]
+
+    def sample(self, population: Sequence, k: int) -> list:
+        """``k`` distinct elements in random order; cheap for a big ``range`` (only ``k`` draws)."""
+        if not 0 <= k <= len(population):
+            raise ValueError("sample larger than population")
+        picked: dict[int, None] = {}
+        while len(picked) < k:
+            picked.setdefault(self.randrange(len(population)))
+        return [population[i] for i in picked]

@@ -2,7 +2,7 @@
 
 The draws that relationships depend on (guest, enabled, name, department slot, manager) are single hashes
 (``Seeded.unit``), so reverse lookups (``reports``) and other collections (All Staff, device names) evaluate
-them without building a user; everything else of a user comes from a ``random.Random`` of its own.
+them without building a user; everything else of a user comes from a draw stream of its own (``Seeded.rng``).
 
 Departments: user ``i`` belongs to department slot ``(i + offset) % 12``, so the users of one department are an
 arithmetic progression that a department's groups can draw members from by position
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from sandbox.tenant.seeded import Seeded
+from sandbox.tenant.seeded import Draws, Seeded
 
 DOMAIN = "sandbox.example"
 GUEST_DOMAIN = "sandboxtenant.onmicrosoft.com"
@@ -180,7 +180,7 @@ class Users:
             out.append(local)
         return out
 
-    def _department(self, rng, index: int) -> str | None:
+    def _department(self, rng: Draws, index: int) -> str | None:
         """Mostly the canonical spelling; some case/space variants; a few users without one."""
         roll, name = rng.random(), DEPARTMENTS[self.department_slot(index)]
         if roll < 0.02:
@@ -190,7 +190,7 @@ class Users:
         return rng.choice((name.lower(), name.upper(), f" {name} ", f"{name}  ", name.title()))
 
     @staticmethod
-    def _address(rng, index: int) -> dict:
+    def _address(rng: Draws, index: int) -> dict:
         if index > _FIXED and rng.random() < 0.03:
             return {"officeLocation": "Remote"} if rng.random() < 0.5 else {}
         office = index % len(OFFICES) if index < _FIXED else rng.randrange(len(OFFICES))
