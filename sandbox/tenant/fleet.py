@@ -188,7 +188,7 @@ class ServicePrincipals:
             sp = {"displayName": name, "servicePrincipalType": "Application",
                   "appOwnerOrganizationId": MICROSOFT_TENANT}
         elif kind == "vendor":
-            vendor = rng.choice(VENDORS)
+            vendor = VENDORS[0] if index == 3 else rng.choice(VENDORS)  # the fixed one is verified
             sp = {"displayName": f"{vendor.split()[0]} {rng.choice(('SSO', 'Connector', 'Provisioning', ''))}"
                   .strip(), "verifiedPublisher": self._verified.get(vendor),
                   "servicePrincipalType": "Application", "appOwnerOrganizationId": self._vendor_tenants[vendor]}
