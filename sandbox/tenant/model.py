@@ -4,6 +4,12 @@ The seeded synthetic content comes from ``sandbox/tenant/generator.py`` (``gener
 owns the model: objects (id → Graph properties), their relationships (``managers``, ``members``,
 ``group_owners``, ``device_owners``, ``sp_owners``), the mutation methods and the change log.
 
+Storage: version 0 is a ``GeneratedDirectory`` that computes object ``i`` from the seed when it is read; a
+mutation stores the objects and links it changes in an overlay (``sandbox/tenant/overlay.py``) and reads
+merge the overlay over the generated base, so memory grows with the changes, not with the tenant. Deleting
+an object asks the generated base who refers to it (reports, groups, owned objects: reverse lookups computed
+from the seed, ``sandbox/tenant/generated.py``) and checks the changed links itself.
+
 Change log: every mutation bumps ``version`` by one per object it touches and appends (kind, id, changed
 properties, member link) to an append-only log; ``changes_since(version, kind=...)`` turns a slice of the log
 into the changes a delta round of that kind reports ("users", "groups", "devices", "servicePrincipals").
