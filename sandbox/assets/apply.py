@@ -25,7 +25,7 @@ import gc
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -40,7 +40,74 @@ _INTEGER = re.compile(r"^[+-]?\d+$")
 MissingPolicy = str | tuple[str, str, object]
 
 
-@dataclass
+_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}   # interned attribute-name tuples (objects of a type share one)
+_SHAPES_KEPT = 10_000
+_SHARED_VALUES = 2_000  # distinct values per attribute name the store shares before it stops trying
+_NOT_YET = object()  # "no table yet" (None: "not shared")
+
+
+def _shape(names: tuple[str, ...]) -> tuple[str, ...]:
+    found = _SHAPES.get(names)
+    if found is None:
+        found = names
+        if len(_SHAPES) < _SHAPES_KEPT:
+            _SHAPES[names] = names
+    return found
+
+
+class AttributeValues(Mapping):
+    """Attribute name → value list, read-only (``ObjectStore`` writes). Stored compactly because the emulator
+    holds every object of a tenant (about 1.9 million after a full push of a million users): the names as a
+    tuple shared by the objects with the same attributes, the values as a tuple beside it - one value as
+    itself, several as a tuple. A dict of one-element lists cost about 1.7 KB a user object; this costs a
+    fifth of that. Reads return a fresh list; lookups scan the (short) name tuple."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, values: dict[str, list] | None = None):
+        listed = [(name, v) for name, v in (values or {}).items() if v]
+        self._names = _shape(tuple(name for name, _ in listed))
+        self._values = tuple(_pack(v) for _, v in listed)
+
+    def __getitem__(self, name: str) -> list:
+        try:
+            value = self._values[self._names.index(name)]
+        except ValueError:
+            raise KeyError(name) from None
+        return list(value) if type(value) is tuple else [value]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def _put(self, name: str, values: list) -> None:
+        """Set (or, with no values, remove) one attribute."""
+        names, packed = list(self._names), list(self._values)
+        if name in names:
+            at = names.index(name)
+            if values:
+                packed[at] = _pack(values)
+            else:
+                del names[at], packed[at]
+        elif values:
+            names.append(name)
+            packed.append(_pack(values))
+        self._names, self._values = _shape(tuple(names)), tuple(packed)
+
+
+def _pack(values: list) -> object:
+    return values[0] if len(values) == 1 and type(values[0]) is not tuple else tuple(values)
+
+
+@dataclass(slots=True)
 class AssetsObject:
     """One object: ``attributes`` maps attribute names to value lists; references hold object keys."""
 
@@ -48,7 +115,7 @@ class AssetsObject:
     key: str
     type_name: str
     type_external_id: str
-    attributes: dict[str, list] = field(default_factory=dict)
+    attributes: AttributeValues = field(default_factory=AttributeValues)
 
 
 class ObjectStore:
@@ -57,9 +124,33 @@ class ObjectStore:
     def __init__(self) -> None:
         self.objects: dict[int, AssetsObject] = {}
         self._by_type: dict[str, dict[int, None]] = {}
-        # type external id → casefolded attribute name → casefold(text of value) → object ids
-        self._indexes: dict[str, dict[str, dict[str, set[int]]]] = {}
+        # type external id → casefolded attribute name → casefold(text of value) → object id(s): one id as an
+        # int, several as a set (a set per unique value, e.g. every object id, cost 216 bytes an object)
+        self._indexes: dict[str, dict[str, dict[str, int | set[int]]]] = {}
         self._next_id = 1
+        # attribute name → value → the one string object every object with that value holds (None once the
+        # attribute proved to have more than _SHARED_VALUES distinct values, as identities do): status, user
+        # type, company, job title... are otherwise one parsed copy per object.
+        self._common: dict[str, dict[str, str] | None] = {}
+
+    def _shared(self, name: str, values: list) -> list:
+        common = self._common.get(name, _NOT_YET)
+        if common is None:
+            return values
+        if common is _NOT_YET:
+            common = self._common[name] = {}
+        out = []
+        for value in values:
+            if type(value) is str:
+                found = common.get(value)
+                if found is None:
+                    if len(common) >= _SHARED_VALUES:
+                        self._common[name] = None  # high cardinality: stop looking
+                        return values
+                    found = common[value] = value
+                value = found
+            out.append(value)
+        return out
 
     def of_type(self, type_external_id: str) -> list[AssetsObject]:
         """Objects of one type, oldest first."""
@@ -76,7 +167,7 @@ class ObjectStore:
         self._next_id += 1
         self.objects[obj.id] = obj
         self._by_type.setdefault(obj.type_external_id, {})[obj.id] = None
-        obj.attributes = {name: list(values) for name, values in attributes.items() if values}
+        obj.attributes = AttributeValues({name: self._shared(name, values) for name, values in attributes.items()})
         for folded, index in self._indexes.get(obj.type_external_id, {}).items():
             for name, values in obj.attributes.items():
                 if name.casefold() == folded:
@@ -88,15 +179,13 @@ class ObjectStore:
         old = obj.attributes.get(name, [])
         if old == values:
             return False
+        values = self._shared(name, values)
         index = self._indexes.get(obj.type_external_id, {}).get(name.casefold())
         if index is not None:
             for value in old:
-                index.get(text_of(value).casefold(), set()).discard(obj.id)
+                _index_discard(index, value, obj.id)
             _index_add(index, values, obj.id)
-        if values:
-            obj.attributes[name] = list(values)
-        else:
-            obj.attributes.pop(name, None)
+        obj.attributes._put(name, values)
         return True
 
     def delete(self, obj: AssetsObject) -> None:
@@ -106,12 +195,17 @@ class ObjectStore:
         self.objects.pop(obj.id, None)
         self._by_type.get(obj.type_external_id, {}).pop(obj.id, None)
 
-    def index(self, type_external_id: str, name: str) -> dict[str, set[int]]:
-        """``casefold(text) → ids`` for one attribute of one type, built on first use."""
+    def lookup(self, type_external_id: str, name: str, folded: str) -> set[int]:
+        """Ids of the objects of one type whose attribute ``name`` has a value of text ``folded`` (casefolded)."""
+        found = self.index(type_external_id, name).get(folded)
+        return set() if found is None else {found} if type(found) is int else found
+
+    def index(self, type_external_id: str, name: str) -> dict[str, int | set[int]]:
+        """``casefold(text) → id or ids`` for one attribute of one type, built on first use (use ``lookup``)."""
         indexes = self._indexes.setdefault(type_external_id, {})
         folded = name.casefold()
         if folded not in indexes:
-            index: dict[str, set[int]] = {}
+            index: dict[str, int | set[int]] = {}
             for obj in self.of_type(type_external_id):
                 for attr, values in obj.attributes.items():
                     if attr.casefold() == folded:
@@ -120,9 +214,35 @@ class ObjectStore:
         return indexes[folded]
 
 
-def _index_add(index: dict[str, set[int]], values: list, object_id: int) -> None:
+def _folded(value: object) -> str:
+    text = text_of(value)
+    folded = text.casefold()
+    return text if folded == text else folded  # the value's own string when already folded: no copy
+
+
+def _index_add(index: dict[str, int | set[int]], values: list, object_id: int) -> None:
     for value in values:
-        index.setdefault(text_of(value).casefold(), set()).add(object_id)
+        key = _folded(value)
+        found = index.get(key)
+        if found is None or found == object_id:
+            index[key] = object_id
+        elif type(found) is int:
+            index[key] = {found, object_id}
+        else:
+            found.add(object_id)
+
+
+def _index_discard(index: dict[str, int | set[int]], value: object, object_id: int) -> None:
+    key = _folded(value)
+    found = index.get(key)
+    if found == object_id:
+        del index[key]
+    elif type(found) is set:
+        found.discard(object_id)
+        if len(found) == 1:
+            index[key] = next(iter(found))
+        elif not found:
+            del index[key]
 
 
 @dataclass
@@ -131,7 +251,7 @@ class TypeView:
 
     store: ObjectStore
     object_type: ObjectTypeDef
-    _indexes: dict[str, dict[str, set[int]]] = field(default_factory=dict)
+    _indexes: dict[str, dict[str, int | set[int]]] = field(default_factory=dict)
 
     def ids(self) -> set[int]:
         return self.store.ids_of(self.object_type.external_id)
@@ -141,7 +261,8 @@ class TypeView:
         index = self._indexes.get(attribute)
         if index is None:
             index = self._indexes[attribute] = self.store.index(self.object_type.external_id, attribute)
-        return index.get(folded, set())
+        found = index.get(folded)
+        return set() if found is None else {found} if type(found) is int else found
 
     def values(self, object_id: int, attribute: str) -> list:
         attr = self.object_type.attribute_named(attribute)

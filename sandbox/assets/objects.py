@@ -282,7 +282,7 @@ class _Everything:
                  if any(e["name"].casefold() == name for e in self.api._attributes(t))]
         if not types:
             raise _Invalid(400, f"AQL: no attribute named {attribute!r} in the schema")
-        return {i for t in types for i in self.store.index(t.external_id, attribute).get(folded, set())}
+        return {i for t in types for i in self.store.lookup(t.external_id, attribute, folded)}
 
     def values(self, object_id: int, attribute: str) -> list:
         obj = self.store.objects[object_id]

@@ -4,6 +4,12 @@ The seeded synthetic content comes from ``sandbox/tenant/generator.py`` (``gener
 owns the model: objects (id → Graph properties), their relationships (``managers``, ``members``,
 ``group_owners``, ``device_owners``, ``sp_owners``), the mutation methods and the change log.
 
+Storage: version 0 is a ``GeneratedDirectory`` that computes object ``i`` from the seed when it is read; a
+mutation stores the objects and links it changes in an overlay (``sandbox/tenant/overlay.py``) and reads
+merge the overlay over the generated base, so memory grows with the changes, not with the tenant. Deleting
+an object asks the generated base who refers to it (reports, groups, owned objects: reverse lookups computed
+from the seed, ``sandbox/tenant/generated.py``) and checks the changed links itself.
+
 Change log: every mutation bumps ``version`` by one per object it touches and appends (kind, id, changed
 properties, member link) to an append-only log; ``changes_since(version, kind=...)`` turns a slice of the log
 into the changes a delta round of that kind reports ("users", "groups", "devices", "servicePrincipals").
@@ -24,6 +30,10 @@ import time
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from functools import partial
+
+from sandbox.tenant.generated import GeneratedDirectory
+from sandbox.tenant.overlay import IdOrder, Links, Managers, Objects, PatchedLinks, Relation, position_in
 
 _EVERYTHING = None  # a log entry touching every property: created, deleted
 KINDS = ("users", "groups", "devices", "servicePrincipals")
@@ -64,26 +74,31 @@ class _TimedLog(list):
 
 
 class Tenant:
-    """Users, groups, devices and service principals (id → Graph properties), their links and a change log."""
+    """Users, groups, devices and service principals (id → Graph properties), their links and a change log.
 
-    def __init__(self, tenant_id: str, seed: int = 0):
+    The attributes read like the dicts and lists they stand for (``users``, ``groups``, ``devices``,
+    ``service_principals``, ``objects[kind]``: id → properties; ``managers``: user id → manager id;
+    ``members``: group id → ``(odata type name, id)`` links; ``group_owners``, ``device_owners``,
+    ``sp_owners``: id → owner user ids; ``orders[kind]``/``order``: every id ever added, in insertion order)
+    but are views over ``directory`` - the generated version 0, computed per object on demand - merged with
+    an overlay of what changed since (``sandbox/tenant/overlay.py``). Change them only through the methods.
+    """
+
+    def __init__(self, tenant_id: str, seed: int = 0, directory: GeneratedDirectory | None = None):
         self.tenant_id = tenant_id
-        self.users: dict[str, dict] = {}
-        self.managers: dict[str, str] = {}
-        self.groups: dict[str, dict] = {}
-        self.members: dict[str, list[tuple[str, str]]] = {}   # group id → direct members (odata type name, id)
-        self.group_owners: dict[str, list[str]] = {}
-        self.devices: dict[str, dict] = {}
-        self.device_owners: dict[str, list[str]] = {}
-        self.service_principals: dict[str, dict] = {}
-        self.sp_owners: dict[str, list[str]] = {}
-        self.order: list[str] = []          # every user id ever added, in insertion order (delta paging by index)
-        # Every id ever added per kind, in insertion order; "users" is ``order`` itself.
-        self.orders: dict[str, list[str]] = {"users": self.order, "groups": [], "devices": [],
-                                             "servicePrincipals": []}
-        self.objects: dict[str, dict[str, dict]] = {"users": self.users, "groups": self.groups,
-                                                    "devices": self.devices,
-                                                    "servicePrincipals": self.service_principals}
+        self.directory = directory or GeneratedDirectory(seed)
+        base = self.directory
+        self.orders: dict[str, IdOrder] = {kind: IdOrder(base.count(kind), partial(base.id, kind)) for kind in KINDS}
+        self.order = self.orders["users"]   # every user id ever added, in insertion order (delta paging by index)
+        self.objects: dict[str, Objects] = {
+            kind: Objects(self.orders[kind], partial(base.index, kind), partial(base.build, kind)) for kind in KINDS}
+        self.users, self.groups = self.objects["users"], self.objects["groups"]
+        self.devices, self.service_principals = self.objects["devices"], self.objects["servicePrincipals"]
+        self.managers = Managers(self.users, base.manager)
+        self.members = Relation(self.groups, base.members)   # group id → direct members (odata type name, id)
+        self.group_owners = Relation(self.groups, base.group_owners)
+        self.device_owners = Relation(self.devices, base.device_owners)
+        self.sp_owners = Relation(self.service_principals, base.sp_owners)
         self.lock = threading.RLock()
         # Entry i is the change of version i + 1: (kind, id, changed properties or None, member link or None).
         self._log = _TimedLog()  # (kind, id, props or None, member link or None), with when each entry came
@@ -142,38 +157,62 @@ class Tenant:
         with self.lock:
             if not self._remove("users", uid, permanent):
                 return
-            self.managers.pop(uid, None)
-            for report in [r for r, m in self.managers.items() if m == uid]:
+            for report in self._reports(uid):
                 self._link(report, None)
-            self._drop_member(uid)
-            for gid, owners in self.group_owners.items():
-                if uid in owners:
-                    owners.remove(uid)
-                    self._log.append(("groups", gid, frozenset({"owners"}), None))
-            for kind, owner_map, prop in (("devices", self.device_owners, "registeredOwners"),
+            self._drop_member("user", uid)
+            owned = self.directory.owned_by(uid)
+            for kind, owner_map, prop in (("groups", self.group_owners, "owners"),
+                                          ("devices", self.device_owners, "registeredOwners"),
                                           ("servicePrincipals", self.sp_owners, "owners")):
-                for oid, owners in owner_map.items():
-                    if uid in owners:
-                        owners.remove(uid)
-                        self._log.append((kind, oid, frozenset({prop}), None))
+                for oid in self._holding(kind, owner_map, owned[kind], lambda owners: uid in owners):
+                    owner_map.set(oid, [o for o in owner_map[oid] if o != uid])
+                    self._log.append((kind, oid, frozenset({prop}), None))
+
+    def _reports(self, uid: str) -> list[str]:
+        """The live users managed by ``uid``, in user order: generated links not overridden, and set ones."""
+        found = {r for r in self.directory.reports(uid) if not self.managers.is_overridden(r)}
+        found |= {r for r, m in self.managers.overridden() if m == uid}
+        return self._in_order("users", (r for r in found if r in self.users))
+
+    def _holding(self, kind: str, relation: Relation, generated: list[str], test) -> list[str]:
+        """The live objects of ``kind`` whose links in ``relation`` pass ``test``, in insertion order:
+        candidates are the generated holders (``generated``, for objects whose links are unchanged) and
+        every object whose links changed."""
+        candidates = {oid for oid in generated if not relation.changed(oid)}
+        candidates |= {oid for oid, _ in relation.stored_items()}
+        objects = self.objects[kind]
+        return self._in_order(kind, (oid for oid in candidates if oid in objects and test(relation[oid])))
+
+    def _in_order(self, kind: str, ids) -> list[str]:
+        """``ids`` sorted by insertion order (generated ones by index, then added ones)."""
+        order, index = self.orders[kind], self.objects[kind].index
+        added = None
+
+        def position(oid: str) -> int:
+            nonlocal added
+            found = index(oid)
+            if found is not None:
+                return found
+            if added is None:
+                added = {a: i for i, a in enumerate(order[order.count:], order.count)}
+            return added[oid]
+        return sorted(ids, key=position)
 
     def _insert(self, uid: str, props: dict, manager_id: str | None) -> None:
         if manager_id is not None and manager_id not in self.users:
             raise KeyError(manager_id)
-        self.users[uid] = {"id": uid, **{k: v for k, v in props.items() if v is not None and k != "id"}}
-        self.order.append(uid)
+        self.users.add(uid, {"id": uid, **{k: v for k, v in props.items() if v is not None and k != "id"}})
         if manager_id is not None:
-            self.managers[uid] = manager_id
+            self.managers.set(uid, manager_id)
 
     def _link(self, uid: str, manager_id: str | None) -> None:
         old = self.managers.get(uid)
         if old == manager_id:
             return
+        self.managers.set(uid, manager_id)
         if manager_id is None:
-            del self.managers[uid]
             self._former_manager[uid] = old
         else:
-            self.managers[uid] = manager_id
             self._former_manager.pop(uid, None)
         self._touch(uid, frozenset({"manager"}))
 
@@ -193,8 +232,8 @@ class Tenant:
             if len({m for _, m in links}) != len(links):
                 raise ValueError("duplicate members")
             self._create("groups", gid, props)
-            self.members[gid] = links
-            self.group_owners[gid] = owner_ids
+            self.members.set(gid, links)
+            self.group_owners.set(gid, owner_ids)
             return gid
 
     def update_group(self, gid: str, **props) -> None:
@@ -208,9 +247,9 @@ class Tenant:
         """Soft (reason "changed") or permanent ("deleted") delete; the group leaves the groups it was in."""
         with self.lock:
             if self._remove("groups", gid, permanent):
-                self.members.pop(gid, None)
-                self.group_owners.pop(gid, None)
-                self._drop_member(gid)
+                self.members.forget(gid)
+                self.group_owners.forget(gid)
+                self._drop_member("group", gid)
 
     def add_member(self, gid: str, member_id: str, odata_type: str = "user") -> None:
         """Add a direct member. KeyError for an unknown group or member; ValueError if already a member."""
@@ -220,20 +259,19 @@ class Tenant:
             odata_type, member_id = self._member_link((odata_type, member_id))
             if member_id == gid:
                 raise ValueError("a group cannot be a member of itself")
-            members = self.members.setdefault(gid, [])
-            if any(m == member_id for _, m in members):
+            if position_in(self.members[gid], member_id) is not None:
                 raise ValueError(f"{member_id} is already a member of {gid}")
-            members.append((odata_type, member_id))
+            self._own_members(gid).append((odata_type, member_id))
             self._log.append(("groups", gid, frozenset({"members"}), (odata_type, member_id, True)))
 
     def remove_member(self, gid: str, member_id: str) -> None:
         """Remove a direct member. KeyError if the group does not exist or ``member_id`` is not a member."""
         with self.lock:
-            members = self.members.get(gid) if gid in self.groups else None
-            found = next((i for i, (_, m) in enumerate(members or ()) if m == member_id), None)
+            found = position_in(self.members[gid], member_id) if gid in self.groups else None
             if found is None:
                 raise KeyError(member_id if gid in self.groups else gid)
-            odata_type, _ = members.pop(found)
+            odata_type, _ = self._own_members(gid).pop(found)
+            self._compact(gid)
             self._log.append(("groups", gid, frozenset({"members"}), (odata_type, member_id, False)))
 
     def set_group_owners(self, gid: str, owner_ids: Iterable[str]) -> None:
@@ -257,14 +295,29 @@ class Tenant:
                 return odata_type
         raise KeyError(oid)
 
-    def _drop_member(self, member_id: str) -> None:
+    def _own_members(self, gid: str) -> list[tuple[str, str]] | PatchedLinks:
+        """The stored, mutable member list of a live group: generated members are wrapped, not copied, so a
+        change to a group of a million members stores only the change."""
+        if not self.members.changed(gid):
+            links = self.members[gid]
+            self.members.set(gid, PatchedLinks(links) if isinstance(links, Links) else list(links))
+        return self.members[gid]
+
+    def _compact(self, gid: str) -> None:
+        links = self.members[gid]
+        if isinstance(links, PatchedLinks) and links.crowded():
+            self.members.set(gid, list(links))
+
+    def _drop_member(self, odata_type: str, member_id: str) -> None:
         """Remove ``member_id`` from every group it is a direct member of, logging each group."""
-        for gid, members in self.members.items():
-            for i, (odata_type, mid) in enumerate(members):
-                if mid == member_id:
-                    del members[i]
-                    self._log.append(("groups", gid, frozenset({"members"}), (odata_type, mid, False)))
-                    break
+        generated = self.directory.groups_with_member(odata_type, member_id)
+        holding = self._holding("groups", self.members, generated,
+                                lambda links: position_in(links, member_id) is not None)
+        for gid in holding:
+            members = self._own_members(gid)
+            members.pop(position_in(members, member_id))
+            self._compact(gid)
+            self._log.append(("groups", gid, frozenset({"members"}), (odata_type, member_id, False)))
 
     # -- devices and service principals ---------------------------------------------------------------------
 
@@ -274,7 +327,7 @@ class Tenant:
             owner_ids = self._users_only(owners)
             did = self.new_id()
             self._create("devices", did, {"deviceId": self.new_id(), **props})
-            self.device_owners[did] = owner_ids
+            self.device_owners.set(did, owner_ids)
             return did
 
     def update_device(self, did: str, **props) -> None:
@@ -286,8 +339,8 @@ class Tenant:
         """Delete a device (always permanently: reason "deleted"); it leaves the groups it was in."""
         with self.lock:
             if self._remove("devices", did, True):
-                self.device_owners.pop(did, None)
-                self._drop_member(did)
+                self.device_owners.forget(did)
+                self._drop_member("device", did)
 
     def set_device_owners(self, did: str, owner_ids: Iterable[str]) -> None:
         """Replace the registered owners (user ids). KeyError for an unknown device or user."""
@@ -302,7 +355,7 @@ class Tenant:
             owner_ids = self._users_only(owners)
             sid = self.new_id()
             self._create("servicePrincipals", sid, {"appId": self.new_id(), **props})
-            self.sp_owners[sid] = owner_ids
+            self.sp_owners.set(sid, owner_ids)
             return sid
 
     def update_service_principal(self, sid: str, **props) -> None:
@@ -314,7 +367,7 @@ class Tenant:
         """Soft (reason "changed") or permanent ("deleted") delete."""
         with self.lock:
             if self._remove("servicePrincipals", sid, permanent):
-                self.sp_owners.pop(sid, None)
+                self.sp_owners.forget(sid)
 
     def set_sp_owners(self, sid: str, owner_ids: Iterable[str]) -> None:
         """Replace the owners (user ids). KeyError for an unknown service principal or user."""
@@ -333,14 +386,13 @@ class Tenant:
         return out
 
     def _create(self, kind: str, oid: str, props: dict) -> None:
-        self.objects[kind][oid] = {"id": oid, **{k: v for k, v in props.items() if v is not None and k != "id"}}
-        self.orders[kind].append(oid)
+        self.objects[kind].add(oid, {"id": oid, **{k: v for k, v in props.items() if v is not None and k != "id"}})
         self._log.append((kind, oid, _EVERYTHING, None))
 
     def _update(self, kind: str, oid: str, props: dict) -> None:
         if "id" in props:
             raise ValueError("the id cannot change")
-        obj = self.objects[kind][oid]
+        obj = self.objects[kind].materialise(oid)   # a generated object is stored from now on
         for key, value in props.items():
             if value is None:
                 obj.pop(key, None)
@@ -358,16 +410,15 @@ class Tenant:
                 self._log.append((kind, oid, _EVERYTHING, None))
                 return False
             raise KeyError(oid)
-        del objects[oid]
+        objects.remove(oid)
         self._removed[oid] = "deleted" if permanent else "changed"
         self._log.append((kind, oid, _EVERYTHING, None))
         return True
 
-    def _set_owners(self, kind: str, owner_map: dict[str, list[str]], oid: str, owner_ids: Iterable[str],
-                    prop: str) -> None:
+    def _set_owners(self, kind: str, owner_map: Relation, oid: str, owner_ids: Iterable[str], prop: str) -> None:
         owners = self._users_only(owner_ids)
-        if owners != owner_map.get(oid, []):
-            owner_map[oid] = owners
+        if owners != list(owner_map.get(oid, [])):
+            owner_map.set(oid, owners)
             self._log.append((kind, oid, frozenset({prop}), None))
 
     # -- reading the change log --------------------------------------------------------------------------
