@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -52,6 +53,43 @@ def _wait_for(url: str, seconds: float = 120) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise SystemExit(f"the sandbox did not come up at {url}")
+
+
+@dataclass
+class SandboxProcess:
+    """The emulators in a process of their own (``entra-assets sandbox``), up and answering."""
+
+    process: subprocess.Popen
+    graph_url: str
+    assets_url: str
+
+    def settings(self) -> dict[str, str]:
+        """The settings that aim entra-assets at it (no home: each sync brings its own)."""
+        from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
+
+        return {"GRAPH_BASE_URL": self.graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
+                "ASSETS_API_URL": self.assets_url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def start_sandbox(users: int, seed: int, graph_latency_ms: int = 0, assets_latency_ms: int = 0,
+                  wait_seconds: float = 120) -> SandboxProcess:
+    """Start the emulators for a ``users``-user tenant on free loopback ports and wait until Graph answers."""
+    graph_port, assets_port = _free_port(), _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "shared.cli", "sandbox", "--users", str(users), "--seed",
+                                str(seed), "--graph-port", str(graph_port), "--assets-port", str(assets_port),
+                                "--graph-latency-ms", str(graph_latency_ms),
+                                "--assets-latency-ms", str(assets_latency_ms)], stdout=subprocess.DEVNULL)
+    box = SandboxProcess(process, f"http://127.0.0.1:{graph_port}/v1.0", f"http://127.0.0.1:{assets_port}")
+    try:
+        _wait_for(f"{box.graph_url}/organization", wait_seconds)
+    except BaseException:
+        box.stop()
+        raise
+    return box
 
 
 def child(env: dict[str, str]) -> dict:
@@ -305,27 +343,20 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(dict(os.environ))))
         return 0
-    from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
+    from sandbox.emulators import GRAPH_TOKEN
 
-    graph_port, assets_port = _free_port(), _free_port()
     print(f"generating a {args.users:,}-user tenant (with groups, devices and applications in proportion) and "
           "starting the sandbox in its own process …", flush=True)
-    sandbox = subprocess.Popen([sys.executable, "-m", "shared.cli", "sandbox", "--users", str(args.users),
-                                "--seed", str(args.seed), "--graph-port", str(graph_port),
-                                "--assets-port", str(assets_port)], stdout=subprocess.DEVNULL)
+    sandbox = start_sandbox(args.users, args.seed)
     try:
-        graph_url, assets_url = f"http://127.0.0.1:{graph_port}/v1.0", f"http://127.0.0.1:{assets_port}"
-        _wait_for(f"{graph_url}/organization")
-        env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": assets_url,
-               "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN}
+        graph_url, env = sandbox.graph_url, sandbox.settings()
         first, second, peak_mb, others = _syncs(env, args.compare, args.rounds)
         least = floor(graph_url, GRAPH_TOKEN, first["records_pushed"])
         sample = typed_model_sample(graph_url, GRAPH_TOKEN)
         pages = tenant_pages(graph_url, GRAPH_TOKEN)
         owners = owner_strategies(graph_url, GRAPH_TOKEN)
     finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=30)
+        sandbox.stop()
     latency = live_latency()
     verdict = _report(args.users, first, second, peak_mb, least, sample, pages, owners, latency)
     if others:

@@ -116,36 +116,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.produce or args.push:
         print(json.dumps((produce if args.produce else push)(dict(os.environ))))
         return 0
-    from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
-    from sandbox.tools.bench import _free_port, _wait_for, tenant_pages
+    from sandbox.emulators import GRAPH_TOKEN
+    from sandbox.tools.bench import start_sandbox, tenant_pages
 
-    graph_port, assets_port = _free_port(), _free_port()
     print(f"starting a {args.users:,}-user sandbox ({args.graph_latency_ms} ms a Graph request, "
           f"{args.assets_latency_ms} ms an Assets one), segments of {args.segment_seconds:g} s …", flush=True)
     started = time.monotonic()
-    sandbox = subprocess.Popen([sys.executable, "-m", "shared.cli", "sandbox", "--users", str(args.users),
-                                "--seed", str(args.seed), "--graph-port", str(graph_port),
-                                "--assets-port", str(assets_port), "--graph-latency-ms", str(args.graph_latency_ms),
-                                "--assets-latency-ms", str(args.assets_latency_ms)], stdout=subprocess.DEVNULL)
+    sandbox = start_sandbox(args.users, args.seed, args.graph_latency_ms, args.assets_latency_ms, wait_seconds=1800)
     try:
-        graph_url = f"http://127.0.0.1:{graph_port}/v1.0"
-        _wait_for(f"{graph_url}/organization", seconds=1800)
+        graph_url = sandbox.graph_url
         ready = time.monotonic() - started
         with tempfile.TemporaryDirectory(prefix="entra-assets-large-") as home:
-            env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
-                   "ASSETS_API_URL": f"http://127.0.0.1:{assets_port}", "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN,
-                   "ENTRA_ASSETS_HOME": home, "SEGMENT_SECONDS": str(args.segment_seconds)}
+            env = {**sandbox.settings(), "ENTRA_ASSETS_HOME": home, "SEGMENT_SECONDS": str(args.segment_seconds)}
             subprocess.run([sys.executable, "-m", "shared.cli", "setup"], env={**os.environ, **env}, cwd=ROOT,
                            check=True, stdout=subprocess.DEVNULL)
             killed = _kill_midway(env, args.kill_after) if args.kill_after else None
             producer = _figures(_child("produce", env))
             worker = _figures(_child("push", env))
-        emulators_mb = _peak_rss_mb(sandbox.pid)
+        emulators_mb = _peak_rss_mb(sandbox.process.pid)
         print("counting the tenant's pages (a plain crawl) …", flush=True)
         pages = sum(tenant_pages(graph_url, GRAPH_TOKEN).values())
     finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=60)
+        sandbox.stop()
     return _report(args, ready, killed, producer, worker, emulators_mb, pages)
 
 

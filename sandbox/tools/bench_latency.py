@@ -82,30 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(dict(os.environ))))
         return 0
-    from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
-    from sandbox.tools.bench import _free_port, _wait_for, tenant_pages
+    from sandbox.emulators import GRAPH_TOKEN
+    from sandbox.tools.bench import start_sandbox, tenant_pages
 
-    graph_port, assets_port = _free_port(), _free_port()
     print(f"generating a {args.users:,}-user tenant and starting the sandbox in its own process, "
           f"{args.graph_latency_ms} ms a Graph request, {args.assets_latency_ms} ms an Assets one …", flush=True)
-    sandbox = subprocess.Popen([sys.executable, "-m", "shared.cli", "sandbox", "--users", str(args.users),
-                                "--seed", str(args.seed), "--graph-port", str(graph_port),
-                                "--assets-port", str(assets_port), "--graph-latency-ms", str(args.graph_latency_ms),
-                                "--assets-latency-ms", str(args.assets_latency_ms)], stdout=subprocess.DEVNULL)
+    sandbox = start_sandbox(args.users, args.seed, args.graph_latency_ms, args.assets_latency_ms)
     try:
-        graph_url, assets_url = f"http://127.0.0.1:{graph_port}/v1.0", f"http://127.0.0.1:{assets_port}"
-        _wait_for(f"{graph_url}/organization")
         print("counting the page chains (a plain crawl of the full run's reads) …", flush=True)
-        pages = tenant_pages(graph_url, GRAPH_TOKEN)
-        env = {"GRAPH_BASE_URL": graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": assets_url,
-               "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN}
+        pages = tenant_pages(sandbox.graph_url, GRAPH_TOKEN)
+        env = sandbox.settings()
         runs = {}
         for tree in [ROOT, *args.compare]:
             print(f"sync --full with {tree} …", flush=True)
             runs[tree] = _sync(tree.resolve(), env)
     finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=30)
+        sandbox.stop()
     return _report(pages, args.graph_latency_ms / 1000, runs)
 
 
