@@ -141,10 +141,6 @@ class SegmentMessage:
     trigger: str = "timer"
     cid: str | None = None
 
-    @property
-    def read_time(self) -> float:
-        return self.created
-
     def body(self) -> dict:
         return _body(self, {"run": self.run, "done": self.done, "created": self.created})
 
