@@ -18,7 +18,7 @@ import math
 import random
 import time
 
-from sandbox.tenant.seeded import Draws, Seeded
+from sandbox.tenant.seeded import Collection, Draws, Seeded
 from sandbox.tenant.users import Users
 
 # (operatingSystem, share, trustType choices, [(manufacturer, model)], [versions])
@@ -54,11 +54,14 @@ OWN_APPS = ["HR Portal", "Expense Tracker", "Intranet", "Entra Assets Sync", "Bu
             "Contract Archive", "Partner API", "Room Booking", "Ticket Bridge"]
 
 
-class Devices:
+class Devices(Collection):
     """The ``count`` generated devices of a seed and their registered owners."""
 
+    KIND = "devices"
+
     def __init__(self, seeded: Seeded, count: int, users: Users):
-        self.seeded, self.count, self.users = seeded, count, users
+        super().__init__(seeded, count)
+        self.users = users
         n = users.count
         self._offset = seeded.below("device-owner-offset", 0, n) if n else 0
         step = 1 + seeded.below("device-owner-step", 0, n - 1) if n > 1 else 1
@@ -67,12 +70,6 @@ class Devices:
         self._step, self._inverse = step, pow(step, -1, n) if n > 1 else 1
         self._windows: list[str] | None = None
 
-    def id(self, index: int) -> str:
-        return self.seeded.guid("devices", index)
-
-    def index(self, oid: object) -> int | None:
-        index = self.seeded.index("devices", oid)
-        return index if index is not None and index < self.count else None
 
     def owner(self, index: int) -> int | None:
         """The index of the registered owner of device ``index`` (None: no owner)."""
@@ -139,20 +136,17 @@ class Devices:
         return self._windows
 
 
-class ServicePrincipals:
+class ServicePrincipals(Collection):
     """The ``count`` generated service principals of a seed and their owners."""
 
+    KIND = "servicePrincipals"
+
     def __init__(self, seeded: Seeded, count: int, users: Users, tenant_id: str, seed: object):
-        self.seeded, self.count, self.users, self.tenant_id = seeded, count, users, tenant_id
+        super().__init__(seeded, count)
+        self.users, self.tenant_id = users, tenant_id
         self._vendor_tenants = {v: seeded.guid("vendor-tenants", k) for k, v in enumerate(VENDORS)}
         self._verified = _verified_publishers(random.Random(f"publishers-{seed}"))
 
-    def id(self, index: int) -> str:
-        return self.seeded.guid("servicePrincipals", index)
-
-    def index(self, oid: object) -> int | None:
-        index = self.seeded.index("servicePrincipals", oid)
-        return index if index is not None and index < self.count else None
 
     def kind(self, index: int) -> str:
         if index in _FIRST_PARTY_AT:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sandbox.tenant.overlay import Link, Links
-from sandbox.tenant.seeded import Seeded
+from sandbox.tenant.seeded import Collection, Seeded
 from sandbox.tenant.users import DEPARTMENTS, DOMAIN, OFFICES, Users, slug
 
 GROUP_TOPICS = ["Team", "Leads", "Project Falcon", "Project Atlas", "Project Nordlicht", "Budget Approvers",
@@ -114,21 +114,18 @@ class IndexLinks(Links):
         return found if found < len(self.indices) and self.indices[found] == user else None
 
 
-class Groups:
+class Groups(Collection):
     """The ``count`` generated groups of a seed. ``windows_devices()`` gives the device group's members."""
 
+    KIND = "groups"
+
     def __init__(self, seeded: Seeded, count: int, users: Users, windows_devices: Callable[[], list[str]]):
-        self.seeded, self.count, self.users = seeded, count, users
+        super().__init__(seeded, count)
+        self.users = users
         self._windows_devices = windows_devices
         self._all_staff: array | None = None
         self._progressions: list[Progression | None] | None = None
 
-    def id(self, index: int) -> str:
-        return self.seeded.guid("groups", index)
-
-    def index(self, oid: object) -> int | None:
-        index = self.seeded.index("groups", oid)
-        return index if index is not None and index < self.count else None
 
     # -- properties -----------------------------------------------------------------------------------
 

@@ -165,3 +165,21 @@ class Draws:
         while len(picked) < k:
             picked.setdefault(self.randrange(len(population)))
         return [population[i] for i in picked]
+
+
+class Collection:
+    """The ``count`` generated objects of one kind (``KIND``, the name their GUIDs are drawn under): object
+    ``index`` <-> its id."""
+
+    KIND = ""
+
+    def __init__(self, seeded: Seeded, count: int):
+        self.seeded, self.count = seeded, count
+
+    def id(self, index: int) -> str:
+        return self.seeded.guid(self.KIND, index)
+
+    def index(self, oid: object) -> int | None:
+        """The index of a generated id of this kind (None for any other id)."""
+        index = self.seeded.index(self.KIND, oid)
+        return index if index is not None and index < self.count else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from sandbox.tenant.seeded import Draws, Seeded
+from sandbox.tenant.seeded import Collection, Draws, Seeded
 
 DOMAIN = "sandbox.example"
 GUEST_DOMAIN = "sandboxtenant.onmicrosoft.com"
@@ -75,21 +75,16 @@ def slug(text: str) -> str:
     return found
 
 
-class Users:
+class Users(Collection):
     """The ``count`` generated users of a seed: ids, properties, managers and who reports to whom."""
 
+    KIND = "users"
+
     def __init__(self, seeded: Seeded, count: int):
-        self.seeded, self.count = seeded, count
+        super().__init__(seeded, count)
         self._department_offset = seeded.below("department-offset", 0, len(DEPARTMENTS))
         self._early_locals = self._number_clashes(min(count, _FIXED))
 
-    def id(self, index: int) -> str:
-        return self.seeded.guid("users", index)
-
-    def index(self, oid: object) -> int | None:
-        """The index of a generated user id (None for any other id)."""
-        index = self.seeded.index("users", oid)
-        return index if index is not None and index < self.count else None
 
     # -- single-hash draws (cheap: relationships and reverse lookups use them) ---------------------------
 
