@@ -3,9 +3,8 @@ emits what their queries read (the way tests/test_infra.py compares the settings
 
 A query reads either ``requests`` by name (the spans of shared/telemetry.py ``invocation``/``run``/``span``, and
 the Functions host's record of the same function) or ``traces`` by ``customDimensions.event`` (the
-``extra={"event": ...}`` of a log call) and its fields (the other keys of that ``extra``). Events the alerts need
-and the code does not emit yet are listed in PENDING_EVENTS with their fields - the contract for the lane that
-adds them; the list must shrink as they appear.
+``extra={"event": ...}`` of a log call) and its fields (the other keys of that ``extra``): every one must be
+emitted by the code, with those fields.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ ALERTS = ROOT / "infra" / "alerts.bicep"
 MAIN = ROOT / "infra" / "main.bicep"
 
 # event -> fields the alert queries read, and where the app is to emit it (one log call each).
-PENDING_EVENTS: dict[str, tuple[set[str], str]] = {}
 _EVENT = re.compile(r'customDimensions\.event\)\s*==\s*"([^"]+)"')
 _FIELD = re.compile(r"customDimensions\.([A-Za-z_][A-Za-z0-9_]*)")
 _REQUEST = re.compile(r'\bname\s*==\s*"([^"]+)"')
@@ -134,16 +132,9 @@ def test_the_app_emits_what_the_alerts_read():
             assert request in spans, f"alert {name} reads requests named {request!r}; the app has no such span"
         for event in _EVENT.findall(query):
             fields = set(_FIELD.findall(query)) - {"event"}
-            known = events.get(event) if event in events else PENDING_EVENTS.get(event, (None,))[0]
-            assert known is not None, f"alert {name} reads event {event!r}: the app does not emit it and " \
-                                      f"PENDING_EVENTS does not name it"
+            known = events.get(event)
+            assert known is not None, f"alert {name} reads event {event!r}: the app does not emit it"
             assert fields <= known, f"alert {name} reads {sorted(fields - known)} of {event!r}, which has {sorted(known)}"
         assert query.startswith(("requests", "traces")), name
 
 
-def test_the_pending_events_are_still_pending():
-    events, _ = emitted()
-    now_emitted = sorted(set(PENDING_EVENTS) & set(events))
-    assert not now_emitted, f"the code emits these now: remove them from PENDING_EVENTS: {now_emitted}"
-    read = {e for rule in rules().values() for e in _EVENT.findall(rule["query"])}
-    assert set(PENDING_EVENTS) <= read, "PENDING_EVENTS names an event no alert reads"
