@@ -58,13 +58,9 @@ def open_backend(settings: Settings, quick: bool = False) -> Backend:
     """Azure Storage when ``AzureWebJobsStorage`` (or its identity form) is set, else the embedded store.
     ``quick``: storage clients that fail fast instead of retrying (the webhook, which must answer Graph in 3 s)."""
     if settings.uses_azure_storage:
-        from shared.store.azure import AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
+        from shared.store.azure import AzurePayloadStore, AzureQueue, AzureStateStore
 
-        credential = None if settings.storage_connection_string else storage_credential(settings)
-        container, queue, poison = azure_clients(
-            settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
-            account_name=settings.storage_account_name, credential=credential, queue_name=settings.queue_name,
-            quick=quick)
+        container, queue, poison = _azure_clients(settings, settings.queue_name, quick)
         # Messages carry the correlation id of the notification or run that queued them (shared/telemetry.py).
         return Backend(AzureStateStore(container), StampingQueue(AzureQueue(queue, poison)),
                        AzurePayloadStore(container))
@@ -78,16 +74,24 @@ def open_run_queue(settings: Settings) -> ChangeQueue:
     """The queue a segmented full run continues through (RUN_QUEUE_NAME), opened only where runs are segmented
     (not on the webhook's path, which must answer fast)."""
     if settings.uses_azure_storage:
-        from shared.store.azure import AzureQueue, azure_clients
+        from shared.store.azure import AzureQueue
 
-        credential = None if settings.storage_connection_string else storage_credential(settings)
-        _, queue, poison = azure_clients(
-            settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
-            account_name=settings.storage_account_name, credential=credential, queue_name=settings.run_queue_name)
+        _, queue, poison = _azure_clients(settings, settings.run_queue_name)
         return StampingQueue(AzureQueue(queue, poison))
     from shared.store.local import LocalQueue
 
     return StampingQueue(LocalQueue(settings.home, settings.run_queue_name))
+
+
+def _azure_clients(settings: Settings, queue_name: str, quick: bool = False):
+    """The state container, the queue ``queue_name`` and its poison queue, on the storage account of the
+    settings (``shared.store.azure.azure_clients``)."""
+    from shared.store.azure import azure_clients
+
+    credential = None if settings.storage_connection_string else storage_credential(settings)
+    return azure_clients(settings.storage_connection_string.reveal() if settings.storage_connection_string else None,
+                         account_name=settings.storage_account_name, credential=credential, queue_name=queue_name,
+                         quick=quick)
 
 
 def storage_credential(settings: Settings):
