@@ -22,6 +22,7 @@ from shared.contract.messages import SegmentMessage
 from shared.deliver.worker import push_queued
 from shared.produce.segments import load_cursor
 from shared.settings import load_settings
+from shared.store import history
 from shared.store.ports import QueuedMessage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +143,10 @@ def test_bad_segment_settings_are_refused_with_the_setting_named():
         load_settings({"RUN_QUEUE_NAME": "entra-assets-changes"})
 
 
+def _full_runs(state) -> list[dict]:
+    return [r for r in history.read_runs(state) if r["kind"] == "full"]
+
+
 def test_a_segment_killed_midway_is_repeated_at_most_once_over_azurite(slow_box, app_env, tmp_path):
     """SIGKILL the host stand-in (a real process running full_run_segment and submit_worker on Azurite) in the
     middle of a segment; a new host finishes the run from the last checkpoint. It reads again only what the
@@ -174,7 +179,8 @@ def test_a_segment_killed_midway_is_repeated_at_most_once_over_azurite(slow_box,
     host = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 150  # the killed segment's message reappears after 60 s, as in Azure
-        while load_cursor(state) is not None or mismatches(slow_box.tenant, slow_box.assets)[0]:
+        while load_cursor(state) is not None or not _full_runs(state) \
+                or mismatches(slow_box.tenant, slow_box.assets)[0]:
             assert time.monotonic() < deadline, mismatches(slow_box.tenant, slow_box.assets)[0][:3]
             time.sleep(0.5)
     finally:
@@ -186,6 +192,8 @@ def test_a_segment_killed_midway_is_repeated_at_most_once_over_azurite(slow_box,
     assert _chain_requests(slow_box) == expected + lost  # read again: the killed segment's pages, nothing more
     found, compared = mismatches(slow_box.tenant, slow_box.assets)
     assert not found and compared > 500
+    full_runs = _full_runs(state)
+    assert len(full_runs) == 1 and full_runs[0]["segments"] >= 5  # one run in the history, across its segments
 
 
 def test_status_shows_a_segmented_run_in_progress(slow_box, tmp_path):

@@ -118,6 +118,7 @@ class CompleteRun(Protocol):
     run_id: str
     started: float        # when its first segment began reading Graph
     pages: int            # the Graph pages its segments read
+    segments: list[float]  # the seconds each of its segments read
     source: Source
 
 
@@ -356,6 +357,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     started = staged.started if staged else clock()
     result = FullRunResult(run_id=staged.run_id) if staged else new_result(clock)
     result.read_started = started
+    result.segments = list(staged.segments) if staged else []
     pages_before = graph.pages_read - (staged.pages if staged else 0)
     scope = read_scope(graph, options)
     changes, checkpoints = plan(graph, state, options, scope, result, progress, staged.source if staged else None)

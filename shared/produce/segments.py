@@ -92,7 +92,6 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
                           staged=StagedRun(cursor, payloads))
         save_cursor(state, None)
     discard(payloads, cursor)
-    result.segments = list(cursor.seconds)
     return result
 
 
@@ -283,6 +282,10 @@ class StagedRun:
     @property
     def pages(self) -> int:
         return self.cursor.pages
+
+    @property
+    def segments(self) -> list[float]:
+        return self.cursor.seconds
 
     @property
     def source(self) -> StagedSource:

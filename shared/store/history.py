@@ -112,6 +112,7 @@ class RunRecord:
     repeated: int = 1
     last_started: str | None = None
     linking: str | None = None
+    segments: int = 0               # a full run read in segments: how many (one entry for the whole run)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -193,7 +194,8 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         executions=push.executions, created=push.result_counts["objectsCreated"],
         updated=push.result_counts["objectsUpdated"], identical=push.result_counts["objectsIdentical"],
         deactivated=dict(deactivated), held_back=dict(held_back),
-        errors=_lines(errors), warnings=_lines(warnings), linking=next(filter(None, linking), None))
+        errors=_lines(errors), warnings=_lines(warnings), linking=next(filter(None, linking), None),
+        segments=sum(int(s.get("segments") or 0) for s in summaries))
 
 
 def producer_record(trigger: str, kind: str, started: float, ended: float, error: BaseException) -> RunRecord:
