@@ -235,3 +235,25 @@ def test_derived_records_are_shaped_by_their_type():
     records = list(_derive([_user(companyName="Contoso")])[1].records(_shaped_types()))
     department = next(r for r in records if r.type == "department")
     assert department.data == {"name": "Sales", "status": "Active"}
+
+
+def test_a_group_beyond_the_reference_limit_is_cut_to_it_and_still_fits_one_request():
+    """An "All users" group of a big tenant: without the cut its one record is bigger than any request Assets
+    (the sandbox: 413 above 10 MB) takes, which fails the whole execution, every run."""
+    import inspect
+    import uuid
+
+    from sandbox.assets.emulator import AssetsEmulator
+    from shared.records.build import REFERENCE_LIMIT
+
+    members = sorted(str(uuid.UUID(int=i)) for i in range(REFERENCE_LIMIT + 7))
+    w = Warnings()
+    record = map_group({"id": "g1", "displayName": "All users"}, members, ["u1"], w)
+    assert record.data["members"] == members[:REFERENCE_LIMIT] and record.data["owners"] == ["u1"]
+    assert w.lines() == [f"Members cut to the first {REFERENCE_LIMIT:,} (by id) of a larger list: 1 (e.g. g1)"]
+    limit = inspect.signature(AssetsEmulator.__init__).parameters["max_body_bytes"].default
+    assert len(record.data_json()) + 1000 < limit  # the record and a chunk's envelope
+    w = Warnings()
+    assert map_group({"id": "g1", "displayName": "All users"}, members[:REFERENCE_LIMIT], ["u1"], w).hash \
+        == record.hash
+    assert not w.lines()
