@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared.clients.assets import AssetsClient
 from shared.clients.graph import GraphClient
@@ -35,6 +36,10 @@ from shared.settings import Settings
 from shared.store import history
 from shared.store.ports import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
 from shared.telemetry import StampingQueue, run
+
+if TYPE_CHECKING:  # the Azure SDKs load only where Azure Storage is used
+    from azure.storage.blob import ContainerClient
+    from azure.storage.queue import QueueClient
 
 log = logging.getLogger(__name__)
 # Lifecycle events that need the subscription renewed or recreated; "missed" only needs the catch-up.
@@ -83,7 +88,8 @@ def open_run_queue(settings: Settings) -> ChangeQueue:
     return StampingQueue(LocalQueue(settings.home, settings.run_queue_name))
 
 
-def _azure_clients(settings: Settings, queue_name: str, quick: bool = False):
+def _azure_clients(settings: Settings, queue_name: str, quick: bool = False
+                   ) -> tuple[ContainerClient, QueueClient, QueueClient]:
     """The state container, the queue ``queue_name`` and its poison queue, on the storage account of the
     settings (``shared.store.azure.azure_clients``)."""
     from shared.store.azure import azure_clients

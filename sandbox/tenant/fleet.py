@@ -70,7 +70,6 @@ class Devices(Collection):
         self._step, self._inverse = step, pow(step, -1, n) if n > 1 else 1
         self._windows: list[str] | None = None
 
-
     def owner(self, index: int) -> int | None:
         """The index of the registered owner of device ``index`` (None: no owner)."""
         n = self.users.count
@@ -146,7 +145,6 @@ class ServicePrincipals(Collection):
         self.users, self.tenant_id = users, tenant_id
         self._vendor_tenants = {v: seeded.guid("vendor-tenants", k) for k, v in enumerate(VENDORS)}
         self._verified = _verified_publishers(random.Random(f"publishers-{seed}"))
-
 
     def kind(self, index: int) -> str:
         if index in _FIRST_PARTY_AT:

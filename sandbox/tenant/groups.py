@@ -126,7 +126,6 @@ class Groups(Collection):
         self._all_staff: array | None = None
         self._progressions: list[Progression | None] | None = None
 
-
     # -- properties -----------------------------------------------------------------------------------
 
     def _department(self, index: int) -> int | None:

@@ -85,7 +85,6 @@ class Users(Collection):
         self._department_offset = seeded.below("department-offset", 0, len(DEPARTMENTS))
         self._early_locals = self._number_clashes(min(count, _FIXED))
 
-
     # -- single-hash draws (cheap: relationships and reverse lookups use them) ---------------------------
 
     def is_guest(self, index: int) -> bool:
