@@ -244,7 +244,7 @@ def test_a_group_beyond_the_reference_limit_is_cut_to_it_and_still_fits_one_requ
     import uuid
 
     from sandbox.assets.emulator import AssetsEmulator
-    from shared.records.build import REFERENCE_LIMIT
+    from shared.records.schema import REFERENCE_LIMIT
 
     members = sorted(str(uuid.UUID(int=i)) for i in range(REFERENCE_LIMIT + 7))
     w = Warnings()

@@ -25,6 +25,7 @@ from shared.records.schema import (
     DEVICE,
     GROUP,
     MANAGER_ACCOUNT,
+    REFERENCE_LIMIT,
     TEXT_LIMIT,
     USER,
     Attr,
@@ -50,13 +51,6 @@ _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DELETED = "Deleted"
-# The most references one attribute of a record carries. An "All users" group of a million-user tenant would be
-# a ~40 MB record, and a record is never split across chunks: one request that size is refused (the sandbox
-# answers 413 above 10 MB; Assets documents no limit, so its own is UNCONFIRMED, reference §4.3) and the whole
-# execution with it, every run. 200,000 ids of 36 characters stay under 8 MB. Ids are sorted, so the same
-# members are kept run after run (a stable hash). A catch-up starts from the last pushed (cut) list, so a removal
-# among the kept ids leaves the list one short until the next full run. (Owners need no cut: Entra allows 100.)
-REFERENCE_LIMIT = 200_000
 
 
 @dataclass(frozen=True, slots=True)

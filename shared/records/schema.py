@@ -17,6 +17,13 @@ STATUSES = (("Active", "active", "The account exists and is enabled"),
 # Assets' limit for a text attribute value. UNCONFIRMED for external imports: 255 is the limit Assets applies
 # to text attributes in the UI and object API; longer values are trimmed with a warning instead of failing.
 TEXT_LIMIT = 255
+# The most references one attribute of a record carries. An "All users" group of a million-user tenant would be
+# a ~40 MB record, and a record is never split across chunks: one request that size is refused (the sandbox
+# answers 413 above 10 MB; Assets documents no limit, so its own is UNCONFIRMED, reference §4.3) and the whole
+# execution with it, every run. 200,000 ids of 36 characters stay under 8 MB. Ids are sorted, so the same
+# members are kept run after run (a stable hash). A catch-up starts from the last pushed (cut) list, so a removal
+# among the kept ids leaves the list one short until the next full run. (Owners need no cut: Entra allows 100.)
+REFERENCE_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
