@@ -45,6 +45,7 @@ import re
 from collections import ChainMap
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -57,6 +58,9 @@ from shared.errors import EntraAssetsError, RemoteError
 from shared.records.build import Record, Warnings, clean, is_deactivated, make_record, manager_of
 from shared.records.schema import ACCOUNT, MANAGER_ACCOUNT
 from shared.store.ports import StateStore
+
+if TYPE_CHECKING:  # the worker calls the hook; importing it at run time is not needed
+    from shared.deliver.worker import AfterDone
 
 log = logging.getLogger(__name__)
 
@@ -361,17 +365,18 @@ def ensure_jira_user_attribute(settings, state: StateStore) -> list[str]:
     return [note]
 
 
-def wanted_links(user_records: dict | None) -> dict[str, str | None]:
-    """{Entra id: account id or None} of the User records pushed (records pushed without linking: none)."""
+def wanted_links(user_records: Iterable[tuple[str, bytes]]) -> dict[str, str | None]:
+    """{Entra id: account id or None} of the User records pushed, given as (id, data as JSON) pairs, a later pair
+    of an id winning (records pushed without linking: none)."""
     wanted: dict[str, str | None] = {}
-    for uid, data in (user_records or {}).items():
-        record = data if isinstance(data, dict) else orjson.loads(orjson.dumps(data))
+    for uid, data in user_records:
+        record = orjson.loads(data)
         if ACCOUNT.locator in record:
             wanted[uid] = record[ACCOUNT.locator]
     return wanted
 
 
-def apply_links(state: StateStore, user_records: dict | None, api: Callable[[], ObjectApi], schema_key: str,
+def apply_links(state: StateStore, user_records: Iterable[tuple[str, bytes]], api: Callable[[], ObjectApi], schema_key: str,
                 renew: Callable[[], None] = lambda: None) -> LinkOutcome:
     """Set ``Jira User`` on the objects whose account differs from the last link set: the users of this
     execution, plus links left pending by an earlier pass. Commits the new links and what is left pending.
@@ -436,12 +441,12 @@ def _write(api: ObjectApi, state: StateStore, schema_key: str, todo: dict, links
         renew()
 
 
-def link_hook(settings) -> Callable[[dict, Callable[[], None]], LinkOutcome] | None:
+def link_hook(settings) -> AfterDone | None:
     """The worker's after-DONE step for these settings, or None when linking is off."""
     if not settings.jira_enabled:
         return None
-    return lambda state, records, renew: apply_links(state, records.get("user"), lambda: object_api(settings),
-                                                     settings.schema_key, renew)
+    return lambda state, pushed, renew: apply_links(state, pushed.records_of("user"), lambda: object_api(settings),
+                                                    settings.schema_key, renew)
 
 
 def unmatched_ids(state: StateStore) -> list[str]:

@@ -15,25 +15,23 @@ from collections.abc import Callable, Iterable, Mapping
 from shared.contract.messages import ChangesMessage, Message, NotifiedChange, changes_messages
 from shared.deliver.freshness import NEVER
 
+ReadTimes = Callable[[str, list[str]], Mapping[str, float]]  # StateStore.read_times, Outgoing.read_times
+
 DELAYS = (30.0, 120.0)   # seconds before the first and the second follow-up catch-up
 TYPES = {"users": "user", "groups": "group"}   # notification resource -> record type
 
 
-def missed(messages: Iterable[Message], seen: Mapping[str, Iterable[str]],
-           read_times: Callable[[str, list[str]], Mapping[str, float]]) -> dict[int, list[NotifiedChange]]:
+def missed(messages: Iterable[Message], seen: ReadTimes, read_times: ReadTimes) -> dict[int, list[NotifiedChange]]:
     """The notified changes of ``messages`` that no read since their notification covers, by the follow-up
-    attempt they would be (1 = the first). Covered: read by this catch-up (``seen``: ids per record type,
-    departures included), or read after the notification came by an earlier pass (``read_times``, the
-    state's) - a duplicate notification, or one whose change an earlier catch-up already pushed."""
-    seen_ids = {key: set(ids) for key, ids in seen.items()}
-    candidates: list[tuple[int, str, NotifiedChange, float]] = []
-    for message in messages:
-        if not isinstance(message, ChangesMessage):
-            continue
-        for change in message.changes:
-            key = TYPES[change.resource]
-            if change.id not in seen_ids.get(key, ()):
-                candidates.append((message.attempt + 1, key, change, message.received))
+    attempt they would be (1 = the first). Covered: read by this catch-up (``seen``: the ids of those asked
+    that it pushed or confirmed, departures included), or read after the notification came by an earlier pass
+    (``read_times``, the state's) - a duplicate notification, or one whose change an earlier catch-up already
+    pushed. Both are asked once per record type, for the notified ids only."""
+    notified = [(message.attempt + 1, TYPES[change.resource], change, message.received)
+                for message in messages if isinstance(message, ChangesMessage) for change in message.changes]
+    asked = {key: sorted({c.id for _, k, c, _ in notified if k == key}) for key in {k for _, k, _, _ in notified}}
+    covered = {key: seen(key, ids) for key, ids in asked.items()}
+    candidates = [n for n in notified if n[2].id not in covered[n[1]]]
     stored = {key: read_times(key, sorted({c.id for _, k, c, _ in candidates if k == key}))
               for key in {k for _, k, _, _ in candidates}}
     out: dict[int, list[NotifiedChange]] = {}

@@ -1,7 +1,7 @@
 """One Assets execution: the records sent in bounded chunks, DONE awaited, the outcome read.
 
-Nothing here commits or acknowledges: ``Outgoing`` collects what went out, and the worker commits it once the
-execution is DONE (``shared.deliver.worker``). Around the execution, ``shared.deliver.open_executions`` notes it
+Nothing here commits or acknowledges: ``Outgoing`` (``shared.deliver.outgoing``) spools what went out, and the
+worker commits it once the execution is DONE (``shared.deliver.worker``). Around the execution, ``shared.deliver.open_executions`` notes it
 as open, so that a writer that dies mid-execution leaves enough for the next one to cancel it and compare.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,6 +19,7 @@ from shared import telemetry
 from shared.clients.assets import AssetsClient, Execution
 from shared.contract.payload import Line
 from shared.deliver import open_executions
+from shared.deliver.outgoing import Outgoing
 from shared.records.schema import BY_KEY
 from shared.store.ports import StateStore
 
@@ -28,42 +29,6 @@ CHUNK_RECORDS = 500         # public clients use 10-500 per chunk; Assets docume
 CHUNK_BYTES = 2_000_000     # and no byte limit: stay well under any proxy limit
 
 Progress = Callable[[str, int], None]
-
-
-@dataclass
-class Outgoing:
-    """The records sent in one execution, by type and id: their hash, their data (the payload's raw JSON, as
-    ``orjson.Fragment``) and when it was read, and how many went out in how many chunks. Committed once Assets
-    reports DONE, minus the types it reported errors for (``failed``). ``read`` also holds the objects a
-    catch-up read and found unchanged."""
-
-    hashes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    records: dict[str, dict[str, orjson.Fragment]] = field(default_factory=lambda: defaultdict(dict))
-    read: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    failed: set[str] = field(default_factory=set)
-    sent: Counter = field(default_factory=Counter)   # records sent per type (a record sent twice counts twice)
-    chunks: int = 0
-    started: bool = False                            # Assets started the execution
-
-    def add(self, line: Line, fragment: orjson.Fragment) -> None:
-        self.hashes[line.type][line.id] = line.hash
-        self.records[line.type][line.id] = fragment
-        self.read[line.type][line.id] = line.read
-        self.sent[line.type] += 1
-
-    def drop(self, type_key: str) -> None:
-        self.failed.add(type_key)
-        for table in (self.hashes, self.records, self.read):
-            table.pop(type_key, None)
-
-    def confirm(self, seen: dict[str, set[str]], read: float) -> None:
-        for type_key, ids in seen.items():
-            times = self.read[type_key]
-            for object_id in ids:
-                times.setdefault(object_id, read)
-
-    def newest_read(self) -> dict[str, float]:
-        return {type_key: max(times.values()) for type_key, times in self.read.items() if times}
 
 
 @dataclass
@@ -134,9 +99,8 @@ def _send(assets: AssetsClient, state: StateStore, execution: Execution, records
     """Send records in bounded chunks; one full chunk is held back so that the last one carries
     ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
 
-    ``pushed`` is filled as records go out: committed once Assets is DONE. The data stays the raw JSON of the
-    payload line (``orjson.Fragment``): a 100,000-user execution then holds ~60 MB, not ~150 MB of dicts, and
-    no record is parsed or serialised again. A record bigger than ``CHUNK_BYTES`` (a group with tens of
+    ``pushed`` spools records as they go out: committed once Assets is DONE. The data stays the raw JSON of the
+    payload line (``orjson.Fragment`` in the chunk): no record is parsed or serialised again. A record bigger than ``CHUNK_BYTES`` (a group with tens of
     thousands of members) goes alone. Before a chunk goes out its ids are noted as in flight
     (``shared.deliver.open_executions``): if this writer dies, the next one knows what Assets may hold."""
     held: _Chunk | None = None
@@ -148,9 +112,8 @@ def _send(assets: AssetsClient, state: StateStore, execution: Execution, records
                 renew()
                 progress("Submitting data", pushed.sent.total())
             held, current = current, _Chunk()
-        fragment = orjson.Fragment(line.data)  # embedded as is in the chunk and in the state's records
-        current.add(line, fragment)
-        pushed.add(line, fragment)
+        current.add(line)
+        pushed.add(line)
     if held is not None:
         _submit(assets, state, execution, held, pushed, completed=False)
     _submit(assets, state, execution, current, pushed, completed=True)
@@ -165,8 +128,8 @@ class _Chunk:
     count: int = 0
     size: int = 0
 
-    def add(self, line: Line, fragment: orjson.Fragment) -> None:
-        self.data.setdefault(BY_KEY[line.type].selector, []).append(fragment)
+    def add(self, line: Line) -> None:
+        self.data.setdefault(BY_KEY[line.type].selector, []).append(orjson.Fragment(line.data))  # embedded as is
         self.records.setdefault(line.type, {})[line.id] = line.data
         self.count, self.size = self.count + 1, self.size + len(line.data)
 

@@ -23,6 +23,7 @@ from shared.deliver import follow_ups, open_executions, push
 from shared.deliver.coalesce import Coalesced, coalesced
 from shared.deliver.drain import Drained, drain, parsed
 from shared.deliver.freshness import PUSHED, Pushed
+from shared.deliver.outgoing import Outgoing
 from shared.deliver.push import Progress
 from shared.errors import WriterBusy
 from shared.records.build import Record
@@ -35,7 +36,7 @@ LEASE_POLL_SECONDS = 1.0    # how often a run waiting for the writer lease tries
 
 # A catch-up's plan: its records, and once they are consumed its checkpoints and the ids it read per type.
 CatchUp = Callable[[], tuple[Iterator[Record], dict, dict[str, set[str]]]]
-AfterDone = Callable[[StateStore, dict, Callable[[], None]], object]  # (state, pushed records by type, renew)
+AfterDone = Callable[[StateStore, Outgoing, Callable[[], None]], object]  # (state, what was pushed, renew)
 
 
 @dataclass
@@ -168,24 +169,23 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         pending = itertools.chain(pending, (_as_line(r, planning) for r in planned),
                                   _merge_later(checkpoints, caught_up))
     first = next(pending, None)  # none: nothing to push (e.g. payloads already pushed and deleted)
-    pushed = push.Outgoing()
-    if first is not None:
-        _execute(assets, state, itertools.chain([first], pending), result, pushed, renew, progress,
-                 f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
-                 + (f" (+{more} more)" if more else ""), cids)
-    if catch_up_ran:
-        pushed.confirm(seen, planning)  # read unchanged by the catch-up: as current as what it pushed
-    result.stale = Counter(set_aside.stale_by_type)
-    for name, value in set_aside.older_checkpoints.items():  # under what is stored, or what this pass sets
-        checkpoints[name] = merge_checkpoint(name, value, checkpoints.get(name, state.checkpoint(name)))
-    marks.advance(pushed.newest_read(), {t: d.message.read for d in with_payload
-                                         for t in d.message.types if t not in pushed.failed})
-    state.commit(pushed.hashes, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()},
-                 pushed.records, pushed.read)
-    if catch_up_ran:
-        _follow_up(queue, state, drained, pushed, result)
-    if after is not None:  # after DONE and the commit: a failure there never undoes the execution
-        result.links = after(state, pushed.records, renew)
+    with Outgoing() as pushed:
+        if first is not None:
+            _execute(assets, state, itertools.chain([first], pending), result, pushed, renew, progress,
+                     f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
+                     + (f" (+{more} more)" if more else ""), cids)
+        if catch_up_ran:
+            pushed.confirm(seen, planning)  # read unchanged by the catch-up: as current as what it pushed
+        result.stale = Counter(set_aside.stale_by_type)
+        for name, value in set_aside.older_checkpoints.items():  # under what is stored, or what this pass sets
+            checkpoints[name] = merge_checkpoint(name, value, checkpoints.get(name, state.checkpoint(name)))
+        marks.advance(pushed.newest_read(), {t: d.message.read for d in with_payload
+                                             for t in d.message.types if t not in pushed.failed})
+        _commit(state, pushed, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()}, renew)
+        if catch_up_ran:
+            _follow_up(queue, state, drained, pushed, result)
+        if after is not None:  # after DONE and the commit: a failure there never undoes the execution
+            result.links = after(state, pushed, renew)
     _acknowledge(queue, payloads, drained, with_payload, trigger, result)
     if result.superseded or result.stale or result.leftovers or result.follow_ups:
         log.info("worker pass set aside %d superseded message(s) and %d stale record(s) (%s), swept %d leftover "
@@ -199,8 +199,21 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     return result
 
 
+def _commit(state: StateStore, pushed: Outgoing, checkpoints: dict[str, str | None],
+            renew: Callable[[], None]) -> None:
+    """The records sent, one shard at a time (``Outgoing.batches``: memory holds one shard), then the
+    checkpoints. A writer killed in between has committed some records of a DONE execution and not its
+    checkpoints: its messages come back and its execution note is still open, so the next writer marks the
+    execution's records for comparison and pushes them again (``shared.deliver.open_executions``) - no record
+    is believed pushed with data Assets does not hold."""
+    for batch in pushed.batches():
+        state.commit(batch.hashes, {}, batch.records, batch.read)
+        renew()
+    state.commit({}, checkpoints)
+
+
 def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], result: PushResult,
-             pushed: push.Outgoing, renew: Callable[[], None], progress: Progress, note: str,
+             pushed: Outgoing, renew: Callable[[], None], progress: Progress, note: str,
              cids: list[str]) -> None:
     """``push.execute``, its figures in ``result`` - also when it fails (the run history of a failed pass)."""
     try:
@@ -226,10 +239,10 @@ def _noted(drained: list[Drained], result: PushResult) -> tuple[list[str], int]:
     return cids, more
 
 
-def _follow_up(queue: ChangeQueue, state: StateStore, drained: list[Drained], pushed: push.Outgoing,
+def _follow_up(queue: ChangeQueue, state: StateStore, drained: list[Drained], pushed: Outgoing,
                result: PushResult) -> None:
     """Queue a later catch-up for the notified ids this one did not see (delta may lag the notification)."""
-    for attempt, changes in follow_ups.missed([d.message for d in drained], pushed.read,
+    for attempt, changes in follow_ups.missed([d.message for d in drained], pushed.read_times,
                                                state.read_times).items():
         for message, delay in follow_ups.follow_ups(changes, attempt, time.time()):
             queue.send(message.body(), delay=delay)

@@ -1,0 +1,146 @@
+"""The records one execution sent, spooled to local disk until the worker commits them (issue 11).
+
+Nothing is committed before Assets reports the execution DONE, so what went out must be kept until then: each
+record's hash, its data and when it was read. Held in memory that is ~1 KB per record (1.2 GB for a
+million-user run); here it goes to files in a temporary directory, one per id shard (``shard_of``), and the
+commit reads them back one shard at a time (``batches``). Memory then holds one shard's records, 1/16 of the
+run: ~75 MB for a million users. The files sit on the instance's local disk (a Flex Consumption instance has
+its temporary directory there) and are removed by ``close``; a killed worker leaves them in the temporary
+directory, whose files the platform discards with the instance.
+
+A file line is ``[type, id, hash, read]``, a tab, then the record's JSON (which holds no raw newline).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Self
+
+import orjson
+
+from shared.contract.payload import Line
+
+SHARDS = 16   # commit batches: a million users commit ~62,500 at a time
+
+
+def shard_of(record_id: str) -> int:
+    """The id's shard: stable across processes and runs (unlike ``hash``), even over any kind of id."""
+    return zlib.crc32(record_id.encode()) % SHARDS
+
+
+@dataclass
+class Batch:
+    """One shard's part of what an execution sent, in ``StateStore.commit``'s shape."""
+
+    hashes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    records: dict[str, dict[str, orjson.Fragment]] = field(default_factory=lambda: defaultdict(dict))
+    read: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+
+
+class Outgoing:
+    """The records sent in one execution: committed once Assets reports DONE, minus the types it reported errors
+    for (``failed``). It also holds the objects a catch-up read and found unchanged (``confirm``: their read
+    times only, in memory - a catch-up reads few). Use it as a context manager: leaving removes the spool."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="entra-assets-sent-"))
+        self._files: dict[int, BinaryIO] = {}
+        self._newest: dict[str, float] = {}
+        self._confirmed: dict[str, dict[str, float]] = defaultdict(dict)
+        self.failed: set[str] = set()
+        self.sent: Counter = Counter()   # records sent per type (a record sent twice counts twice)
+        self.chunks = 0
+        self.started = False             # Assets started the execution
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def add(self, line: Line) -> None:
+        """Spool one record as it goes out (a record sent again later wins)."""
+        shard = shard_of(line.id)
+        file = self._files.get(shard)
+        if file is None:
+            file = self._files[shard] = open(self._dir / f"{shard:02d}", "ab")
+        file.write(orjson.dumps([line.type, line.id, line.hash, line.read]) + b"\t" + line.data + b"\n")
+        self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
+        self.sent[line.type] += 1
+
+    def drop(self, type_key: str) -> None:
+        """Commit nothing of ``type_key``: Assets reported errors for it."""
+        self.failed.add(type_key)
+        self._newest.pop(type_key, None)
+        self._confirmed.pop(type_key, None)
+
+    def confirm(self, seen: dict[str, set[str]], read: float) -> None:
+        """The ids a catch-up read at ``read``, unchanged or not: those not sent get ``read`` as their read time."""
+        for type_key, ids in seen.items():
+            if type_key in self.failed:
+                continue
+            self._confirmed[type_key].update(dict.fromkeys(ids, read))
+            if ids:
+                self._newest[type_key] = max(self._newest.get(type_key, read), read)
+
+    def newest_read(self) -> dict[str, float]:
+        """Per type committed, the newest read time sent or confirmed."""
+        return dict(self._newest)
+
+    def batches(self) -> Iterator[Batch]:
+        """What to commit, one shard at a time (a record sent twice: the later one; a confirmed id that was also
+        sent: the time it was sent with)."""
+        for shard in range(SHARDS):
+            batch = Batch()
+            for type_key, record_id, digest, read, data in self._lines(shard):
+                batch.hashes[type_key][record_id] = digest
+                batch.records[type_key][record_id] = orjson.Fragment(data)
+                batch.read[type_key][record_id] = read
+            for type_key, times in self._confirmed.items():
+                for record_id, when in times.items():
+                    if shard_of(record_id) == shard:
+                        batch.read[type_key].setdefault(record_id, when)
+            if batch.read:
+                yield batch
+
+    def read_times(self, type_key: str, ids: Iterable[str]) -> dict[str, float]:
+        """Of ``ids``, those sent or confirmed in this execution, with their read time (``StateStore.read_times``'
+        shape). Reads only the shards that hold them."""
+        wanted = set(ids)
+        found = {i: t for i, t in self._confirmed.get(type_key, {}).items() if i in wanted}
+        for shard in sorted({shard_of(i) for i in wanted}):
+            for line_type, record_id, _, read, _ in self._lines(shard):
+                if line_type == type_key and record_id in wanted:
+                    found[record_id] = read
+        return found
+
+    def records_of(self, type_key: str) -> Iterator[tuple[str, bytes]]:
+        """(id, data as JSON) of every record of ``type_key`` sent (one id may come more than once: the last wins)."""
+        for shard in range(SHARDS):
+            for line_type, record_id, _, _, data in self._lines(shard):
+                if line_type == type_key:
+                    yield record_id, data
+
+    def _lines(self, shard: int) -> Iterator[tuple[str, str, str, float, bytes]]:
+        """The shard's spooled lines, of the types not failed, in the order they were sent."""
+        file = self._files.get(shard)
+        if file is None:
+            return
+        file.flush()
+        with open(file.name, "rb") as spooled:
+            for raw in spooled:
+                head, _, data = raw.partition(b"\t")
+                type_key, record_id, digest, read = orjson.loads(head)
+                if type_key not in self.failed:
+                    yield type_key, record_id, digest, read, data[:-1]
