@@ -23,6 +23,7 @@ from shared.errors import WriterBusy
 from shared.produce.full import RunOptions, run_full
 from shared.settings import load_settings
 from shared.store.local import LocalStateStore
+from shared.store.ports import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,3 +274,42 @@ def test_what_a_writer_that_died_after_done_had_sent_is_compared_again(box, sett
     sync_full(settings)
     assert statuses(box.assets, "User")[hire] == "Deleted"
     assert _attribute(box, "User", reverted, "Job Title") == title
+
+
+def test_a_writer_that_died_between_the_shards_of_its_commit_leaves_nothing_believed_pushed(box, settings,
+                                                                                           monkeypatch):
+    """The worker commits what an execution sent one id shard at a time (``Outgoing.batches``). Killed after
+    some shards, before the hire's: the hire is in Assets but not in the state. The execution's note must stay
+    open until the last shard, so that the next writer marks what it sent for comparison and the hire, deleted
+    meanwhile, is marked Deleted. (Fails when the checkpoints - the note's closing among them - go with an
+    early shard.)"""
+    tenant = box.tenant
+    hire = tenant.add_user({"displayName": "Short Stay", "userPrincipalName": "short.stay@sandbox.example",
+                            "accountEnabled": True})
+    while shard_of(hire) == 0:  # at least one shard is committed before the hire's
+        tenant.delete_user(hire, permanent=True)
+        hire = tenant.add_user({"displayName": "Short Stay", "userPrincipalName": "short.stay@sandbox.example",
+                                "accountEnabled": True})
+    for uid in sorted(tenant.users)[:64]:  # changes in every shard: only what changed is pushed
+        tenant.update_user(uid, jobTitle="Renamed")
+    backend = open_backend(settings)
+    run_full(graph_client(settings), backend.state, backend.queue, backend.payloads,
+             options=RunOptions.from_settings(settings))
+    real_commit, committed = LocalStateStore.commit, []
+
+    def dies_at_the_hires_shard(self, hashes, checkpoints, *args, **kwargs):
+        if hire in hashes.get("user", {}):
+            raise KeyboardInterrupt("the writer dies between two shards of its commit")
+        committed.append(sum(map(len, hashes.values())))
+        return real_commit(self, hashes, checkpoints, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalStateStore, "commit", dies_at_the_hires_shard)
+        with pytest.raises(KeyboardInterrupt):
+            push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings))
+    assert sum(committed) > 0, "no shard was committed before the kill"
+    assert statuses(box.assets, "User")[hire] == "Active" and hire not in backend.state.hashes("user")
+    tenant.delete_user(hire, permanent=True)
+    _replay(settings)  # the killed pass's messages come back
+    sync_full(settings)
+    assert statuses(box.assets, "User")[hire] == "Deleted"
+    assert not open_backend(settings).state.checkpoint(open_executions.OPEN)

@@ -21,7 +21,7 @@ from azure.storage.queue import QueueClient
 from shared.store import azure as store_azure
 from shared.store.azure import AzureLease, AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
 from shared.store.local import LocalPayloadStore, LocalQueue, LocalStateStore
-from shared.store.ports import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth, in_flight_lines, parse_in_flight
+from shared.store.ports import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth, in_flight_lines, parse_in_flight, shard_of
 
 
 @dataclass
@@ -211,13 +211,34 @@ def test_local_db_from_before_records_is_migrated(tmp_path):
     assert again.records("user", ["a", "b"]) == {"b": {"name": "B"}}
 
 
-def test_azure_records_blob_is_gzip_json_lines(azure):
+def test_azure_records_blob_is_gzip_json_lines_in_the_shard_of_its_id(azure):
     azure.state.commit({}, {}, {"user": {"a": {"name": "Zoë"}, "b": {}}})
     container = azure_clients(azure.location[0], queue_name=azure.location[2], container_name=azure.location[1])[0]
-    raw = container.get_blob_client("state/records/user.jsonl.gz").download_blob().readall()
-    lines = gzip.decompress(raw).decode().splitlines()
-    assert sorted(json.loads(line)["id"] for line in lines) == ["a", "b"]
-    assert {json.loads(line)["id"]: json.loads(line)["d"] for line in lines} == {"a": {"name": "Zoë"}, "b": {}}
+    lines = []
+    for record_id in ("a", "b"):
+        raw = container.get_blob_client(f"state/records/user/{shard_of(record_id):02d}.jsonl.gz").download_blob()
+        lines += [json.loads(line) for line in gzip.decompress(raw.readall()).decode().splitlines()]
+    assert sorted({line["id"] for line in lines}) == ["a", "b"] and len(lines) == 2 - (shard_of("a") == shard_of("b"))
+    assert {line["id"]: line["d"] for line in lines} == {"a": {"name": "Zoë"}, "b": {}}
+
+
+def test_azure_state_of_an_unsharded_release_is_read_under_the_shards(azure):
+    """What a release before the shards wrote (one blob per type) still counts: its hashes and records are read,
+    and a commit, which goes to the shards, wins over them without rewriting that blob."""
+    container = azure_clients(azure.location[0], queue_name=azure.location[2], container_name=azure.location[1])[0]
+    old = container.get_blob_client("state/hashes/user.json.gz")
+    old.upload_blob(gzip.compress(json.dumps({"a": "1", "b": "2"}).encode()))
+    container.get_blob_client("state/records/user.jsonl.gz").upload_blob(gzip.compress(
+        b'{"id":"a","t":5.0,"d":{"name":"A"}}\n{"id":"b","t":5.0,"d":{"name":"B"}}\n'))
+    state = AzureStateStore(container)
+    assert state.hashes("user") == {"a": "1", "b": "2"}
+    assert state.records("user", ["a", "b"]) == {"a": {"name": "A"}, "b": {"name": "B"}}
+    state.commit({"user": {"b": "3"}}, {}, {"user": {"b": {"name": "B2"}}}, {"user": {"b": 9.0}})
+    for again in (state, AzureStateStore(container)):
+        assert again.hashes("user") == {"a": "1", "b": "3"}
+        assert again.records("user", ["a", "b"]) == {"a": {"name": "A"}, "b": {"name": "B2"}}
+        assert again.read_times("user", ["a", "b"]) == {"a": 5.0, "b": 9.0}
+    assert json.loads(gzip.decompress(old.download_blob().readall())) == {"a": "1", "b": "2"}  # never written
 
 
 def test_azure_commit_writes_records_before_hashes(azure, monkeypatch):

@@ -2,7 +2,7 @@
 
 Nothing is committed before Assets reports the execution DONE, so what went out must be kept until then: each
 record's hash, its data and when it was read. Held in memory that is ~1 KB per record (1.2 GB for a
-million-user run); here it goes to files in a temporary directory, one per id shard (``shard_of``), and the
+million-user run); here it goes to files in a temporary directory, one per id shard (``shared.store.ports.shard_of``, the shards the state is stored in), and the
 commit reads them back one shard at a time (``batches``). Memory then holds one shard's records, 1/16 of the
 run: ~75 MB for a million users. The files sit on the instance's local disk (a Flex Consumption instance has
 its temporary directory there) and are removed by ``close``; a killed worker leaves them in the temporary
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,14 +23,7 @@ from typing import BinaryIO, Self
 import orjson
 
 from shared.contract.payload import Line
-
-SHARDS = 16   # commit batches: a million users commit ~62,500 at a time
-
-
-def shard_of(record_id: str) -> int:
-    """The id's shard: stable across processes and runs (unlike ``hash``), even over any kind of id."""
-    return zlib.crc32(record_id.encode()) % SHARDS
-
+from shared.store.ports import SHARDS, shard_of
 
 @dataclass
 class Batch:

@@ -1,20 +1,27 @@
 """The Azure Storage store of the Functions app: a Storage queue for changes, Blob for state and payloads.
 
 Why Blob and not Table for state: the hashes of a whole object type are read once per full run and written
-once per Assets execution. One gzip'd JSON blob per object type (``state/hashes/<type>.json.gz``) is one
-request each way, where Table storage would need ~1,000 batch transactions of 100 entities for 100,000 users.
-Checkpoints are small blobs (``state/checkpoints/<name>``). The writer lease is a native blob lease on
-``leases/<name>`` (an empty blob created on first use), which Azure expires by itself when its holder dies:
-exactly the "one writer under a lease that expires" invariant of DESIGN.md. Hash merges are read-modify-write
-guarded by the blob's ETag, retried on 412, so two committers never lose each other's hashes.
+once per Assets execution. They are kept in 16 shards of ids per type (``shared.store.ports.shard_of``;
+``state/hashes/<type>/<shard>.json.gz``, gzip'd JSON): 16 requests each way, where Table storage would need
+~1,000 batch transactions of 100 entities for 100,000 users; and the worker commits one shard at a time, so
+neither it nor this store holds a whole type of a million users (issue 11). Checkpoints are small blobs
+(``state/checkpoints/<name>``). The writer lease is a native blob lease on ``leases/<name>`` (an empty blob
+created on first use), which Azure expires by itself when its holder dies: exactly the "one writer under a
+lease that expires" invariant of DESIGN.md. Hash merges are read-modify-write guarded by the blob's ETag,
+retried on 412, so two committers never lose each other's hashes.
 
-The data of the pushed records lives next to the hashes in ``state/records/<type>.jsonl.gz``: gzip'd JSON lines
-``{"id": ..., "d": {...}}`` in no particular order, one line per id. It is far bigger than the hashes (a group's
-data can hold thousands of member ids), so it is never loaded whole: ``records`` streams the blob once keeping
-only the wanted ids, and a merge streams the old blob into a new one (staged blocks), replacing the lines of the
-given ids and appending the new ones, under the old blob's ETag (redone on 412 like the hashes); memory stays
-bounded by the new records plus one block. A commit writes records, then hashes, then checkpoints, so a hash
-never exists without its data.
+The data of the pushed records lives next to the hashes in ``state/records/<type>/<shard>.jsonl.gz``: gzip'd
+JSON lines ``{"id": ..., "d": {...}}`` in no particular order, one line per id. It is far bigger than the
+hashes (a group's data can hold thousands of member ids), so it is never loaded whole: ``records`` streams the
+blobs holding the wanted ids, keeping only those, and a merge streams the old blob into a new one (staged
+blocks), replacing the lines of the given ids and appending the new ones, under the old blob's ETag (redone on
+412 like the hashes); memory stays bounded by the new records plus one block. A commit writes records, then
+hashes, then checkpoints, so a hash never exists without its data.
+
+Releases before the shards kept one blob per type (``state/hashes/<type>.json.gz``, ``state/records/<type>.jsonl.gz``).
+It is read as the layer under the shards and never written again: every commit goes to the shards, whose
+entries win, so it ages out as the objects are pushed again. (A read time confirmed for an object only that
+blob holds is not kept: the next push of the object stores one.)
 
 Everything lives in one container (``entra-assets``) of the ``AzureWebJobsStorage`` account. Queue messages
 are base64 text because host.json sets ``messageEncoding: base64`` (the queue trigger reads what we send).
@@ -53,6 +60,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from shared.errors import StorageUnreachable
 from shared.store.ports import (
+    SHARDS,
     LeaseBusy,
     QueueDepth,
     QueuedMessage,
@@ -60,6 +68,7 @@ from shared.store.ports import (
     in_flight_lines,
     joined,
     parse_in_flight,
+    shard_of,
 )
 
 log = logging.getLogger(__name__)
@@ -262,54 +271,80 @@ class AzureStateStore:
 
     def __init__(self, container: ContainerClient):
         self._container = container
+        # Types found without an unsharded blob: none is ever written again, so it is not asked for again.
+        self._no_unsharded: set[str] = set()
+        self._no_unsharded_records: set[str] = set()
 
-    def _hash_blob(self, type_key: str):
-        return self._container.get_blob_client(f"state/hashes/{type_key}.json.gz")
+    def _hash_blob(self, type_key: str, shard: int | None):
+        """One shard's hashes; shard None: the whole type's blob that releases before the shards wrote (read as
+        the layer under the shards, never written)."""
+        name = f"{type_key}.json.gz" if shard is None else f"{type_key}/{shard:02d}.json.gz"
+        return self._container.get_blob_client(f"state/hashes/{name}")
 
     def _checkpoint_blob(self, name: str):
         return self._container.get_blob_client(f"state/checkpoints/{name}")
 
-    def _load(self, type_key: str) -> tuple[dict[str, str], str | None]:
-        """The stored hashes of one type and the ETag they were read at (None when there is no blob)."""
+    def _load(self, type_key: str, shard: int | None) -> tuple[dict[str, str], str | None]:
+        """The stored hashes of one shard of a type and the ETag they were read at (None when there is no blob)."""
+        if shard is None and type_key in self._no_unsharded:
+            return {}, None
         try:
-            download = self._hash_blob(type_key).download_blob()
+            download = self._hash_blob(type_key, shard).download_blob()
         except ResourceNotFoundError:
+            if shard is None:
+                self._no_unsharded.add(type_key)
             return {}, None
         return json.loads(zlib.decompress(download.readall(), wbits=31)), download.properties.etag
 
     def hashes(self, type_key: str) -> dict[str, str]:
-        return self._load(type_key)[0]
+        merged: dict[str, str] = {}
+        for shard in (None, *range(SHARDS)):  # a shard's hash wins over the unsharded blob's
+            merged.update(self._load(type_key, shard)[0])
+        return merged
 
-    def _records_blob(self, type_key: str):
-        return self._container.get_blob_client(f"state/records/{type_key}.jsonl.gz")
+    def _records_blob(self, type_key: str, shard: int | None):
+        """One shard's records; shard None: the unsharded blob of earlier releases (as ``_hash_blob``)."""
+        name = f"{type_key}.jsonl.gz" if shard is None else f"{type_key}/{shard:02d}.jsonl.gz"
+        return self._container.get_blob_client(f"state/records/{name}")
 
-    def _open_records(self, type_key: str) -> tuple[Iterator[bytes], str | None]:
-        """The stored record lines of one type, streamed, and the ETag they are read at (None: no blob). A later
-        chunk is fetched under that ETag, so a blob replaced meanwhile raises ResourceModifiedError."""
+    def _open_records(self, type_key: str, shard: int | None) -> tuple[Iterator[bytes], str | None]:
+        """The stored record lines of one shard of a type, streamed, and the ETag they are read at (None: no
+        blob). A later chunk is fetched under that ETag, so a blob replaced meanwhile raises
+        ResourceModifiedError."""
+        if shard is None and type_key in self._no_unsharded_records:
+            return iter(()), None
         try:
-            download = self._records_blob(type_key).download_blob()
+            download = self._records_blob(type_key, shard).download_blob()
         except ResourceNotFoundError:
+            if shard is None:
+                self._no_unsharded_records.add(type_key)
             return iter(()), None
         return _inflate_lines(download.chunks()), download.properties.etag
 
     def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
-        """One streaming pass over the type's records blob; only lines of wanted ids are parsed."""
+        """One streaming pass over each records blob holding wanted ids; only their lines are parsed."""
         return self._scan(type_key, ids, "d")
 
     def read_times(self, type_key: str, ids: Iterable[str]) -> dict[str, float]:
-        """The same pass as ``records``, keeping each wanted line's read time."""
+        """The same passes as ``records``, keeping each wanted line's read time."""
         return self._scan(type_key, ids, "t")
 
     def _scan(self, type_key: str, ids: Iterable[str], field: str) -> dict[str, Any]:
-        """Record id -> ``field`` of its line, for the wanted ids whose line has it. Read again from the start
-        if a committer replaces the blob meanwhile."""
+        """Record id -> ``field`` of its line, for the wanted ids whose line has it: the unsharded blob first,
+        then the shards of the wanted ids, which win."""
         wanted = set(ids)
-        if not wanted:
-            return {}
+        found: dict[str, Any] = {}
+        if wanted:
+            for shard in (None, *sorted({shard_of(i) for i in wanted})):
+                found.update(self._scan_blob(type_key, shard, wanted, field))
+        return found
+
+    def _scan_blob(self, type_key: str, shard: int | None, wanted: set[str], field: str) -> dict[str, Any]:
+        """``_scan`` over one blob, read again from the start if a committer replaces it meanwhile."""
         for attempt in range(MERGE_ATTEMPTS):
             found: dict[str, Any] = {}
             try:
-                lines, _ = self._open_records(type_key)
+                lines, _ = self._open_records(type_key, shard)
                 for line in lines:
                     if line and _line_id(line) in wanted:
                         record = orjson.loads(line)
@@ -332,11 +367,12 @@ class AzureStateStore:
         """Records first, then hashes, then checkpoints (see ``shared.store.ports.StateStore.commit``)."""
         records, read = records or {}, read or {}
         for type_key in records.keys() | read.keys():
-            if records.get(type_key) or read.get(type_key):
-                self._merge_records(type_key, records.get(type_key, {}), read.get(type_key, {}))
+            data, times = _by_shard(records.get(type_key, {})), _by_shard(read.get(type_key, {}))
+            for shard in sorted(data.keys() | times.keys()):
+                self._merge_records(type_key, shard, data.get(shard, {}), times.get(shard, {}))
         for type_key, by_id in hashes.items():
-            if by_id:
-                self._merge(type_key, by_id)
+            for shard, part in sorted(_by_shard(by_id).items()):
+                self._merge(type_key, shard, part)
         for name, value in checkpoints.items():
             blob = self._checkpoint_blob(name)
             if value is not None:
@@ -347,30 +383,30 @@ class AzureStateStore:
             except ResourceNotFoundError:
                 pass
 
-    def _merge(self, type_key: str, by_id: dict[str, str]) -> None:
+    def _merge(self, type_key: str, shard: int, by_id: dict[str, str]) -> None:
         """Read-modify-write under the ETag; on 412 (or 409 when two create the blob) another committer won
         the race: read again and merge again. https://learn.microsoft.com/azure/storage/blobs/concurrency-manage"""
         for attempt in range(MERGE_ATTEMPTS):
-            stored, etag = self._load(type_key)
+            stored, etag = self._load(type_key, shard)
             stored.update(by_id)
             data = zlib.compress(json.dumps(stored, separators=(",", ":")).encode(), 6, wbits=31)
             condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
                          else {"match_condition": MatchConditions.IfMissing})
             try:
-                self._hash_blob(type_key).upload_blob(data, overwrite=True, **condition)
+                self._hash_blob(type_key, shard).upload_blob(data, overwrite=True, **condition)
                 return
             except (ResourceModifiedError, ResourceExistsError):
                 log.info("hashes of %s changed while merging; retrying (%d)", type_key, attempt + 1)
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
         raise RuntimeError(f"could not merge the hashes of {type_key} after {MERGE_ATTEMPTS} attempts")
 
-    def _merge_records(self, type_key: str, by_id: dict[str, Any], read: dict[str, float]) -> None:
+    def _merge_records(self, type_key: str, shard: int, by_id: dict[str, Any], read: dict[str, float]) -> None:
         """Stream the old blob into a new one under its ETag; on 412 (409 when two create it; 400
         InvalidBlockList when the winner's commit discarded our staged blocks) read and merge again."""
-        blob = self._records_blob(type_key)
+        blob = self._records_blob(type_key, shard)
         for attempt in range(MERGE_ATTEMPTS):
             try:
-                lines, etag = self._open_records(type_key)
+                lines, etag = self._open_records(type_key, shard)
                 condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
                              else {"match_condition": MatchConditions.IfMissing})
                 _upload_lines(blob, _merged(lines, by_id, read), **condition)
@@ -415,6 +451,14 @@ class AzureStateStore:
 
 
 _ID_PREFIX = b'{"id":"'
+
+
+def _by_shard(by_id: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """``by_id`` split by the shard of its ids (``shard_of``)."""
+    parts: dict[int, dict[str, Any]] = {}
+    for record_id, value in by_id.items():
+        parts.setdefault(shard_of(record_id), {})[record_id] = value
+    return parts
 
 
 def _record_line(record_id: str, data: Any, read: float | None) -> bytes:

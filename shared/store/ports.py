@@ -11,6 +11,7 @@ that are not idempotent by nature (``send``) say so.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,6 +25,14 @@ import orjson
 QUEUE_MESSAGE_LIMIT = 64 * 1024
 RAW_MESSAGE_LIMIT = QUEUE_MESSAGE_LIMIT // 4 * 3
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount: the host poisons after this many
+# Per-object state is kept and committed in shards of ids (issue 11: bounded memory): the Azure store keeps one
+# blob per type and shard, and the worker commits one shard at a time. A million users make ~62,500 per shard.
+SHARDS = 16
+
+
+def shard_of(record_id: str) -> int:
+    """The id's shard: stable across processes and releases (unlike ``hash``), over any kind of id."""
+    return zlib.crc32(record_id.encode()) % SHARDS
 
 
 @dataclass(frozen=True)
