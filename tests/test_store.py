@@ -21,7 +21,14 @@ from azure.storage.queue import QueueClient
 from shared.store import azure as store_azure
 from shared.store.azure import AzureLease, AzurePayloadStore, AzureQueue, AzureStateStore, azure_clients
 from shared.store.local import LocalPayloadStore, LocalQueue, LocalStateStore
-from shared.store.ports import RAW_MESSAGE_LIMIT, LeaseBusy, QueueDepth, in_flight_lines, parse_in_flight, shard_of
+from shared.store.ports import (
+    RAW_MESSAGE_LIMIT,
+    LeaseBusy,
+    QueueDepth,
+    in_flight_lines,
+    parse_in_flight,
+    shard_of,
+)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import orjson
 from shared.contract.payload import Line
 from shared.store.ports import SHARDS, shard_of
 
+
 @dataclass
 class Batch:
     """One shard's part of what an execution sent, in ``StateStore.commit``'s shape."""
@@ -66,7 +67,7 @@ class Outgoing:
         shard = shard_of(line.id)
         file = self._files.get(shard)
         if file is None:
-            file = self._files[shard] = open(self._dir / f"{shard:02d}", "ab")
+            file = self._files[shard] = open(self._dir / f"{shard:02d}", "ab")  # noqa: SIM115 - closed by close()
         file.write(orjson.dumps([line.type, line.id, line.hash, line.read]) + b"\t" + line.data + b"\n")
         self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
         self.sent[line.type] += 1
