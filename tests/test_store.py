@@ -165,22 +165,34 @@ def test_read_times_are_stored_with_records_and_confirmations_only_move_them_for
     assert other.records("user", ["a", "b"]) == {"a": _user(3), "b": _user(2)}   # data untouched by times
 
 
+def _noted(records) -> dict[str, dict[str, bytes]]:
+    """The (type, id, data) stream of ``in_flight``/``parse_in_flight`` by type and id, the later one winning."""
+    found: dict[str, dict[str, bytes]] = {}
+    for type_key, record_id, data in records:
+        found.setdefault(type_key, {})[record_id] = data
+    return found
+
+
 def test_records_in_flight_are_appended_read_back_and_cleared(stores):
     state = stores.state
-    assert state.in_flight() == {}
+    assert list(state.in_flight()) == []
     huge = orjson.dumps({"members": [str(uuid.UUID(int=i)) for i in range(120_000)]})  # > one 4 MiB append
     state.note_in_flight({"user": {"a": b'{"n":1}', "b": b'{"n":2}'}})
     state.note_in_flight({"user": {"a": b'{"n":3}'}, "group": {"g": huge}})
-    assert stores.reopen().state.in_flight() == {"user": {"a": b'{"n":3}', "b": b'{"n":2}'}, "group": {"g": huge}}
+    assert [(t, i) for t, i, _ in stores.reopen().state.in_flight()] == [("user", "a"), ("user", "b"),
+                                                                         ("user", "a"), ("group", "g")]
+    assert _noted(stores.reopen().state.in_flight()) == {"user": {"a": b'{"n":3}', "b": b'{"n":2}'},
+                                                         "group": {"g": huge}}
     state.clear_in_flight()
     state.clear_in_flight()
-    assert stores.reopen().state.in_flight() == {}
+    assert list(stores.reopen().state.in_flight()) == []
 
 
-def test_a_torn_last_in_flight_line_is_left_out():
+def test_a_torn_last_in_flight_line_is_left_out_and_lines_may_span_chunks():
     whole = in_flight_lines({"user": {"a": b'{"n":1}', "b": b'{"n":2}'}})
-    assert parse_in_flight(whole) == {"user": {"a": b'{"n":1}', "b": b'{"n":2}'}}
-    assert parse_in_flight(whole[:-4]) == {"user": {"a": b'{"n":1}'}}  # killed in the middle of a write
+    assert _noted(parse_in_flight([whole])) == {"user": {"a": b'{"n":1}', "b": b'{"n":2}'}}
+    assert _noted(parse_in_flight([whole[:-4]])) == {"user": {"a": b'{"n":1}'}}  # killed in the middle of a write
+    assert _noted(parse_in_flight(whole[i:i + 1] for i in range(len(whole)))) == _noted(parse_in_flight([whole]))
 
 
 def test_records_of_twenty_thousand_ids_unicode_and_a_huge_group(stores):

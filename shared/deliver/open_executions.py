@@ -30,6 +30,7 @@ import time
 import orjson
 
 from shared.clients.assets import AssetsClient, Execution
+from shared.deliver.outgoing import Outgoing
 from shared.errors import EntraAssetsError
 from shared.store.ports import StateStore
 
@@ -61,11 +62,15 @@ def abandon(state: StateStore) -> int:
     records get the stored hash ``UNKNOWN`` and their data is stored as the last pushed (what a departure
     pushes again with Status = Deleted: Assets skips a record without its label), and the note is cleared.
     Returns how many records were marked."""
-    in_flight = state.in_flight()
-    state.commit({type_key: dict.fromkeys(by_id, UNKNOWN) for type_key, by_id in in_flight.items()}, closed(),
-                 {type_key: {id_: orjson.Fragment(data) for id_, data in by_id.items()}
-                  for type_key, by_id in in_flight.items()})
-    return sum(map(len, in_flight.values()))
+    marked = 0
+    with Outgoing() as records:  # spooled by shard and committed shard by shard, as the worker's own commit
+        for type_key, record_id, data in state.in_flight():
+            records.mark(type_key, record_id, UNKNOWN, data)
+        for batch in records.batches():
+            state.commit(batch.hashes, {}, batch.records)
+            marked += sum(map(len, batch.hashes.values()))
+    state.commit({}, closed())  # last: a writer killed before it leaves the note for the next one to redo
+    return marked
 
 
 def cancel_left_open(assets: AssetsClient, state: StateStore) -> bool:

@@ -64,13 +64,20 @@ class Outgoing:
 
     def add(self, line: Line) -> None:
         """Spool one record as it goes out (a record sent again later wins)."""
-        shard = shard_of(line.id)
+        self._write(line.type, line.id, [line.type, line.id, line.hash, line.read], line.data)
+        self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
+        self.sent[line.type] += 1
+
+    def _write(self, type_key: str, record_id: str, head: list, data: bytes) -> None:
+        shard = shard_of(record_id)
         file = self._files.get(shard)
         if file is None:
             file = self._files[shard] = open(self._dir / f"{shard:02d}", "ab")  # noqa: SIM115 - closed by close()
-        file.write(orjson.dumps([line.type, line.id, line.hash, line.read]) + b"\t" + line.data + b"\n")
-        self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
-        self.sent[line.type] += 1
+        file.write(orjson.dumps(head) + b"\t" + data + b"\n")
+
+    def mark(self, type_key: str, record_id: str, digest: str, data: bytes) -> None:
+        """Spool a record to commit with ``digest`` and no read time (``open_executions.abandon``)."""
+        self._write(type_key, record_id, [type_key, record_id, digest, None], data)
 
     def drop(self, type_key: str) -> None:
         """Commit nothing of ``type_key``: Assets reported errors for it."""
@@ -99,12 +106,13 @@ class Outgoing:
             for type_key, record_id, digest, read, data in self._lines(shard):
                 batch.hashes[type_key][record_id] = digest
                 batch.records[type_key][record_id] = orjson.Fragment(data)
-                batch.read[type_key][record_id] = read
+                if read is not None:
+                    batch.read[type_key][record_id] = read
             for type_key, times in self._confirmed.items():
                 for record_id, when in times.items():
                     if shard_of(record_id) == shard:
                         batch.read[type_key].setdefault(record_id, when)
-            if batch.read:
+            if batch.hashes or batch.read:
                 yield batch
 
     def read_times(self, type_key: str, ids: Iterable[str]) -> dict[str, float]:
@@ -114,7 +122,7 @@ class Outgoing:
         found = {i: t for i, t in self._confirmed.get(type_key, {}).items() if i in wanted}
         for shard in sorted({shard_of(i) for i in wanted}):
             for line_type, record_id, _, read, _ in self._lines(shard):
-                if line_type == type_key and record_id in wanted:
+                if line_type == type_key and record_id in wanted and read is not None:
                     found[record_id] = read
         return found
 
@@ -125,7 +133,7 @@ class Outgoing:
                 if line_type == type_key:
                     yield record_id, data
 
-    def _lines(self, shard: int) -> Iterator[tuple[str, str, str, float, bytes]]:
+    def _lines(self, shard: int) -> Iterator[tuple[str, str, str, float | None, bytes]]:
         """The shard's spooled lines, of the types not failed, in the order they were sent."""
         file = self._files.get(shard)
         if file is None:

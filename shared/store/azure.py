@@ -436,11 +436,12 @@ class AzureStateStore:
                     blob.create_append_blob(match_condition=MatchConditions.IfMissing)
                 blob.append_block(block[start:start + APPEND_BYTES])
 
-    def in_flight(self) -> dict[str, dict[str, bytes]]:
+    def in_flight(self) -> Iterator[tuple[str, str, bytes]]:
         try:
-            return parse_in_flight(self._in_flight_blob().download_blob().readall())
+            download = self._in_flight_blob().download_blob()
         except ResourceNotFoundError:
-            return {}
+            return
+        yield from parse_in_flight(download.chunks())
 
     def clear_in_flight(self) -> None:
         with contextlib.suppress(ResourceNotFoundError):

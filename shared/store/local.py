@@ -63,6 +63,7 @@ CREATE INDEX IF NOT EXISTS queue_visible ON queue (queue, visible_at);
 CREATE TABLE IF NOT EXISTS poison (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL,
                                    dequeue_count INTEGER NOT NULL, moved REAL NOT NULL);
 """
+IN_FLIGHT_READ = 1 << 20  # bytes read at a time from the in-flight notes
 IN_CHUNK = 500  # ids per ``WHERE id IN (...)``: well under SQLite's limit of bound parameters
 
 
@@ -257,11 +258,13 @@ class LocalStateStore:
         with open(self._in_flight, "ab") as f:
             f.write(in_flight_lines(records))
 
-    def in_flight(self) -> dict[str, dict[str, bytes]]:
+    def in_flight(self) -> Iterator[tuple[str, str, bytes]]:
         try:
-            return parse_in_flight(self._in_flight.read_bytes())
+            file = open(self._in_flight, "rb")  # noqa: SIM115 - closed below, once the lines are read
         except FileNotFoundError:
-            return {}
+            return
+        with file:
+            yield from parse_in_flight(iter(lambda: file.read(IN_FLIGHT_READ), b""))
 
     def clear_in_flight(self) -> None:
         self._in_flight.unlink(missing_ok=True)

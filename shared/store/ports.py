@@ -122,8 +122,10 @@ class StateStore(Protocol):
         execution whose outcome is not committed yet (``shared.deliver.open_executions``). One append per call."""
         ...
 
-    def in_flight(self) -> dict[str, dict[str, bytes]]:
-        """The records noted in flight since the last ``clear_in_flight``, by type and id (the last noted wins)."""
+    def in_flight(self) -> Iterator[tuple[str, str, bytes]]:
+        """(type, id, data as JSON) of the records noted in flight since the last ``clear_in_flight``, in the
+        order noted (an id noted again: the later one counts), streamed: a million-record execution's notes are
+        never held whole."""
         ...
 
     def clear_in_flight(self) -> None:
@@ -213,15 +215,17 @@ def in_flight_lines(records: dict[str, dict[str, bytes]]) -> bytes:
                     for type_key, by_id in records.items() for id_, data in by_id.items())
 
 
-def parse_in_flight(text: bytes) -> dict[str, dict[str, bytes]]:
-    """The records of ``in_flight_lines`` output, the last line of an id winning; a torn last line (a writer
-    killed mid-write) is left out."""
-    found: dict[str, dict[str, bytes]] = {}
-    for line in text.split(b"\n")[:-1]:  # what follows the last newline is empty, or torn
-        head, _, data = line.partition(b"\t")
-        type_key, id_ = orjson.loads(head)
-        found.setdefault(type_key, {})[id_] = data
-    return found
+def parse_in_flight(chunks: Iterable[bytes]) -> Iterator[tuple[str, str, bytes]]:
+    """(type, id, data) of each record of ``in_flight_lines`` output given in chunks, in order, streamed; a torn
+    last line (a writer killed mid-write) is left out."""
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()  # what follows the last newline: the start of the next line, or a torn one
+        for line in lines:
+            head, _, data = line.partition(b"\t")
+            type_key, id_ = orjson.loads(head)
+            yield type_key, id_, data
 
 
 def encode_message(body: dict) -> str:
