@@ -1,10 +1,14 @@
 """What an execution sent, spooled to disk by id shard until the commit (``shared.deliver.outgoing``)."""
 from __future__ import annotations
 
+import os
+import tempfile
+import time
+
 import orjson
 
 from shared.contract.payload import Line
-from shared.deliver.outgoing import Outgoing
+from shared.deliver.outgoing import STALE_SPOOL_SECONDS, Outgoing
 from shared.store.ports import shard_of
 
 
@@ -59,3 +63,20 @@ def test_records_of_a_type_and_the_spool_is_removed_on_close():
     assert any(spool.iterdir())
     pushed.close()
     assert not spool.exists()
+
+
+def test_a_spool_a_killed_worker_left_is_swept_and_a_live_one_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with Outgoing() as live:
+        live.add(_line("user", "u1", "h", 1.0))
+        dead = Outgoing()                                        # its worker is killed: never closed
+        dead.add(_line("user", "u2", "h", 1.0))
+        for file in dead._files.values():                        # its files closed by its death
+            file.close()
+        dead._files.clear()
+        old = time.time() - STALE_SPOOL_SECONDS - 60
+        for path in (dead._dir, *dead._dir.iterdir()):
+            os.utime(path, (old, old))
+        with Outgoing():
+            assert not dead._dir.exists() and live._dir.exists()
+        assert [orjson.loads(d)["id"] for _, d in live.records_of("user")] == ["u1"]

@@ -1,12 +1,13 @@
 """The records one execution sent, spooled to local disk until the worker commits them (issue 11).
 
 Nothing is committed before Assets reports the execution DONE, so what went out must be kept until then: each
-record's hash, its data and when it was read. Held in memory that is ~1 KB per record (1.2 GB for a
-million-user run); here it goes to files in a temporary directory, one per id shard (``shared.store.ports.shard_of``, the shards the state is stored in), and the
-commit reads them back one shard at a time (``batches``). Memory then holds one shard's records, 1/16 of the
-run: ~75 MB for a million users. The files sit on the instance's local disk (a Flex Consumption instance has
-its temporary directory there) and are removed by ``close``; a killed worker leaves them in the temporary
-directory, whose files the platform discards with the instance.
+record's hash, its data and when it was read. Held in memory that is ~1 KB per record (1.2 GB for a million-user
+run); here it goes to files in a temporary directory, one per id shard (``shared.store.ports.shard_of``, the shards
+the state is stored in), and the commit reads them back one shard at a time (``batches``). Memory then holds one
+shard's records: 1/16 of the run. The files sit on the instance's local disk (a Flex Consumption instance has its
+temporary directory there) and are removed by ``close``. A killed worker leaves its spool behind: the next
+``Outgoing`` of the instance removes spools untouched for ``STALE_SPOOL_SECONDS`` (whether the platform empties
+the temporary directory of a live instance is UNCONFIRMED, so it is not relied on).
 
 A file line is ``[type, id, hash, read]``, a tab, then the record's JSON (which holds no raw newline).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ import orjson
 
 from shared.contract.payload import Line
 from shared.store.ports import SHARDS, shard_of
+
+PREFIX = "entra-assets-sent-"
+STALE_SPOOL_SECONDS = 24 * 3600   # far longer than any execution: a spool this old belongs to a killed worker
 
 
 @dataclass
@@ -41,7 +46,8 @@ class Outgoing:
     times only, in memory - a catch-up reads few). Use it as a context manager: leaving removes the spool."""
 
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="entra-assets-sent-"))
+        self._dir = Path(tempfile.mkdtemp(prefix=PREFIX))
+        _sweep(self._dir.parent, time.time() - STALE_SPOOL_SECONDS)
         self._files: dict[int, BinaryIO] = {}
         self._newest: dict[str, float] = {}
         self._confirmed: dict[str, dict[str, float]] = defaultdict(dict)
@@ -64,11 +70,11 @@ class Outgoing:
 
     def add(self, line: Line) -> None:
         """Spool one record as it goes out (a record sent again later wins)."""
-        self._write(line.type, line.id, [line.type, line.id, line.hash, line.read], line.data)
+        self._write(line.id, [line.type, line.id, line.hash, line.read], line.data)
         self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
         self.sent[line.type] += 1
 
-    def _write(self, type_key: str, record_id: str, head: list, data: bytes) -> None:
+    def _write(self, record_id: str, head: list, data: bytes) -> None:
         shard = shard_of(record_id)
         file = self._files.get(shard)
         if file is None:
@@ -77,7 +83,7 @@ class Outgoing:
 
     def mark(self, type_key: str, record_id: str, digest: str, data: bytes) -> None:
         """Spool a record to commit with ``digest`` and no read time (``open_executions.abandon``)."""
-        self._write(type_key, record_id, [type_key, record_id, digest, None], data)
+        self._write(record_id, [type_key, record_id, digest, None], data)
 
     def drop(self, type_key: str) -> None:
         """Commit nothing of ``type_key``: Assets reported errors for it."""
@@ -145,3 +151,14 @@ class Outgoing:
                 type_key, record_id, digest, read = orjson.loads(head)
                 if type_key not in self.failed:
                     yield type_key, record_id, digest, read, data[:-1]
+
+
+def _sweep(root: Path, before: float) -> None:
+    """Remove the spools in ``root`` whose newest file (or the spool itself, when empty) is older than ``before``."""
+    for spool in root.glob(f"{PREFIX}*"):
+        try:
+            touched = max([spool.stat().st_mtime, *(f.stat().st_mtime for f in spool.iterdir())])
+        except OSError:  # removed meanwhile by another worker's sweep
+            continue
+        if touched < before:
+            shutil.rmtree(spool, ignore_errors=True)

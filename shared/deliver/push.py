@@ -1,8 +1,9 @@
 """One Assets execution: the records sent in bounded chunks, DONE awaited, the outcome read.
 
 Nothing here commits or acknowledges: ``Outgoing`` (``shared.deliver.outgoing``) spools what went out, and the
-worker commits it once the execution is DONE (``shared.deliver.worker``). Around the execution, ``shared.deliver.open_executions`` notes it
-as open, so that a writer that dies mid-execution leaves enough for the next one to cancel it and compare.
+worker commits it once the execution is DONE (``shared.deliver.worker``). Around the execution,
+``shared.deliver.open_executions`` notes it as open, so that a writer that dies mid-execution leaves enough for
+the next one to cancel it and compare.
 """
 from __future__ import annotations
 
@@ -100,9 +101,10 @@ def _send(assets: AssetsClient, state: StateStore, execution: Execution, records
     ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
 
     ``pushed`` spools records as they go out: committed once Assets is DONE. The data stays the raw JSON of the
-    payload line (``orjson.Fragment`` in the chunk): no record is parsed or serialised again. A record bigger than ``CHUNK_BYTES`` (a group with tens of
-    thousands of members) goes alone. Before a chunk goes out its ids are noted as in flight
-    (``shared.deliver.open_executions``): if this writer dies, the next one knows what Assets may hold."""
+    payload line (``orjson.Fragment`` in the chunk): no record is parsed or serialised again. A record bigger than
+    ``CHUNK_BYTES`` (a group with tens of thousands of members) goes alone. Before a chunk goes out its ids are
+    noted as in flight (``shared.deliver.open_executions``): if this writer dies, the next one knows what Assets
+    may hold."""
     held: _Chunk | None = None
     current = _Chunk()
     for line in records:
