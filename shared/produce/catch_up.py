@@ -150,30 +150,31 @@ class CatchUp:
         plan, scope = self.plan, self.plan.scope.groups
         plan.progress("Fetching groups", 0)
         round_ = plan.graph.delta("groups", [], link)
-        merged = merge_group_round(round_.objects)
-        last = plan.state.records("group", list(merged.groups))
-        for gid, group in merged.groups.items():
-            if "@removed" in group or (scope is not None and gid not in scope):
-                self._departure("group", gid, last.get(gid), departures)
-                continue
-            # members@delta lists only what changed: the rest is as last pushed
-            before = {m: "user" for m in (last.get(gid) or {}).get("members") or ()}
-            removed = merged.removed.get(gid, set())
-            members = {m: t for m, t in before.items() if m not in removed} | merged.added.get(gid, {})
-            owners = directory_refs(list(plan.graph.objects(f"groups/{gid}/owners", {"$select": "id", "$top": "999"})))
-            record = map_group(group, plan.user_ids(members.items(), "member", gid),
-                               plan.user_ids(owners, "owner", gid), plan.result.warnings,
-                               shaped=plan.types["group"])
-            plan.result.read["group"] += 1
-            yield from plan.compare(record)
+        with merge_group_round(round_.objects) as merged:
+            last = plan.state.records("group", list(merged.groups))
+            for gid, group in merged.groups.items():
+                if "@removed" in group or (scope is not None and gid not in scope):
+                    self._departure("group", gid, last.get(gid), departures)
+                    continue
+                # members@delta lists only what changed: the rest is as last pushed
+                before = {m: "user" for m in (last.get(gid) or {}).get("members") or ()}
+                removed = merged.removed(gid)
+                members = {m: t for m, t in before.items() if m not in removed} | merged.members(gid)
+                owners = directory_refs(list(plan.graph.objects(f"groups/{gid}/owners",
+                                                                {"$select": "id", "$top": "999"})))
+                record = map_group(group, plan.user_ids(members.items(), "member", gid),
+                                   plan.user_ids(owners, "owner", gid), plan.result.warnings,
+                                   shaped=plan.types["group"])
+                plan.result.read["group"] += 1
+                yield from plan.compare(record)
         plan.checkpoints[GROUPS_DELTA] = round_.delta_link
 
 
 def plan_catch_up(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
                   progress: Progress = lambda stage, n: None
                   ) -> tuple[Iterator[Record], dict[str, str | None], dict[str, set[str]]]:
-    """The records of a catch-up, lazily; the checkpoints (new delta links) and the ids it read per type, filled
-    once they are consumed. Reads only; writes nothing. Raises ``GraphCredentialsError``; a resource that
+    """The records of a catch-up, lazily; the checkpoints (new delta links) and the stored ids it read per type
+    (``Plan.seen``; the others it read are new, so pushed), filled once they are consumed. Reads only; writes nothing. Raises ``GraphCredentialsError``; a resource that
     fails otherwise is in ``result.failed`` (``DeltaExpired`` starts a fresh round)."""
     plan = Plan(graph, state, options, scope, result, progress)
     return (change.record for change in CatchUp(plan).changes()), plan.checkpoints, plan.seen

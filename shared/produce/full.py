@@ -268,19 +268,20 @@ class FullReads:
     def _map_groups(self, entries: Stream, owners_read: Stream) -> Iterator[Change]:
         plan, scope = self.plan, self.plan.scope.groups
         plan.progress("Fetching groups", 0)
-        merged: GroupRound = entries.result()
         owners: dict[str, list[tuple[str, str]]] = owners_read.result()
-        for gid, group in merged.groups.items():
-            if "@removed" in group or (scope is not None and gid not in scope):
-                continue
-            members = merged.added.pop(gid, {})
-            if "group" in members.values():
-                plan.result.warnings.add("nested group member (its members are not expanded)", gid)
-            record = map_group(group, plan.user_ids(members.items(), "member", gid),
-                               plan.user_ids(owners.get(gid, ()), "owner", gid), plan.result.warnings,
-                               shaped=plan.types["group"])
-            plan.result.read["group"] += 1
-            yield from plan.compare(record)
+        merged: GroupRound
+        with entries.result() as merged:
+            for gid, group in merged.groups.items():
+                if "@removed" in group or (scope is not None and gid not in scope):
+                    continue
+                members = merged.members(gid)
+                if "group" in members.values():
+                    plan.result.warnings.add("nested group member (its members are not expanded)", gid)
+                record = map_group(group, plan.user_ids(members.items(), "member", gid),
+                                   plan.user_ids(owners.get(gid, ()), "owner", gid), plan.result.warnings,
+                                   shaped=plan.types["group"])
+                plan.result.read["group"] += 1
+                yield from plan.compare(record)
         plan.checkpoints[GROUPS_DELTA] = self.source.delta_link(self.chains["groups"])  # merged whole: complete
 
     def _expanded(self, obj: dict, resource: str, relation: str) -> list[tuple[str, str]]:

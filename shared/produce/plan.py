@@ -10,9 +10,11 @@ read: nothing here writes to the state, the queue or Assets.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Self
 
 from shared.clients.graph import GraphClient
 from shared.errors import EntraAssetsError, RemoteError, ScopeError
@@ -216,7 +218,7 @@ class Plan:
         self.result, self.progress = result, progress
         self.types = {t.key: t for t in options.types}
         self.hashes = StoredHashes(state)
-        self.seen: dict[str, set[str]] = defaultdict(set)
+        self.seen: dict[str, set[str]] = defaultdict(set)  # the stored ids read (``compare``)
         self.users_in_scope: set[str] | None = None  # filled once users are read (None: every user id is taken)
         self.checkpoints: dict[str, str | None] = {}
 
@@ -231,9 +233,12 @@ class Plan:
 
     def compare(self, record: Record) -> Iterator[Change]:
         """``record`` (built as its type is shaped: ``shared.records.build``) as a create or an update when its
-        hash differs from the stored one (nothing when equal); counts it and marks it seen."""
-        self.seen[record.type].add(record.id)
+        hash differs from the stored one (nothing when equal); counts it, and marks it seen when it is stored.
+        (Only stored ids can depart or be confirmed unchanged; the new ones are pushed. Keeping every id read
+        cost ~100 MB at a million users on a first run, which stores none.)"""
         stored = self.hashes[record.type].get(record.id)
+        if stored is not None:
+            self.seen[record.type].add(record.id)
         if stored == record.hash:
             self.result.unchanged[record.type] += 1
             return
@@ -312,39 +317,68 @@ def directory_refs(objects: list[dict] | None) -> list[tuple[str, str]]:
     return [(o["id"], object_type_of(o)) for o in objects or () if "@removed" not in o]
 
 
-@dataclass
 class GroupRound:
     """A ``/groups/delta`` round merged by group: ``groups`` holds each group's properties (without
-    ``members@delta``), or its ``@removed`` entry when the round ends with the group removed; ``added`` the
-    members each group gained (id -> object type), ``removed`` the member ids it lost."""
+    ``members@delta``), or its ``@removed`` entry when the round ends with the group removed; ``members(gid)`` the
+    members the group gained (id -> object type), ``removed(gid)`` the member ids it lost.
 
-    groups: dict[str, dict] = field(default_factory=dict)
-    added: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
-    removed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    The members are kept in a private temporary SQLite database (on disk, deleted when closed): a first round
+    lists every membership, and a million-user "All users" group alone was ~150 MB as Python dicts and strings
+    (issue 11). Use it as a context manager, or ``close`` it."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict] = {}
+        # "": a private temporary database (https://www.sqlite.org/inmemorydb.html#temp_db), written once by the
+        # read's thread, then read by the mapping one.
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.execute("CREATE TABLE m (gid TEXT, mid TEXT, type TEXT, present INTEGER, PRIMARY KEY (gid, mid)) "
+                         "WITHOUT ROWID")
+        self._db.execute("BEGIN")  # one transaction, never committed: the database dies with the round
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def members(self, gid: str) -> dict[str, str]:
+        return dict(self._db.execute("SELECT mid, type FROM m WHERE gid=? AND present", (gid,)))
+
+    def removed(self, gid: str) -> set[str]:
+        return {mid for (mid,) in self._db.execute("SELECT mid FROM m WHERE gid=? AND NOT present", (gid,))}
+
+    def _forget(self, gid: str) -> None:
+        self._db.execute("DELETE FROM m WHERE gid=?", (gid,))
+
+    def _note(self, gid: str, slice_: list[dict]) -> None:
+        """One entry's slice of ``members@delta``, in order: the last word on a member wins."""
+        self._db.executemany("INSERT OR REPLACE INTO m VALUES (?, ?, ?, ?)",
+                             ((gid, m["id"], None, 0) if "@removed" in m else (gid, m["id"], object_type_of(m), 1)
+                              for m in slice_))
 
 
 def merge_group_round(objects: Iterable[dict]) -> GroupRound:
     """Merge the entries of a ``/groups/delta`` round: one group may span several pages, each entry carrying
-    a slice of its ``members@delta`` (reference/graph.md §2.5); the last word on a member wins. A group that
-    is removed forgets what the round said about it before; a later entry starts it afresh."""
+    a slice of its ``members@delta``, and show up anywhere in the round (reference/graph.md §2.5); the last
+    word on a member wins. A group that is removed forgets what the round said about it before; a later entry
+    starts it afresh."""
     merged = GroupRound()
-    ids: dict[str, str] = {}  # one string per member id: a user is a member of several groups
-    for group in objects:
-        gid = group["id"]
-        if "@removed" in group:
-            merged.groups[gid] = group
-            merged.added.pop(gid, None)
-            merged.removed.pop(gid, None)
-            continue
-        before = merged.groups.get(gid)
-        base = {} if before is None or "@removed" in before else before
-        merged.groups[gid] = base | {k: v for k, v in group.items() if k != "members@delta"}
-        for member in group.get("members@delta") or ():
-            mid = ids.setdefault(member["id"], member["id"])
-            if "@removed" in member:
-                merged.removed[gid].add(mid)
-                merged.added[gid].pop(mid, None)
-            else:
-                merged.added[gid][mid] = object_type_of(member)
-                merged.removed[gid].discard(mid)
+    try:
+        for group in objects:
+            gid = group["id"]
+            if "@removed" in group:
+                merged.groups[gid] = group
+                merged._forget(gid)
+                continue
+            before = merged.groups.get(gid)
+            base = {} if before is None or "@removed" in before else before
+            merged.groups[gid] = base | {k: v for k, v in group.items() if k != "members@delta"}
+            if group.get("members@delta"):
+                merged._note(gid, group["members@delta"])
+    except BaseException:
+        merged.close()
+        raise
     return merged
