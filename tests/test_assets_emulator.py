@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 import time
 
 import httpx
@@ -339,6 +340,28 @@ def test_chunks_are_applied_on_completion_with_counters(assets_emulator, ready):
     assert p2.attributes["Manager"] == [assets_emulator.find("Person", "Person ID", "p3").key]
     assert assets_emulator.executions[-1].progress_result["objectTypeResultMap"] == result["objectTypeResultMap"]
     assert ready.config_status() == {"status": "IDLE"}
+
+
+def test_status_is_answered_while_an_execution_is_applied(assets_emulator, ready, monkeypatch):
+    """Assets answers status while it processes an execution. The emulator applied a million records (minutes)
+    under the lock every request takes, so the worker's status poll got no answer within 90 s and failed."""
+    import sandbox.assets.emulator as emulator_module
+    applying, release = threading.Event(), threading.Event()
+
+    def slow_apply(*args):
+        applying.set()
+        release.wait(10)
+        return apply_execution(*args)
+    monkeypatch.setattr(emulator_module, "apply_execution", slow_apply)
+    execution = ready.start()
+    assert ready.send(execution, {"people": [person("p1")]}, completed=True).status_code == 200
+    assert applying.wait(5)
+    try:
+        status = ready.http.get(execution["getExecutionStatus"], timeout=2).json()["status"]
+    finally:
+        release.set()
+    assert status == "PROCESSING"
+    assert ready.wait(execution)["status"] == "DONE" and assets_emulator.find("Person", "Person ID", "p1")
 
 
 def _type_id(emulator: AssetsEmulator, name: str) -> int:

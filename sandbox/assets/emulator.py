@@ -161,6 +161,10 @@ class AssetsEmulator(Served):
         self._policies: dict[str, MissingPolicy] = {}
         self._mapping_jobs: dict[str, dict] = {}
         self._lock = threading.RLock()
+        # Held while an execution is applied and by whoever reads the objects, taken before ``_lock``: the import
+        # endpoints do not wait for it, so status is answered while an execution processes, as Assets does
+        # (a million records take minutes here).
+        self._store_lock = threading.RLock()
         self.object_api = None  # sandbox.assets.objects.AssetsObjectApi when Jira linking is emulated
 
     # -- lifecycle and knobs ------------------------------------------------------------------------------
@@ -220,7 +224,7 @@ class AssetsEmulator(Served):
 
     def objects(self, type_name: str) -> list[AssetsObject]:
         """The objects of the type with this name (oldest first; empty for an unknown type)."""
-        with self._lock:
+        with self._store_lock, self._lock:
             object_type = self._model.type_named(type_name) if self._model else None
             return self._store.of_type(object_type.external_id) if object_type else []
 
@@ -382,15 +386,20 @@ class AssetsEmulator(Served):
         return Response(status=200)
 
     def _process(self, execution: Execution) -> None:
-        """PROCESSING → DONE after ``processing_delay``, unless cancelled meanwhile."""
+        """PROCESSING → DONE after ``processing_delay``, unless cancelled meanwhile (a cancel while the records
+        are applied leaves what was applied: Assets may have applied part of a cancelled execution)."""
         time.sleep(self.processing_delay)
         with self._lock:
             if execution.status != "PROCESSING" or self._model is None:
                 return
             model = self._model
-            execution.results = apply_execution(model, self._store, execution.chunks, self._policy)
-            execution.result_map = {str(model.types[t].id): r.to_json(model.types[t])
-                                    for t, r in execution.results.items()}
+        with self._store_lock:
+            results = apply_execution(model, self._store, execution.chunks, self._policy)
+        with self._lock:
+            if execution.status != "PROCESSING":
+                return
+            execution.results = results
+            execution.result_map = {str(model.types[t].id): r.to_json(model.types[t]) for t, r in results.items()}
             execution.status, execution.ended = "DONE", _now()
 
     def _policy(self, object_type: ObjectTypeDef) -> MissingPolicy:

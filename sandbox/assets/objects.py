@@ -90,7 +90,7 @@ class AssetsObjectApi:
         except HTTPException as exc:
             return _error(exc.code or 500, exc.description or "")
         params.pop("ws", None)
-        with self.emulator._lock:
+        with self.emulator._store_lock, self.emulator._lock:
             try:
                 return getattr(self, f"_{endpoint}")(request, body, **params)
             except _Invalid as invalid:
