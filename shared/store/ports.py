@@ -113,8 +113,9 @@ class StateStore(Protocol):
         (already serialised JSON, stored as is). ``read`` ({type: {id: epoch seconds}}) is when each record's
         data was read from Graph, stored with the record (an id of ``records`` without one keeps its old
         time). Idempotent. Written in this order: records, hashes, checkpoints, so a crash in between only
-        makes the next run redo work (a hash is never stored without its data). Each type's hashes and each
-        type's records are replaced atomically, but the commit as a whole is atomic only in the local store."""
+        makes the next run redo work (a hash is never stored without its data). Each shard's hashes and
+        records are replaced atomically (Azure: one blob each), but the commit as a whole is atomic only in the
+        local store."""
         ...
 
     def note_in_flight(self, records: dict[str, dict[str, bytes]]) -> None:
