@@ -174,7 +174,8 @@ def plan_catch_up(graph: GraphClient, state: StateStore, options: RunOptions, sc
                   progress: Progress = lambda stage, n: None
                   ) -> tuple[Iterator[Record], dict[str, str | None], dict[str, set[str]]]:
     """The records of a catch-up, lazily; the checkpoints (new delta links) and the stored ids it read per type
-    (``Plan.seen``; the others it read are new, so pushed), filled once they are consumed. Reads only; writes nothing. Raises ``GraphCredentialsError``; a resource that
-    fails otherwise is in ``result.failed`` (``DeltaExpired`` starts a fresh round)."""
+    (``Plan.seen``; the others it read are new, so pushed), filled once they are consumed. Reads only; writes
+    nothing. Raises ``GraphCredentialsError``; a resource that fails otherwise is in ``result.failed``
+    (``DeltaExpired`` starts a fresh round)."""
     plan = Plan(graph, state, options, scope, result, progress)
     return (change.record for change in CatchUp(plan).changes()), plan.checkpoints, plan.seen

@@ -271,28 +271,33 @@ class AzureStateStore:
 
     def __init__(self, container: ContainerClient):
         self._container = container
-        # Types found without an unsharded blob: none is ever written again, so it is not asked for again.
-        self._no_unsharded: set[str] = set()
-        self._no_unsharded_records: set[str] = set()
+        self._absent: set[str] = set()  # unsharded blobs found missing: none is written again, nor asked for again
 
-    def _hash_blob(self, type_key: str, shard: int | None):
-        """One shard's hashes; shard None: the whole type's blob that releases before the shards wrote (read as
-        the layer under the shards, never written)."""
-        name = f"{type_key}.json.gz" if shard is None else f"{type_key}/{shard:02d}.json.gz"
-        return self._container.get_blob_client(f"state/hashes/{name}")
+    def _state_blob(self, kind: str, type_key: str, shard: int | None):
+        """One shard's ``kind`` ("hashes" or "records") of a type; shard None: the whole type's blob that releases
+        before the shards wrote (read as the layer under the shards, never written)."""
+        name = type_key if shard is None else f"{type_key}/{shard:02d}"
+        return self._container.get_blob_client(f"state/{kind}/{name}{_SUFFIX[kind]}")
+
+    def _download(self, kind: str, type_key: str, shard: int | None) -> Any | None:
+        """The blob's download (``StorageStreamDownloader``), or None when there is no blob."""
+        blob = self._state_blob(kind, type_key, shard)
+        if blob.blob_name in self._absent:
+            return None
+        try:
+            return blob.download_blob()
+        except ResourceNotFoundError:
+            if shard is None:
+                self._absent.add(blob.blob_name)
+            return None
 
     def _checkpoint_blob(self, name: str):
         return self._container.get_blob_client(f"state/checkpoints/{name}")
 
     def _load(self, type_key: str, shard: int | None) -> tuple[dict[str, str], str | None]:
         """The stored hashes of one shard of a type and the ETag they were read at (None when there is no blob)."""
-        if shard is None and type_key in self._no_unsharded:
-            return {}, None
-        try:
-            download = self._hash_blob(type_key, shard).download_blob()
-        except ResourceNotFoundError:
-            if shard is None:
-                self._no_unsharded.add(type_key)
+        download = self._download("hashes", type_key, shard)
+        if download is None:
             return {}, None
         return json.loads(zlib.decompress(download.readall(), wbits=31)), download.properties.etag
 
@@ -302,22 +307,12 @@ class AzureStateStore:
             merged.update(self._load(type_key, shard)[0])
         return merged
 
-    def _records_blob(self, type_key: str, shard: int | None):
-        """One shard's records; shard None: the unsharded blob of earlier releases (as ``_hash_blob``)."""
-        name = f"{type_key}.jsonl.gz" if shard is None else f"{type_key}/{shard:02d}.jsonl.gz"
-        return self._container.get_blob_client(f"state/records/{name}")
-
     def _open_records(self, type_key: str, shard: int | None) -> tuple[Iterator[bytes], str | None]:
         """The stored record lines of one shard of a type, streamed, and the ETag they are read at (None: no
         blob). A later chunk is fetched under that ETag, so a blob replaced meanwhile raises
         ResourceModifiedError."""
-        if shard is None and type_key in self._no_unsharded_records:
-            return iter(()), None
-        try:
-            download = self._records_blob(type_key, shard).download_blob()
-        except ResourceNotFoundError:
-            if shard is None:
-                self._no_unsharded_records.add(type_key)
+        download = self._download("records", type_key, shard)
+        if download is None:
             return iter(()), None
         return _inflate_lines(download.chunks()), download.properties.etag
 
@@ -393,7 +388,7 @@ class AzureStateStore:
             condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
                          else {"match_condition": MatchConditions.IfMissing})
             try:
-                self._hash_blob(type_key, shard).upload_blob(data, overwrite=True, **condition)
+                self._state_blob("hashes", type_key, shard).upload_blob(data, overwrite=True, **condition)
                 return
             except (ResourceModifiedError, ResourceExistsError):
                 log.info("hashes of %s changed while merging; retrying (%d)", type_key, attempt + 1)
@@ -403,7 +398,7 @@ class AzureStateStore:
     def _merge_records(self, type_key: str, shard: int, by_id: dict[str, Any], read: dict[str, float]) -> None:
         """Stream the old blob into a new one under its ETag; on 412 (409 when two create it; 400
         InvalidBlockList when the winner's commit discarded our staged blocks) read and merge again."""
-        blob = self._records_blob(type_key, shard)
+        blob = self._state_blob("records", type_key, shard)
         for attempt in range(MERGE_ATTEMPTS):
             try:
                 lines, etag = self._open_records(type_key, shard)
@@ -452,6 +447,7 @@ class AzureStateStore:
 
 
 _ID_PREFIX = b'{"id":"'
+_SUFFIX = {"hashes": ".json.gz", "records": ".jsonl.gz"}
 
 
 def _by_shard(by_id: dict[str, Any]) -> dict[int, dict[str, Any]]:
