@@ -150,11 +150,11 @@ def test_preview_reports_exactly_what_the_next_sync_does_and_writes_nothing(box,
     tenant.delete_user(next(u for u in ids[10:] if u not in tenant.managers.values()))
     tenant.delete_device(sorted(tenant.devices)[2])
     backend = open_backend(settings)
-    state_before = {t: backend.state.hashes(t) for t in ("user", "device", "group")}
+    state_before = {t: dict(backend.state.hashes(t)) for t in ("user", "device", "group")}
     executions, delta_link = len(box.assets.executions), backend.state.checkpoint(USERS_DELTA)
     report = preview(settings)
     assert len(box.assets.executions) == executions and backend.queue.depth().messages == 0
-    assert {t: backend.state.hashes(t) for t in state_before} == state_before
+    assert {t: dict(backend.state.hashes(t)) for t in state_before} == state_before
     assert backend.state.checkpoint(USERS_DELTA) == delta_link
     update = next(u for u in report.changes["update"]["user"] if u["id"] == ids[3])
     assert update["changes"]["Job Title"][1] == "Chief Previewer"
@@ -172,7 +172,7 @@ def test_preview_reports_exactly_what_the_next_sync_does_and_writes_nothing(box,
 
 def _nothing_written(settings, box):
     backend = open_backend(settings)
-    assert backend.state.hashes("user") == {} and backend.queue.depth().messages == 0
+    assert dict(backend.state.hashes("user")) == {} and backend.queue.depth().messages == 0
     assert box.assets.objects("User") == []
 
 

@@ -65,7 +65,7 @@ def test_timer_then_worker_over_azurite(functions, azure_env):
     facts = verify_users(box.tenant, box.assets)
     assert facts["users in Assets"] == facts["users in tenant"]
     assert facts["managers resolved"] == facts["managers in tenant"]
-    assert len(backend.state.hashes("user")) == len(box.tenant.users)
+    assert len(dict(backend.state.hashes("user"))) == len(box.tenant.users)
     assert backend.queue.depth().messages == 0
     # Not due again within FULL_SYNC_INTERVAL_HOURS: the next tick reads nothing from Graph itself and queues
     # a delta catch-up; the worker runs it from the stored delta links and, the tenant unchanged, pushes nothing.

@@ -23,10 +23,12 @@ def test_slices_anywhere_in_the_round_merge_and_the_last_word_on_a_member_wins()
     with merge_group_round(entries) as merged:
         assert merged.groups == {"g1": {"id": "g1", "displayName": "One", "description": "d"},
                                  "g2": {"id": "g2", "displayName": "Two"}}
-        assert merged.members("g1") == {"u1": "user", "u3": "user", "g9": "group"}
+        assert dict(merged.members("g1")) == {"u1": "user", "u3": "user", "g9": "group"}
         assert merged.removed("g1") == {"u2", "u4"}
-        assert merged.members("g2") == {"u1": "user"} and merged.removed("g2") == set()
-        assert merged.members("unknown") == {} and merged.removed("unknown") == set()
+        assert [mid for mid, _ in merged.members("g1")] == ["g9", "u1", "u3"]  # in id order, streamed
+        assert merged.has_group_member("g1") and not merged.has_group_member("g2")
+        assert dict(merged.members("g2")) == {"u1": "user"} and merged.removed("g2") == set()
+        assert dict(merged.members("unknown")) == {} and merged.removed("unknown") == set()
 
 
 def test_a_removed_group_forgets_what_the_round_said_and_a_later_entry_starts_it_afresh():
@@ -36,9 +38,9 @@ def test_a_removed_group_forgets_what_the_round_said_and_a_later_entry_starts_it
     ]
     with merge_group_round(entries) as merged:
         assert merged.groups["g1"] == {"id": "g1", "@removed": {"reason": "deleted"}}
-        assert merged.members("g1") == {} and merged.removed("g1") == set()
+        assert dict(merged.members("g1")) == {} and merged.removed("g1") == set()
     with merge_group_round([*entries, {"id": "g1", "displayName": "New", "members@delta": [_member("u3")]}]) as again:
-        assert again.groups["g1"] == {"id": "g1", "displayName": "New"} and again.members("g1") == {"u3": "user"}
+        assert again.groups["g1"] == {"id": "g1", "displayName": "New"} and dict(again.members("g1")) == {"u3": "user"}
 
 
 def test_a_group_of_200000_members_over_20_pages_reads_back_whole():
@@ -46,4 +48,4 @@ def test_a_group_of_200000_members_over_20_pages_reads_back_whole():
     members = [_member(f"u{i:06d}") for i in range(200_000)]
     pages = [{"id": "all", "members@delta": members[i:i + 10_000]} for i in range(0, len(members), 10_000)]
     with merge_group_round(pages) as merged:
-        assert len(merged.members("all")) == 200_000
+        assert len(dict(merged.members("all"))) == 200_000

@@ -307,7 +307,7 @@ def test_a_writer_that_died_between_the_shards_of_its_commit_leaves_nothing_beli
         with pytest.raises(KeyboardInterrupt):
             push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings))
     assert sum(committed) > 0, "no shard was committed before the kill"
-    assert statuses(box.assets, "User")[hire] == "Active" and hire not in backend.state.hashes("user")
+    assert statuses(box.assets, "User")[hire] == "Active" and hire not in dict(backend.state.hashes("user"))
     tenant.delete_user(hire, permanent=True)
     _replay(settings)  # the killed pass's messages come back
     sync_full(settings)

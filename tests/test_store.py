@@ -74,22 +74,22 @@ def stores(request, tmp_path) -> Stores:
 # --- state: hashes and checkpoints --------------------------------------------------------------------------
 
 def test_hashes_merge_per_type_and_never_remove(stores):
-    assert stores.state.hashes("user") == {}
+    assert dict(stores.state.hashes("user")) == {}
     stores.state.commit({"user": {"a": "1", "b": "2"}, "group": {"g": "9"}}, {})
     stores.state.commit({"user": {"b": "3", "c": "4"}}, {})
     stores.state.commit({"user": {}}, {})
     other = stores.reopen().state
-    assert other.hashes("user") == {"a": "1", "b": "3", "c": "4"}
-    assert other.hashes("group") == {"g": "9"}
-    assert other.hashes("department") == {}
+    assert dict(other.hashes("user")) == {"a": "1", "b": "3", "c": "4"}
+    assert dict(other.hashes("group")) == {"g": "9"}
+    assert dict(other.hashes("department")) == {}
 
 
 def test_hundred_thousand_hashes_round_trip(stores):
     many = {f"{uuid.UUID(int=i)}": f"{i:016x}" for i in range(100_000)}
     stores.state.commit({"user": many}, {"delta/users": "link"})
-    assert stores.reopen().state.hashes("user") == many
+    assert dict(stores.reopen().state.hashes("user")) == many
     stores.state.commit({"user": {"extra": "x"}}, {})
-    assert stores.state.hashes("user") == {**many, "extra": "x"}
+    assert dict(stores.state.hashes("user")) == {**many, "extra": "x"}
 
 
 def test_checkpoints_set_overwrite_and_delete_by_none(stores):
@@ -121,7 +121,7 @@ def test_concurrent_commits_lose_no_hashes(stores):
     for t in threads:
         t.join()
     assert errors == []
-    assert len(stores.state.hashes("user")) == 6 * 50
+    assert len(dict(stores.state.hashes("user"))) == 6 * 50
     ids = [f"{n}-{i}" for n in range(6) for i in range(50)]
     assert stores.state.records("user", ids) == {f"{n}-{i}": {"n": n, "i": i} for n in range(6) for i in range(50)}
 
@@ -149,7 +149,7 @@ def test_records_round_trip_and_merge_keeps_untouched_ids(stores):
     assert other.records("user", iter(["c", "c", "nope"])) == {"c": {"name": "C", "n": [1, 2]}}   # any iterable
     assert other.records("group", ["g", "a"]) == {"g": {"members": []}}
     assert other.records("department", ["a"]) == {}
-    assert other.hashes("user") == {"a": "1", "b": "4", "c": "5", odd: "3", "d": "6"}
+    assert dict(other.hashes("user")) == {"a": "1", "b": "4", "c": "5", odd: "3", "d": "6"}
     assert other.checkpoint("cp") == "x"
 
 
@@ -222,11 +222,11 @@ def test_local_db_from_before_records_is_migrated(tmp_path):
             INSERT INTO checkpoints VALUES ('delta/users', 'link');""")
     conn.close()
     state = LocalStateStore(tmp_path)
-    assert state.hashes("user") == {"a": "1", "b": "2"} and state.checkpoint("delta/users") == "link"
+    assert dict(state.hashes("user")) == {"a": "1", "b": "2"} and state.checkpoint("delta/users") == "link"
     assert state.records("user", ["a", "b"]) == {}
     state.commit({"user": {"b": "3"}}, {}, {"user": {"b": {"name": "B"}}})
     again = LocalStateStore(tmp_path)
-    assert again.hashes("user") == {"a": "1", "b": "3"}
+    assert dict(again.hashes("user")) == {"a": "1", "b": "3"}
     assert again.records("user", ["a", "b"]) == {"b": {"name": "B"}}
 
 
@@ -250,11 +250,11 @@ def test_azure_state_of_an_unsharded_release_is_read_under_the_shards(azure):
     container.get_blob_client("state/records/user.jsonl.gz").upload_blob(gzip.compress(
         b'{"id":"a","t":5.0,"d":{"name":"A"}}\n{"id":"b","t":5.0,"d":{"name":"B"}}\n'))
     state = AzureStateStore(container)
-    assert state.hashes("user") == {"a": "1", "b": "2"}
+    assert dict(state.hashes("user")) == {"a": "1", "b": "2"}
     assert state.records("user", ["a", "b"]) == {"a": {"name": "A"}, "b": {"name": "B"}}
     state.commit({"user": {"b": "3"}}, {}, {"user": {"b": {"name": "B2"}}}, {"user": {"b": 9.0}})
     for again in (state, AzureStateStore(container)):
-        assert again.hashes("user") == {"a": "1", "b": "3"}
+        assert dict(again.hashes("user")) == {"a": "1", "b": "3"}
         assert again.records("user", ["a", "b"]) == {"a": {"name": "A"}, "b": {"name": "B2"}}
         assert again.read_times("user", ["a", "b"]) == {"a": 5.0, "b": 9.0}
     assert json.loads(gzip.decompress(old.download_blob().readall())) == {"a": "1", "b": "2"}  # never written
@@ -269,7 +269,7 @@ def test_azure_commit_writes_records_before_hashes(azure, monkeypatch):
         azure.state.commit({"user": {"a": "1"}}, {"cp": "x"}, {"user": {"a": {"name": "A"}}})
     monkeypatch.undo()
     assert azure.state.records("user", ["a"]) == {"a": {"name": "A"}}   # data without a hash: only a re-push
-    assert azure.state.hashes("user") == {} and azure.state.checkpoint("cp") is None
+    assert dict(azure.state.hashes("user")) == {} and azure.state.checkpoint("cp") is None
 
 
 def _small_blocks(azure, monkeypatch) -> AzureStateStore:

@@ -98,7 +98,7 @@ def test_throttling_is_waited_out(box, settings):
 
 def _nothing_written(settings, box):
     backend = open_backend(settings)
-    assert backend.state.hashes("user") == {} and backend.state.checkpoint(USERS_DELTA) is None
+    assert dict(backend.state.hashes("user")) == {} and backend.state.checkpoint(USERS_DELTA) is None
     assert backend.queue.depth().messages == 0
     assert box.assets.objects("User") == []
 
@@ -162,13 +162,13 @@ def test_checkpoints_move_only_after_done(box, settings, monkeypatch):
         worker.push_queued(backend.queue, backend.payloads, backend.state, assets)
     assert box.assets.executions[-1].status == "CANCELLED"
     # No real hash moved: the ids the failed execution had sent are only marked "compare again" (UNKNOWN)
-    assert set(backend.state.hashes("user").values()) == {UNKNOWN}
+    assert set(dict(backend.state.hashes("user")).values()) == {UNKNOWN}
     assert backend.state.checkpoint(USERS_DELTA) is None
     monkeypatch.setattr(assets, "submit", real_submit)
     time.sleep(1.2)  # the drained message becomes visible again
     result = worker.push_queued(backend.queue, backend.payloads, backend.state, assets)
     assert result.messages == 1 and result.executions == 1
-    assert len(backend.state.hashes("user")) == len(box.tenant.users)
+    assert len(dict(backend.state.hashes("user"))) == len(box.tenant.users)
     assert backend.state.checkpoint(USERS_DELTA).startswith(box.graph.base_url)
     assert backend.queue.depth().messages == 0
     assert verify_users(box.tenant, box.assets)["users in Assets"] == len(box.tenant.users)

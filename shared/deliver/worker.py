@@ -35,7 +35,7 @@ DEFER_SECONDS = 30          # a trigger message that finds the lease taken comes
 LEASE_POLL_SECONDS = 1.0    # how often a run waiting for the writer lease tries again
 
 # A catch-up's plan: its records, and once they are consumed its checkpoints and the ids it read per type.
-CatchUp = Callable[[], tuple[Iterator[Record], dict, dict[str, set[str]]]]
+CatchUp = Callable[[], tuple[Iterator[Record], dict, Callable[[], dict[str, set[str]]]]]  # plan_catch_up
 AfterDone = Callable[[StateStore, Outgoing, Callable[[], None]], object]  # (state, what was pushed, renew)
 
 
@@ -175,7 +175,7 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
                      f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
                      + (f" (+{more} more)" if more else ""), cids)
         if catch_up_ran:
-            pushed.confirm(seen, planning)  # read unchanged by the catch-up: as current as what it pushed
+            pushed.confirm(seen(), planning)  # read unchanged by the catch-up: as current as what it pushed
         result.stale = Counter(set_aside.stale_by_type)
         for name, value in set_aside.older_checkpoints.items():  # under what is stored, or what this pass sets
             checkpoints[name] = merge_checkpoint(name, value, checkpoints.get(name, state.checkpoint(name)))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 
@@ -159,7 +159,7 @@ class CatchUp:
                 # members@delta lists only what changed: the rest is as last pushed
                 before = {m: "user" for m in (last.get(gid) or {}).get("members") or ()}
                 removed = merged.removed(gid)
-                members = {m: t for m, t in before.items() if m not in removed} | merged.members(gid)
+                members = {m: t for m, t in before.items() if m not in removed} | dict(merged.members(gid))
                 owners = directory_refs(list(plan.graph.objects(f"groups/{gid}/owners",
                                                                 {"$select": "id", "$top": "999"})))
                 record = map_group(group, plan.user_ids(members.items(), "member", gid),
@@ -172,10 +172,10 @@ class CatchUp:
 
 def plan_catch_up(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
                   progress: Progress = lambda stage, n: None
-                  ) -> tuple[Iterator[Record], dict[str, str | None], dict[str, set[str]]]:
-    """The records of a catch-up, lazily; the checkpoints (new delta links) and the stored ids it read per type
-    (``Plan.seen``; the others it read are new, so pushed), filled once they are consumed. Reads only; writes
-    nothing. Raises ``GraphCredentialsError``; a resource that fails otherwise is in ``result.failed``
-    (``DeltaExpired`` starts a fresh round)."""
+                  ) -> tuple[Iterator[Record], dict[str, str | None], Callable[[], dict[str, set[str]]]]:
+    """The records of a catch-up, lazily; the checkpoints (new delta links), filled once they are consumed; and a
+    call that returns the stored ids it read per type (``StoredHashes.seen``; the others it read are new, so
+    pushed), once they are consumed. Reads only; writes nothing. Raises ``GraphCredentialsError``; a resource that
+    fails otherwise is in ``result.failed`` (``DeltaExpired`` starts a fresh round)."""
     plan = Plan(graph, state, options, scope, result, progress)
-    return (change.record for change in CatchUp(plan).changes()), plan.checkpoints, plan.seen
+    return (change.record for change in CatchUp(plan).changes()), plan.checkpoints, plan.hashes.seen

@@ -54,12 +54,12 @@ from shared.produce.plan import (
     select_for,
 )
 from shared.produce.prefetch import Prefetch, Stream
+from shared.produce.spill import IdSet
 from shared.records.build import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
     GROUP_SELECT,
     USER_SELECT,
-    is_deactivated,
     map_application,
     map_device,
     map_group,
@@ -222,7 +222,7 @@ class FullReads:
         plan, result, scope = self.plan, self.plan.result, self.plan.scope.users
         plan.progress("Fetching users", 0)
         derived = Derived(names=orjson.loads(plan.state.checkpoint(NAMES) or "{}"))
-        plan.users_in_scope = set()
+        plan.users_in_scope = IdSet()
         users = self.linker.users(stream, scope, defer=True) if self.linker else stream
         for user in users:
             if "@removed" in user or (scope is not None and user["id"] not in scope):
@@ -248,9 +248,12 @@ class FullReads:
         """Users whose departure the guard will hold back stay in Assets as they are, so groups, devices and
         applications keep referring to them: a broken filter must not empty every member list instead."""
         plan = self.plan
-        active = [i for i, h in plan.hashes["user"].items() if not is_deactivated(h)]
-        gone = [i for i in active if i not in plan.users_in_scope]
-        if gone and plan.options.guard({"user": len(gone)}, {"user": len(active)}):
+        active, gone = 0, []
+        for user_id in plan.hashes["user"].active():
+            active += 1
+            if user_id not in plan.users_in_scope:
+                gone.append(user_id)
+        if gone and plan.options.guard({"user": len(gone)}, {"user": active}):
             plan.users_in_scope.update(gone)
 
     # -- groups, devices, applications ----------------------------------------------------------------------
@@ -274,10 +277,9 @@ class FullReads:
             for gid, group in merged.groups.items():
                 if "@removed" in group or (scope is not None and gid not in scope):
                     continue
-                members = merged.members(gid)
-                if "group" in members.values():
+                if merged.has_group_member(gid):
                     plan.result.warnings.add("nested group member (its members are not expanded)", gid)
-                record = map_group(group, plan.user_ids(members.items(), "member", gid),
+                record = map_group(group, plan.user_ids(merged.members(gid), "member", gid, in_order=True),
                                    plan.user_ids(owners.get(gid, ()), "owner", gid), plan.result.warnings,
                                    shaped=plan.types["group"])
                 plan.result.read["group"] += 1

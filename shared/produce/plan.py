@@ -10,8 +10,7 @@ read: nothing here writes to the state, the queue or Assets.
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Self
@@ -19,15 +18,10 @@ from typing import Self
 from shared.clients.graph import GraphClient
 from shared.errors import EntraAssetsError, RemoteError, ScopeError
 from shared.jira_links import AccountLinker, Linking, linking_for
-from shared.records.build import (
-    Record,
-    Warnings,
-    deactivated,
-    is_deactivated,
-    user_refs,
-)
+from shared.produce.spill import BATCH, IdSet, TypeHashes, batches, scratch_db
+from shared.records.build import Record, Warnings, deactivated, user_refs
 from shared.records.mapping_file_apply import apply_mapping_file, graph_select, load_mapping_file
-from shared.records.schema import BY_KEY, OBJECT_TYPES, ObjectType, with_link_attributes
+from shared.records.schema import BY_KEY, OBJECT_TYPES, REFERENCE_LIMIT, ObjectType, with_link_attributes
 from shared.settings import SYNCABLE_TYPES, Settings
 from shared.store.ports import StateStore
 
@@ -195,17 +189,21 @@ class Change:
     record: Record
 
 
-class StoredHashes(dict):
+class StoredHashes(dict[str, TypeHashes]):
     """The stored hashes by type, each type read from the state on first use: a catch-up that finds no
-    change then reads none (with Azure Storage, one blob of 100,000 hashes per type)."""
+    change then reads none. A type past ``SPILL_AT`` objects is kept on disk (``shared.produce.spill``)."""
 
     def __init__(self, state: StateStore):
         super().__init__()
         self._state = state
 
-    def __missing__(self, type_key: str) -> dict[str, str]:
-        self[type_key] = self._state.hashes(type_key)
+    def __missing__(self, type_key: str) -> TypeHashes:
+        self[type_key] = TypeHashes(self._state.hashes(type_key))
         return self[type_key]
+
+    def seen(self) -> dict[str, set[str]]:
+        """The stored ids the run saw so far, by type (``Plan.compare``)."""
+        return {type_key: hashes.seen() for type_key, hashes in self.items()}
 
 
 class Plan:
@@ -217,9 +215,8 @@ class Plan:
         self.graph, self.state, self.options, self.scope = graph, state, options, scope
         self.result, self.progress = result, progress
         self.types = {t.key: t for t in options.types}
-        self.hashes = StoredHashes(state)
-        self.seen: dict[str, set[str]] = defaultdict(set)  # the stored ids read (``compare``)
-        self.users_in_scope: set[str] | None = None  # filled once users are read (None: every user id is taken)
+        self.hashes = StoredHashes(state)  # with the stored ids this run saw (``compare``)
+        self.users_in_scope: IdSet | None = None  # filled once users are read (None: every user id is taken)
         self.checkpoints: dict[str, str | None] = {}
 
     def linker(self) -> AccountLinker | None:
@@ -236,9 +233,7 @@ class Plan:
         hash differs from the stored one (nothing when equal); counts it, and marks it seen when it is stored.
         (Only stored ids can depart or be confirmed unchanged; the new ones are pushed. Keeping every id read
         cost ~100 MB at a million users on a first run, which stores none.)"""
-        stored = self.hashes[record.type].get(record.id)
-        if stored is not None:
-            self.seen[record.type].add(record.id)
+        stored = self.hashes[record.type].see(record.id)
         if stored == record.hash:
             self.result.unchanged[record.type] += 1
             return
@@ -253,26 +248,33 @@ class Plan:
         for type_key in owned_keys([key]):
             self.result.failed[type_key] = str(error)
         if key == "user":
-            known = {i for i, h in self.hashes["user"].items() if not is_deactivated(h)}
             scope = self.scope.users
-            self.users_in_scope = (self.users_in_scope or set()) | (known if scope is None else known & scope)
+            if self.users_in_scope is None:
+                self.users_in_scope = IdSet()
+            self.users_in_scope.update(i for i in self.hashes["user"].active() if scope is None or i in scope)
 
-    def user_ids(self, refs: Iterable[tuple[str, str]], kind: str, owner: str) -> list[str]:
-        """The user ids among ``refs`` ((id, object type) pairs, ``directory_refs``), in scope; references to
-        other object types and to users out of scope are counted in ``result.unmatched``."""
-        ids = []
-        for object_id, object_type in refs:
-            if object_type == "user":
-                ids.append(object_id)
-            else:
-                self.result.unmatched.add(f"{kind}: {object_type} (not a user) skipped", owner)
-        return user_refs(ids, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
+    def user_ids(self, refs: Iterable[tuple[str, str]], kind: str, owner: str, in_order: bool = False) -> list[str]:
+        """The user ids among ``refs`` ((id, object type) pairs, ``directory_refs``), in scope, sorted; references
+        to other object types and to users out of scope are counted in ``result.unmatched``. ``in_order``: the
+        refs come in id order, so once more than ``REFERENCE_LIMIT`` are in (``map_group`` keeps the first) the
+        rest are only counted - a million-member group is never a million-entry list."""
+        ids: list[str] = []
+        for batch in batches(refs, BATCH):
+            users = []
+            for object_id, object_type in batch:
+                if object_type == "user":
+                    users.append(object_id)
+                else:
+                    self.result.unmatched.add(f"{kind}: {object_type} (not a user) skipped", owner)
+            inside = user_refs(users, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
+            if not in_order or len(ids) <= REFERENCE_LIMIT:
+                ids.extend(inside)
+        return ids if in_order else sorted(set(ids))
 
     def released(self, gone: dict[str, list[str]]) -> bool:
         """True when the departures ``gone`` (ids per type) may be pushed; otherwise the guard
         (``RunOptions.guard``) holds them all back and ``result`` says so."""
-        active = {key: sum(not is_deactivated(h) for h in self.hashes[key].values()) for key, ids in gone.items()
-                  if ids}
+        active = {key: sum(1 for _ in self.hashes[key].active()) for key, ids in gone.items() if ids}
         reason = self.options.guard({k: len(v) for k, v in gone.items()}, active)
         if reason:
             self.options.hold(self.result, gone, reason)
@@ -284,8 +286,7 @@ class Plan:
         that failed to be read -, marked Deleted, unless the guard holds them back (``released``). For runs
         that read whole types (a full run, a fresh delta round)."""
         keys = [key for key in keys if key not in self.result.failed]
-        gone = {key: sorted(i for i, h in self.hashes[key].items() if i not in self.seen[key]
-                            and not is_deactivated(h)) for key in keys}
+        gone = {key: self.hashes[key].unseen_active() for key in keys}
         if not self.released(gone):
             return
         for key, ids in gone.items():
@@ -328,12 +329,9 @@ class GroupRound:
 
     def __init__(self) -> None:
         self.groups: dict[str, dict] = {}
-        # "": a private temporary database (https://www.sqlite.org/inmemorydb.html#temp_db), written once by the
-        # read's thread, then read by the mapping one.
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db = scratch_db()  # written once by the read's thread, then read by the mapping one
         self._db.execute("CREATE TABLE m (gid TEXT, mid TEXT, type TEXT, present INTEGER, PRIMARY KEY (gid, mid)) "
                          "WITHOUT ROWID")
-        self._db.execute("BEGIN")  # one transaction, never committed: the database dies with the round
 
     def __enter__(self) -> Self:
         return self
@@ -344,8 +342,13 @@ class GroupRound:
     def close(self) -> None:
         self._db.close()
 
-    def members(self, gid: str) -> dict[str, str]:
-        return dict(self._db.execute("SELECT mid, type FROM m WHERE gid=? AND present", (gid,)))
+    def members(self, gid: str) -> Iterator[tuple[str, str]]:
+        """The members ``gid`` gained, (id, object type) in id order, streamed: not a million-entry dict."""
+        return iter(self._db.execute("SELECT mid, type FROM m WHERE gid=? AND present ORDER BY mid", (gid,)))
+
+    def has_group_member(self, gid: str) -> bool:
+        return self._db.execute("SELECT 1 FROM m WHERE gid=? AND present AND type='group'", (gid,)).fetchone() \
+            is not None
 
     def removed(self, gid: str) -> set[str]:
         return {mid for (mid,) in self._db.execute("SELECT mid FROM m WHERE gid=? AND NOT present", (gid,))}

@@ -208,15 +208,17 @@ def _in_scope(ref: str | None, scope: Container[str] | None, unmatched: Warnings
 def user_refs(refs: Iterable[str], scope: Container[str] | None, unmatched: Warnings | None, kind: str,
               owner: str) -> list[str]:
     """The user ids of ``refs`` that are in scope (all when ``scope`` is None), sorted for a stable hash; each
-    ref outside the scope is counted in ``unmatched``."""
+    ref outside the scope is counted in ``unmatched``. A ``scope`` with ``intersection`` (a set, the planner's
+    ``IdSet``) is asked once for all of them: one C call, not one lookup call per group member."""
     if scope is None:
         return sorted(set(refs))
     refs = refs if isinstance(refs, list) else list(refs)
-    if isinstance(scope, (set, frozenset)):
-        inside = scope.intersection(refs)  # a group's members: one C call, not one lookup call per member
-        if len(inside) == len(refs):
-            return sorted(inside)
-    return sorted({r for r in refs if _in_scope(r, scope, unmatched, kind, owner)})
+    inside = scope.intersection(refs) if hasattr(scope, "intersection") else {r for r in refs if r in scope}
+    if unmatched is not None and len(inside) < len(refs):
+        for ref in refs:
+            if ref not in inside:
+                unmatched.add(kind, owner)
+    return sorted(inside)
 
 
 def _status(enabled: object) -> str:

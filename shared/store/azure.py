@@ -301,11 +301,9 @@ class AzureStateStore:
             return {}, None
         return json.loads(zlib.decompress(download.readall(), wbits=31)), download.properties.etag
 
-    def hashes(self, type_key: str) -> dict[str, str]:
-        merged: dict[str, str] = {}
-        for shard in (None, *range(SHARDS)):  # a shard's hash wins over the unsharded blob's
-            merged.update(self._load(type_key, shard)[0])
-        return merged
+    def hashes(self, type_key: str) -> Iterator[tuple[str, str]]:
+        for shard in (None, *range(SHARDS)):  # a shard's hash wins over the unsharded blob's: it comes later
+            yield from self._load(type_key, shard)[0].items()
 
     def _open_records(self, type_key: str, shard: int | None) -> tuple[Iterator[bytes], str | None]:
         """The stored record lines of one shard of a type, streamed, and the ETag they are read at (None: no

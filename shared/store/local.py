@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS poison (id TEXT PRIMARY KEY, queue TEXT NOT NULL, bod
 """
 IN_FLIGHT_READ = 1 << 20  # bytes read at a time from the in-flight notes
 IN_CHUNK = 500  # ids per ``WHERE id IN (...)``: well under SQLite's limit of bound parameters
+PAGE = 10_000   # rows per query when a whole type is streamed
 
 
 class _Db:
@@ -190,8 +191,14 @@ class LocalStateStore:
         self._db = _Db(home)
         self._in_flight = Path(home) / "in-flight.jsonl"
 
-    def hashes(self, type_key: str) -> dict[str, str]:
-        return dict(self._db.query("SELECT id, hash FROM hashes WHERE type=?", (type_key,)))
+    def hashes(self, type_key: str) -> Iterator[tuple[str, str]]:
+        """Pages of ``PAGE`` rows in id order (keyset paging): the lock is held per page, not while the caller
+        works. A commit between two pages shows in the later ones only, as if those ids had been read later."""
+        after = ""
+        while rows := self._db.query("SELECT id, hash FROM hashes WHERE type=? AND id>? ORDER BY id LIMIT ?",
+                                     (type_key, after, PAGE)):
+            yield from rows
+            after = rows[-1][0]
 
     def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
         """Chunked ``IN`` queries inside one read transaction (one consistent snapshot)."""

@@ -85,8 +85,10 @@ class StateStore(Protocol):
     data first, then the hashes, then the checkpoints: a hash never exists without its data, and a crash in
     between leaves at worst data without a hash, which only causes a re-push."""
 
-    def hashes(self, type_key: str) -> dict[str, str]:
-        """Record id -> content hash of what was last pushed, for one object type ({} when none)."""
+    def hashes(self, type_key: str) -> Iterator[tuple[str, str]]:
+        """(record id, content hash) of what was last pushed, for one object type, streamed so that a type
+        never has to be in memory at once (the planner spills it: ``shared.produce.spill``). An id may come
+        twice; the later pair wins (the Azure store yields a legacy unsharded blob before the shards)."""
         ...
 
     def records(self, type_key: str, ids: Iterable[str]) -> dict[str, dict]:
