@@ -156,6 +156,8 @@ class IdSet:
         self._flush()
 
     def _flush(self) -> None:
+        if not self._pending:
+            return
         self._db.executemany("INSERT OR IGNORE INTO s VALUES (?)", ((i,) for i in sorted(self._pending)))
         self._pending = set()
 
@@ -170,6 +172,9 @@ class IdSet:
         if self._memory is not None:
             return self._memory.intersection(ids)
         self._flush()
+        ids = ids if isinstance(ids, list) else list(ids)
+        if len(ids) <= 2:  # a device's or an application's owners: no IN list to build
+            return {i for i in ids if self._db.execute("SELECT 1 FROM s WHERE id=?", (i,)).fetchone()}
         found: set[str] = set()
         for chunk in batches(dict.fromkeys(ids), IN_CHUNK):
             found.update(i for (i,) in self._db.execute(
