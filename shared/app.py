@@ -17,6 +17,7 @@ from shared.clients.graph_auth import TokenProvider
 from shared.clients.transport import Transport, http_client
 from shared.contract.messages import (
     CatchUpMessage,
+    HandOnMessage,
     InvalidMessage,
     LifecycleMessage,
     RecordsMessage,
@@ -248,14 +249,15 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
         raise ValueError(f"queue message {message.id} is not an entra-assets message ({why})") from None
     if isinstance(delivered, LifecycleMessage) and delivered.event in RESUBSCRIBE and settings.webhook_url:
         ensure_subscriptions(graph_client(settings), backend.state, settings)
-    kind = "full" if isinstance(delivered, RecordsMessage) else "catch-up"
+    kind = "full" if isinstance(delivered, RecordsMessage | HandOnMessage) else "catch-up"
     tracker = history.StageTracker(backend.state, delivered.trigger, kind,
                                    quiet_for=0.0 if kind == "full" else CATCH_UP_QUIET_SECONDS)
     catch_up, result = catch_up_planner(settings, backend.state, tracker)
     try:
         pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings),
                              trigger=message, progress=tracker, catch_up=catch_up,
-                             on_pass=_recorder(settings, backend.state, result), after=link_hook(settings))
+                             on_pass=_recorder(settings, backend.state, result), after=link_hook(settings),
+                             budget=settings.segment_seconds)
     finally:
         tracker.finish()
     if (error := run_outcome_error(result)) is not None:
@@ -359,7 +361,7 @@ def _recorder(settings: Settings, state: StateStore, caught_up: FullRunResult):
     started = time.time()
 
     def record(pushed: PushResult, error: BaseException | None) -> None:
-        history.append(state, history.pass_record(pushed, started, time.time(), error, caught_up,
+        history.append(state, history.pass_record(pushed, pushed.began or started, time.time(), error, caught_up,
                                                   settings.max_deactivations))
     return record
 

@@ -208,9 +208,11 @@ class AssetsClient:
         return self._json("GET", execution.status)
 
     def wait(self, execution: Execution, timeout: float = 3600, poll: float = 0.2, max_poll: float = 5,
-             tick: Callable[[], None] = lambda: None) -> dict:
+             tick: Callable[[], None] = lambda: None, until: float | None = None) -> dict | None:
         """Poll until DONE or CANCELLED; ``tick`` runs between polls (lease renewal). Raises ``ExecutionFailed``
-        on CANCELLED or timeout. The poll interval grows from ``poll`` to ``max_poll``."""
+        on CANCELLED or timeout. The poll interval grows from ``poll`` to ``max_poll``. With ``until`` (a
+        ``time.monotonic()`` value) the wait stops there and returns None: the caller asks again later (at
+        least one poll is made, whatever ``until``)."""
         deadline = time.monotonic() + timeout
         while True:
             body = self.execution_status(execution)
@@ -219,6 +221,8 @@ class AssetsClient:
                 return body
             if status == "CANCELLED":
                 raise ExecutionFailed("the Assets execution was cancelled (in Assets, or by another client)")
+            if until is not None and time.monotonic() >= until:
+                return None
             if time.monotonic() > deadline:
                 raise ExecutionFailed(f"the Assets execution did not finish within {timeout:.0f} s")
             tick()

@@ -1,13 +1,15 @@
 """The queue messages producers send and the worker drains: typed, versioned, parsed in one place.
 
-Four kinds, all ``v`` 1 (``MESSAGE_VERSION``), as JSON objects in the queue (``shared.store.ports.ChangeQueue``):
+Five kinds, all ``v`` 1 (``MESSAGE_VERSION``), as JSON objects in the queue (``shared.store.ports.ChangeQueue``):
 
 - ``records`` (``RecordsMessage``): a full run's claim check - the payload's name, when the run began reading
   Graph (``read``) and which object types it read in full (``types``);
 - ``changes`` (``ChangesMessage``): object ids Graph notified, when the notification was received; ``attempt``
   > 0 marks a follow-up for ids a catch-up did not see yet (``shared.deliver.follow_ups``);
 - ``lifecycle`` (``LifecycleMessage``): a subscription lifecycle notification (graph.md §3.6);
-- ``catchup`` (``CatchUpMessage``): the timer or the CLI asking for a delta catch-up.
+- ``catchup`` (``CatchUpMessage``): the timer or the CLI asking for a delta catch-up;
+- ``handon`` (``HandOnMessage``): a worker pass handing its Assets execution on to the next invocation
+  (``shared.deliver.handoff``): posting goes on, or DONE is asked for again, after ``delay``.
 
 A fifth kind, ``segment`` (``SegmentMessage``, ``parse_segment_message``), travels on the run queue from one
 segment of a full run to the next (``shared.produce.segments``); the worker never sees it.
@@ -145,7 +147,27 @@ class SegmentMessage:
         return _body(self, {"run": self.run, "done": self.done, "created": self.created})
 
 
-Message = RecordsMessage | ChangesMessage | LifecycleMessage | CatchUpMessage
+@dataclass(frozen=True)
+class HandOnMessage:
+    """Wakes the worker for the execution a pass handed on (``shared.deliver.handoff``: journal ``handoff``,
+    after its ``step``-th hand-on); a message for a journal finished or moved on since changes nothing."""
+
+    KIND: ClassVar[str] = "handon"
+    handoff: str
+    step: int
+    created: float
+    trigger: str = "worker"
+    cid: str | None = None
+
+    @property
+    def read_time(self) -> float:
+        return self.created
+
+    def body(self) -> dict:
+        return _body(self, {"handoff": self.handoff, "step": self.step, "created": self.created})
+
+
+Message = RecordsMessage | ChangesMessage | LifecycleMessage | CatchUpMessage | HandOnMessage
 CatchUpRequest = ChangesMessage | LifecycleMessage | CatchUpMessage   # what asks the worker for a catch-up
 
 
@@ -179,6 +201,10 @@ def parse_message(body: object) -> Message:
                                 _text(body.get("resource")), trigger, cid)
     if kind == "catchup":
         return CatchUpMessage(_time(body, "created", "received"), trigger, cid)
+    if kind == "handon":
+        if not _text(body.get("handoff")):
+            raise InvalidMessage("a handon message without its hand-off id")
+        return HandOnMessage(body["handoff"], _count(body.get("step")), _time(body, "created"), trigger, cid)
     raise InvalidMessage(f"unknown message kind {str(kind)[:32]!r}")
 
 

@@ -9,7 +9,9 @@ temporary directory there) and are removed by ``close``. A killed worker leaves 
 ``Outgoing`` of the instance removes spools untouched for ``STALE_SPOOL_SECONDS`` (whether the platform empties
 the temporary directory of a live instance is UNCONFIRMED, so it is not relied on).
 
-A file line is ``[type, id, hash, read]``, a tab, then the record's JSON (which holds no raw newline).
+A file line is ``[type, id, hash, read]``, a tab, then the record's JSON (which holds no raw newline)
+(``spool_line``). An execution handed on to a later invocation (``shared.deliver.handoff``) takes its spool
+along as a payload: ``export`` writes it out in that format, ``restore`` reads it into another ``Outgoing``.
 """
 from __future__ import annotations
 
@@ -29,6 +31,18 @@ from shared.store.ports import SHARDS, shard_of
 
 PREFIX = "entra-assets-sent-"
 STALE_SPOOL_SECONDS = 24 * 3600   # far longer than any execution: a spool this old belongs to a killed worker
+
+
+def spool_line(line: Line) -> bytes:
+    """``line`` as a spool line (without its newline)."""
+    return orjson.dumps([line.type, line.id, line.hash, line.read]) + b"\t" + line.data
+
+
+def parse_spool_line(raw: bytes) -> Line:
+    """The record of a spool line a handed-off execution has yet to send (``spool_line``)."""
+    head, _, data = raw.partition(b"\t")
+    type_key, record_id, digest, read = orjson.loads(head)
+    return Line(type_key, record_id, digest, data, read)
 
 
 @dataclass
@@ -70,20 +84,47 @@ class Outgoing:
 
     def add(self, line: Line) -> None:
         """Spool one record as it goes out (a record sent again later wins)."""
-        self._write(line.id, [line.type, line.id, line.hash, line.read], line.data)
+        self._write_line(line.id, spool_line(line))
         self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
         self.sent[line.type] += 1
 
-    def _write(self, record_id: str, head: list, data: bytes) -> None:
+    def _write_line(self, record_id: str, raw: bytes) -> None:
         shard = shard_of(record_id)
         file = self._files.get(shard)
         if file is None:
             file = self._files[shard] = open(self._dir / f"{shard:02d}", "ab")  # noqa: SIM115 - closed by close()
-        file.write(orjson.dumps(head) + b"\t" + data + b"\n")
+        file.write(raw + b"\n")
+
+    def export(self) -> Iterator[bytes]:
+        """Everything this spool holds, as lines (without newlines) that ``restore`` reads back: the records
+        sent (``spool_line``; of every type, failed or not), then one line of the confirmed read times."""
+        for shard in range(SHARDS):
+            file = self._files.get(shard)
+            if file is not None:
+                file.flush()
+                with open(file.name, "rb") as spooled:
+                    yield from (raw[:-1] for raw in spooled)
+        yield orjson.dumps({"confirmed": self._confirmed})
+
+    def restore(self, lines: Iterable[bytes]) -> None:
+        """Add what ``export`` wrote (of this execution, by an earlier invocation): its records as sent - not
+        counted in ``sent`` again - and its confirmed read times."""
+        for raw in lines:
+            head, tab, _ = raw.partition(b"\t")
+            if not tab:
+                for type_key, times in orjson.loads(raw)["confirmed"].items():
+                    if times:
+                        self._confirmed[type_key].update(times)
+                        self._newest[type_key] = max(self._newest.get(type_key, 0.0), *times.values())
+                continue
+            type_key, record_id, _, read = orjson.loads(head)
+            self._write_line(record_id, raw)
+            if read is not None:
+                self._newest[type_key] = max(self._newest.get(type_key, read), read)
 
     def mark(self, type_key: str, record_id: str, digest: str, data: bytes) -> None:
         """Spool a record to commit with ``digest`` and no read time (``open_executions.abandon``)."""
-        self._write(record_id, [type_key, record_id, digest, None], data)
+        self._write_line(record_id, orjson.dumps([type_key, record_id, digest, None]) + b"\t" + data)
 
     def drop(self, type_key: str) -> None:
         """Commit nothing of ``type_key``: Assets reported errors for it."""

@@ -41,29 +41,55 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], pushed: Outgoing,
-            renew: Callable[[], None], progress: Progress, cids: list[str], note: str) -> Outcome:
+@dataclass
+class Paused:
+    """An execution this invocation hands on (``shared.deliver.handoff``) when its time is up: ``unsent`` the
+    records it took from ``records`` but did not send, ``rest`` what it did not take; both empty when every
+    record went out and only DONE is still to come."""
+
+    execution: Execution
+    unsent: list[Line] = field(default_factory=list)
+    rest: Iterator[Line] = field(default_factory=lambda: iter(()))
+    sent_all: bool = True
+
+
+def execute(assets: AssetsClient, state: StateStore, records: Iterator[Line] | None, pushed: Outgoing,
+            renew: Callable[[], None], progress: Progress, cids: list[str], note: str, *,
+            execution: Execution | None = None, deadline: float | None = None,
+            await_seconds: float = 0.0) -> Outcome | Paused:
     """One Assets execution for ``records``, filling ``pushed`` as they go out: noted as open
     (``shared.deliver.open_executions``) from before ``start`` until the commit; cancelled, and its records
-    marked for comparison, when anything fails before DONE. ``note`` says what it carries, for the log."""
-    assets.ensure_ready()
-    progress("Submitting data", 0)
-    open_executions.note_starting(state)
-    execution = assets.start()
+    marked for comparison, when anything fails before DONE. ``note`` says what it carries, for the log.
+
+    ``execution``: one an earlier invocation opened and handed on - ``records`` are the rest to send (None:
+    every record went out, only DONE is awaited). ``deadline`` (``time.monotonic()``): no chunk starts after
+    it, and DONE is awaited ``await_seconds`` at most and not past it (one status request at least); then
+    ``Paused`` says what is left. Without a deadline everything is sent and DONE awaited here."""
+    if execution is None:
+        assets.ensure_ready()
+        progress("Submitting data", 0)
+        open_executions.note_starting(state)
+        execution = assets.start()
+        open_executions.note_opened(state, execution)
     pushed.started = True
-    open_executions.note_opened(state, execution)
     execution_id = _execution_id(execution)
     span = telemetry.start_span("assets_execution", execution=execution_id, cids=cids)  # ended below
-    log.info("Assets execution %s started for %s", execution_id, note,
+    log.info("Assets execution %s %s for %s", execution_id, "goes on" if pushed.chunks else "started", note,
              extra={"event": "execution.started", "execution": execution_id, "cids": cids})
     outcome = Outcome()
     try:
         sending = time.monotonic()
-        _send(assets, state, execution, records, pushed, renew, progress)
+        if records is not None:
+            paused = _send(assets, state, execution, records, pushed, renew, progress, deadline)
+            if paused is not None:
+                return paused
         waiting = time.monotonic()
         outcome.seconds["submit"] = waiting - sending
         progress("Waiting for Assets", pushed.sent.total())
-        body = assets.wait(execution, tick=renew)
+        until = None if deadline is None else min(deadline, time.monotonic() + await_seconds)
+        body = assets.wait(execution, tick=renew, until=until)
+        if body is None:
+            return Paused(execution)
         outcome.seconds["wait"] = time.monotonic() - waiting
     except BaseException as error:
         telemetry.failed(span, error)
@@ -96,15 +122,17 @@ def _log_finished(execution_id: str, cids: list[str], pushed: Outgoing, outcome:
 
 
 def _send(assets: AssetsClient, state: StateStore, execution: Execution, records: Iterator[Line],
-          pushed: Outgoing, renew: Callable[[], None], progress: Progress) -> None:
+          pushed: Outgoing, renew: Callable[[], None], progress: Progress, deadline: float | None) -> Paused | None:
     """Send records in bounded chunks; one full chunk is held back so that the last one carries
-    ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3).
+    ``completed: true`` (sending ``completed`` alone with no data is UNCONFIRMED, reference §4.3). Returns None
+    once all went out; ``Paused`` when ``deadline`` passed first (checked after each chunk: an invocation runs
+    over its time by one chunk at most).
 
-    ``pushed`` spools records as they go out: committed once Assets is DONE. The data stays the raw JSON of the
-    payload line (``orjson.Fragment`` in the chunk): no record is parsed or serialised again. A record bigger than
-    ``CHUNK_BYTES`` (a group with tens of thousands of members) goes alone. Before a chunk goes out its ids are
-    noted as in flight (``shared.deliver.open_executions``): if this writer dies, the next one knows what Assets
-    may hold."""
+    ``pushed`` spools each chunk's records as it goes out: committed once Assets is DONE. The data stays the raw
+    JSON of the payload line (``orjson.Fragment`` in the chunk): no record is parsed or serialised again. A record
+    bigger than ``CHUNK_BYTES`` (a group with tens of thousands of members) goes alone. Before a chunk goes out
+    its ids are noted as in flight (``shared.deliver.open_executions``): if this writer dies, the next one knows
+    what Assets may hold."""
     held: _Chunk | None = None
     current = _Chunk()
     for line in records:
@@ -113,26 +141,31 @@ def _send(assets: AssetsClient, state: StateStore, execution: Execution, records
                 _submit(assets, state, execution, held, pushed, completed=False)
                 renew()
                 progress("Submitting data", pushed.sent.total())
+                if deadline is not None and time.monotonic() >= deadline:
+                    return Paused(execution, [*current.lines, line], records, sent_all=False)
             held, current = current, _Chunk()
         current.add(line)
-        pushed.add(line)
     if held is not None:
         _submit(assets, state, execution, held, pushed, completed=False)
     _submit(assets, state, execution, current, pushed, completed=True)
+    return None
 
 
 @dataclass
 class _Chunk:
-    """One chunk being filled: its data by selector (as Assets wants it) and its records by type and id."""
+    """One chunk being filled: its data by selector (as Assets wants it), its records by type and id, and its
+    lines (spooled in ``pushed`` once the chunk went out)."""
 
     data: dict[str, list] = field(default_factory=dict)
     records: dict[str, dict[str, bytes]] = field(default_factory=dict)   # by type and id: the record's JSON
+    lines: list[Line] = field(default_factory=list)
     count: int = 0
     size: int = 0
 
     def add(self, line: Line) -> None:
         self.data.setdefault(BY_KEY[line.type].selector, []).append(orjson.Fragment(line.data))  # embedded as is
         self.records.setdefault(line.type, {})[line.id] = line.data
+        self.lines.append(line)
         self.count, self.size = self.count + 1, self.size + len(line.data)
 
 
@@ -141,6 +174,8 @@ def _submit(assets: AssetsClient, state: StateStore, execution: Execution, chunk
     pushed.chunks += 1
     state.note_in_flight(chunk.records)
     assets.submit(execution, chunk.data, f"chunk-{pushed.chunks:05d}", completed)
+    for line in chunk.lines:
+        pushed.add(line)
 
 
 def _read_outcome(body: dict, outcome: Outcome, pushed: Outgoing) -> None:

@@ -7,6 +7,7 @@ A crash anywhere means the messages reappear and the same records are pushed aga
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -15,11 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from shared import telemetry
-from shared.clients.assets import AssetsClient
+from shared.clients.assets import AssetsClient, Execution
 from shared.contract.checkpoints import merge_checkpoint
-from shared.contract.messages import CatchUpRequest, RecordsMessage
+from shared.contract.messages import CatchUpRequest, HandOnMessage, RecordsMessage, parse_message
 from shared.contract.payload import Line
-from shared.deliver import follow_ups, open_executions, push
+from shared.deliver import follow_ups, handoff, open_executions, push
 from shared.deliver.coalesce import Coalesced, coalesced
 from shared.deliver.drain import Drained, drain, parsed
 from shared.deliver.freshness import PUSHED, Pushed
@@ -59,13 +60,16 @@ class PushResult:
     stale: Counter = field(default_factory=Counter)  # records dropped per type: newer data was pushed
     leftovers: int = 0             # payloads (and unfinished writes) of superseded or dead runs deleted
     follow_ups: int = 0            # notified ids the catch-up did not see, queued for another one (delta lag)
+    handed_on: bool = False        # the execution goes on in a later invocation (``shared.deliver.handoff``)
+    began: float | None = None     # when the run's first pass began, for a run handed on (time.time())
 
 
 def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, assets: AssetsClient, *,
                 trigger: QueuedMessage | None = None, lease_ttl: float = 60, lease_wait: float = 0,
                 progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None,
                 on_pass: Callable[[PushResult, BaseException | None], None] | None = None,
-                after: AfterDone | None = None, sleep: Callable[[float], None] = time.sleep) -> PushResult:
+                after: AfterDone | None = None, sleep: Callable[[float], None] = time.sleep,
+                budget: float | None = None) -> PushResult:
     """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
 
     ``records`` messages point at a full run's payload. ``changes`` (from the webhook), ``lifecycle`` and
@@ -81,7 +85,8 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     Raises on failure, leaving every message to be redelivered. ``on_pass(result, error)`` runs after a pass
     that handled messages, failed ones included, while the lease is still held (the run history: one writer).
     ``after(state, records, renew)`` runs after the commit of every pass (Jira User links, ``shared.jira_links``);
-    it must not raise.
+    it must not raise. ``budget``: seconds this invocation may run (``SEGMENT_SECONDS``) before it hands the
+    execution on (``shared.deliver.handoff``; ``on_pass`` then runs only if it failed); None: no limit.
     """
     if trigger is not None and parsed(trigger) is None:
         raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
@@ -98,14 +103,14 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
         return PushResult(deferred=True)
     try:
         with telemetry.span("worker_pass"):
-            open_executions.cancel_left_open(assets, state)
-            return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after)
+            return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after,
+                         budget)
     except BaseException as error:
         failure = error
         raise
     finally:
         try:
-            if on_pass is not None and result.messages:
+            if on_pass is not None and result.messages and (failure is not None or not result.handed_on):
                 on_pass(result, failure)
         finally:
             lease.__exit__(None, None, None)
@@ -123,6 +128,8 @@ def recover(state: StateStore, assets: AssetsClient, *, lease_ttl: float = 60, l
     except LeaseBusy:
         return False
     try:
+        if handoff.load(state) is not None:
+            return False  # the execution is handed on between worker passes: theirs to finish
         return open_executions.cancel_left_open(assets, state)
     finally:
         lease.__exit__(None, None, None)
@@ -149,11 +156,18 @@ def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> None:
 
 
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
-          progress: Progress, catch_up: CatchUp | None, result: PushResult, after: AfterDone | None = None
-          ) -> PushResult:
-    """One pass: drain, drop what is superseded, coalesce with the catch-up, push, commit, acknowledge."""
+          progress: Progress, catch_up: CatchUp | None, result: PushResult, after: AfterDone | None,
+          budget: float | None) -> PushResult:
+    """One pass: drain, drop what is superseded, coalesce with the catch-up, push, commit, acknowledge - or,
+    when ``budget`` seconds are up first, hand the execution on (``shared.deliver.handoff``). With a journal
+    handed on, the pass takes it up instead and drains nothing."""
     started = time.monotonic()
-    drained = drain(queue, trigger)
+    deadline = None if budget is None else started + budget
+    journal = handoff.load(state)
+    if journal is not None:
+        return _resume(queue, payloads, state, assets, trigger, renew, progress, result, after, deadline, journal)
+    open_executions.cancel_left_open(assets, state)
+    drained = _without_stale_hand_ons(queue, drain(queue, trigger), trigger)
     cids, more = _noted(drained, result)
     marks = Pushed.load(state.checkpoint(PUSHED))
     with_payload = _unsuperseded(queue, payloads, [d for d in drained if isinstance(d.message, RecordsMessage)],
@@ -169,24 +183,127 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
         pending = itertools.chain(pending, (_as_line(r, planning) for r in planned),
                                   _merge_later(checkpoints, caught_up))
     first = next(pending, None)  # none: nothing to push (e.g. payloads already pushed and deleted)
+    kept = [d for d in drained if not isinstance(d.message, RecordsMessage) or d in with_payload]
     with Outgoing() as pushed:
+        paused = None
         if first is not None:
-            _execute(assets, state, itertools.chain([first], pending), result, pushed, renew, progress,
-                     f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
-                     + (f" (+{more} more)" if more else ""), cids)
+            paused = _execute(assets, state, itertools.chain([first], pending), result, pushed, renew, progress,
+                              f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
+                              + (f" (+{more} more)" if more else ""), cids, deadline=deadline)
+            if paused is not None:
+                journal = handoff.Journal(handoff.new_id(), time.time() - (time.monotonic() - started), "", {},
+                                          [d.queued.body for d in kept], {}, {})
+                if not paused.sent_all:  # the rest of the stream, catch-up included, for the next passes
+                    journal.rest = journal.part("rest")
+                    handoff.write_rest(payloads, journal.rest, itertools.chain(paused.unsent, paused.rest))
         if catch_up_ran:
             pushed.confirm(seen(), planning)  # read unchanged by the catch-up: as current as what it pushed
         result.stale = Counter(set_aside.stale_by_type)
         for name, value in set_aside.older_checkpoints.items():  # under what is stored, or what this pass sets
             checkpoints[name] = merge_checkpoint(name, value, checkpoints.get(name, state.checkpoint(name)))
-        marks.advance(pushed.newest_read(), {t: d.message.read for d in with_payload
-                                             for t in d.message.types if t not in pushed.failed})
-        _commit(state, pushed, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()}, renew)
-        if catch_up_ran:
-            _follow_up(queue, state, drained, pushed, result)
-        if after is not None:  # after DONE and the commit: a failure there never undoes the execution
-            result.links = after(state, pushed, renew)
+        if paused is not None:
+            journal.checkpoints = checkpoints
+            _hand_on(queue, payloads, state, journal, paused, pushed, result,
+                     [d for d in kept if d.queued is not trigger])
+            return result
+        _finish(queue, state, pushed, checkpoints, kept, marks, catch_up_ran, result, renew, after)
     _acknowledge(queue, payloads, drained, with_payload, trigger, result)
+    _log_set_aside(result)
+    result.seconds["push"] = time.monotonic() - started
+    progress("Done", result.records)
+    return result
+
+
+def _resume(queue, payloads, state, assets: AssetsClient, trigger: QueuedMessage | None, renew: Callable[[], None],
+            progress: Progress, result: PushResult, after: AfterDone | None, deadline: float | None,
+            journal: handoff.Journal) -> PushResult:
+    """Take up the execution ``journal`` handed on: send on or ask for DONE, then hand on again or finish. A
+    trigger that is not the journal's current hand-on message waits (re-queued: its changes go into the next
+    execution) and moves the journal only when it stalled."""
+    woken = parsed(trigger).message if trigger is not None else None
+    if trigger is not None and not (isinstance(woken, HandOnMessage) and woken.handoff == journal.id
+                                    and woken.step == journal.step):
+        if not isinstance(woken, HandOnMessage):
+            queue.send(trigger.body, delay=DEFER_SECONDS)
+        if not handoff.stalled(journal):
+            return PushResult(deferred=True)
+    started = time.monotonic()
+    drained = [Drained(QueuedMessage("", body, 0, None), parse_message(body)) for body in journal.messages]
+    _load_figures(result, journal.figures)
+    if journal.phase == handoff.POSTING and not journal.resumable or journal.execution \
+            and state.checkpoint(open_executions.OPEN) is None:
+        open_executions.cancel_left_open(assets, state)  # a pass died sending, or the execution failed
+        done_with = handoff.restart(payloads, journal)
+        log.warning("the Assets execution handed on as %s starts over: a pass stopped while it sent", journal.id)
+    else:
+        done_with = []
+    journal.resumable = False
+    handoff.save(state, journal)  # a pass killed from here on leaves it not resumable
+    for name in done_with:
+        payloads.delete(name)
+    with Outgoing() as pushed:
+        pushed.sent, pushed.chunks = Counter(journal.figures.get("sent", {})), journal.figures.get("chunks", 0)
+        execution = Execution(**journal.execution) if journal.execution else None
+        taking = _Counted(handoff.rest_lines(payloads, journal)) if journal.phase == handoff.POSTING else None
+        paused = _execute(assets, state, taking, result, pushed, renew, progress, f"hand-off {journal.id}", [],
+                          deadline=deadline, execution=execution, asked=journal.phase == handoff.AWAITING)
+        if paused is not None:
+            if taking is not None:
+                journal.taken += taking.count - len(paused.unsent)
+            _hand_on(queue, payloads, state, journal, paused, pushed, result, [])
+            return result
+        handoff.restore(payloads, journal, pushed)
+        marks = Pushed.load(state.checkpoint(PUSHED))
+        catch_up_ran = any(isinstance(d.message, CatchUpRequest) for d in drained)
+        _finish(queue, state, pushed, {**journal.checkpoints, **handoff.closed()}, drained, marks, catch_up_ran,
+                result, renew, after)
+    with_payload = [d for d in drained if isinstance(d.message, RecordsMessage)]
+    _acknowledge(queue, payloads, [], with_payload, trigger, result)
+    handoff.discard(payloads, journal)
+    result.began = journal.started
+    _log_set_aside(result)
+    result.seconds["push"] = result.seconds.get("push", 0.0) + time.monotonic() - started
+    progress("Done", result.records)
+    return result
+
+
+def _hand_on(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, journal: handoff.Journal,
+             paused: push.Paused, pushed: Outgoing, result: PushResult, acknowledged: list[Drained]) -> None:
+    """Commit ``journal`` resumable with what this pass sent, delete the ``acknowledged`` messages it now
+    holds, and queue the hand-on message that wakes the next pass."""
+    journal.phase = handoff.AWAITING if paused.sent_all else handoff.POSTING
+    journal.execution = dataclasses.asdict(paused.execution)
+    journal.asked += journal.phase == handoff.AWAITING
+    part = journal.part(f"sent-{len(journal.sent) + 1}")
+    payloads.write(part, pushed.export())
+    journal.sent.append(part)
+    journal.figures = _figures(result, pushed)
+    journal.resumable, journal.step = True, journal.step + 1
+    handoff.save(state, journal)
+    for d in acknowledged:
+        queue.delete(d.queued)
+    delay = handoff.delay(journal)
+    queue.send(HandOnMessage(journal.id, journal.step, time.time()).body(), delay=delay)
+    result.handed_on = True
+    log.info("Assets execution handed on as %s (%s; %d record(s) sent so far); next pass in %.0f s", journal.id,
+             journal.phase, pushed.sent.total(), delay,
+             extra={"event": "execution.handed_on", "handoff": journal.id, "phase": journal.phase})
+
+
+def _finish(queue: ChangeQueue, state: StateStore, pushed: Outgoing, checkpoints: dict[str, str | None],
+            drained: list[Drained], marks: Pushed, catch_up_ran: bool, result: PushResult,
+            renew: Callable[[], None], after: AfterDone | None) -> None:
+    """After DONE: the commit, the follow-up catch-ups, and ``after`` (the Jira User links)."""
+    marks.advance(pushed.newest_read(), {t: d.message.read for d in drained if isinstance(d.message, RecordsMessage)
+                                         for t in d.message.types if t not in pushed.failed})
+    _commit(state, pushed, {**checkpoints, PUSHED: marks.dump(), **open_executions.closed()}, renew)
+    if catch_up_ran:
+        _follow_up(queue, state, drained, pushed, result)
+    if after is not None:  # after DONE and the commit: a failure there never undoes the execution
+        result.links = after(state, pushed, renew)
+
+
+def _log_set_aside(result: PushResult) -> None:
     if result.superseded or result.stale or result.leftovers or result.follow_ups:
         log.info("worker pass set aside %d superseded message(s) and %d stale record(s) (%s), swept %d leftover "
                  "payload(s), queued %d notified id(s) for a follow-up catch-up", result.superseded,
@@ -194,9 +311,55 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
                  extra={"event": "worker.set_aside", "superseded": result.superseded,
                         "stale": sum(result.stale.values()), "leftovers": result.leftovers,
                         "follow_ups": result.follow_ups})
-    result.seconds["push"] = time.monotonic() - started
-    progress("Done", result.records)
-    return result
+
+
+def _without_stale_hand_ons(queue: ChangeQueue, drained: list[Drained], trigger: QueuedMessage | None
+                            ) -> list[Drained]:
+    """``drained`` without hand-on messages: with no journal open, theirs is finished (deleted at once)."""
+    kept = []
+    for d in drained:
+        if isinstance(d.message, HandOnMessage):
+            if d.queued is not trigger:
+                queue.delete(d.queued)
+        else:
+            kept.append(d)
+    return kept
+
+
+class _Counted:
+    """An iterator that counts what was taken from it."""
+
+    def __init__(self, items: Iterator[Line]):
+        self._items, self.count = items, 0
+
+    def __iter__(self) -> Iterator[Line]:
+        return self
+
+    def __next__(self) -> Line:
+        item = next(self._items)
+        self.count += 1
+        return item
+
+
+_FIGURES = ("messages", "superseded", "executions")
+_COUNTERS = ("triggers", "stale")
+
+
+def _figures(result: PushResult, pushed: Outgoing) -> dict:
+    """What a journal carries of ``result`` and ``pushed`` to the pass that finishes it (the run history)."""
+    return {**{name: getattr(result, name) for name in _FIGURES},
+            **{name: dict(getattr(result, name)) for name in _COUNTERS},
+            "summaries": result.summaries, "submit": result.seconds.get("submit", 0.0),
+            "sent": dict(pushed.sent), "chunks": pushed.chunks}
+
+
+def _load_figures(result: PushResult, figures: dict) -> None:
+    for name in _FIGURES:
+        setattr(result, name, figures.get(name, 0))
+    for name in _COUNTERS:
+        setattr(result, name, Counter(figures.get(name, {})))
+    result.summaries = list(figures.get("summaries", []))
+    result.seconds["submit"] = figures.get("submit", 0.0)
 
 
 def _commit(state: StateStore, pushed: Outgoing, checkpoints: dict[str, str | None],
@@ -212,17 +375,24 @@ def _commit(state: StateStore, pushed: Outgoing, checkpoints: dict[str, str | No
     state.commit({}, checkpoints)
 
 
-def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line], result: PushResult,
-             pushed: Outgoing, renew: Callable[[], None], progress: Progress, note: str,
-             cids: list[str]) -> None:
-    """``push.execute``, its figures in ``result`` - also when it fails (the run history of a failed pass)."""
+def _execute(assets: AssetsClient, state: StateStore, records: Iterator[Line] | None, result: PushResult,
+             pushed: Outgoing, renew: Callable[[], None], progress: Progress, note: str, cids: list[str], *,
+             deadline: float | None = None, execution: Execution | None = None,
+             asked: bool = False) -> push.Paused | None:
+    """``push.execute``, its figures in ``result`` - also when it fails (the run history of a failed pass).
+    Returns what to hand on when the time ran out (``asked``: DONE was asked for before, so once more only)."""
     try:
-        outcome = push.execute(assets, state, records, pushed, renew, progress, cids, note)
+        outcome = push.execute(assets, state, records, pushed, renew, progress, cids, note, execution=execution,
+                               deadline=deadline, await_seconds=0.0 if asked else handoff.AWAIT_INLINE_SECONDS)
     finally:
-        result.executions = int(pushed.started)
+        result.executions += execution is None and pushed.started
         result.records, result.by_type, result.chunks = pushed.sent.total(), Counter(pushed.sent), pushed.chunks
+    if isinstance(outcome, push.Paused):
+        return outcome
     result.result_counts, result.errors = outcome.counts, outcome.errors
-    result.seconds.update(outcome.seconds)
+    for stage, seconds in outcome.seconds.items():
+        result.seconds[stage] = result.seconds.get(stage, 0.0) + seconds
+    return None
 
 
 def _noted(drained: list[Drained], result: PushResult) -> tuple[list[str], int]:
