@@ -4,7 +4,12 @@ messages, not awaited in a loop. Real HTTP to the emulators; the embedded store;
 one by one as the Functions host does (``on_queue_message``, then the host deletes the message)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +24,7 @@ from shared.settings import load_settings
 from shared.store import history
 from shared.store.ports import QueuedMessage
 
+ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 0.3  # SEGMENT_SECONDS of these tests
 
 
@@ -180,3 +186,51 @@ def _receive(backend) -> list[QueuedMessage]:
             return batch
         time.sleep(0.05)
     raise AssertionError("no message became visible")
+
+
+def test_a_host_killed_while_it_sends_on_is_started_over_by_the_next_over_azurite(box, app_env):
+    """SIGKILL the host stand-in (a real process on Azurite) while it sends the second part of an execution it
+    took up from a hand-on; the message comes back to a new host, which cancels that execution, sends the
+    whole run again into a new one and ends with Assets equal to the tenant - one run in the history."""
+    for i in range(1200):  # ~2,500 records: five chunks of 500
+        box.tenant.add_user({"displayName": f"Load {i}", "userPrincipalName": f"load{i}@contoso.example",
+                             "accountEnabled": True})
+    box.assets.latency = 0.25          # an invocation's time is up after one chunk
+    box.assets.processing_delay = 2.0  # DONE comes after the invocation that sent the last chunk
+    env = {**os.environ, **app_env, "SEGMENT_SECONDS": "0.3"}
+    settings = load_settings(env)
+    run_setup(settings)
+    state = open_backend(settings).state
+    _produce(settings)
+    serve = [sys.executable, "-m", "shared.cli", "serve", "--port", "0", "--no-timer"]
+    data = lambda: sum(1 for r in box.assets.requests if r.method == "POST" and r.path.endswith("/data"))
+    host = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while (journal := handoff.load(state)) is None or not journal.resumable:
+            assert time.monotonic() < deadline, "the execution was not handed on"
+            time.sleep(0.005)
+        handed_on = data()
+        while data() == handed_on:  # the next invocation took it up and sends
+            assert time.monotonic() < deadline, "no invocation took the execution up"
+            time.sleep(0.002)
+        host.send_signal(signal.SIGKILL)
+        host.wait(10)
+    finally:
+        if host.poll() is None:
+            host.kill()
+    assert not handoff.load(state).resumable and box.assets.executions[0].status == "INGESTING"
+    host = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 150  # the killed invocation's message reappears after 60 s, as in Azure
+        while handoff.load(state) is not None or mismatches(box.tenant, box.assets)[0]:
+            assert time.monotonic() < deadline, mismatches(box.tenant, box.assets)[0][:3]
+            time.sleep(0.5)
+    finally:
+        host.terminate()
+        host.wait(30)
+    assert [e.status for e in box.assets.executions] == ["CANCELLED", "DONE"]
+    found, compared = mismatches(box.tenant, box.assets)
+    assert not found and compared > 500
+    [run] = [r for r in history.read_runs(state) if r["kind"] == "full" and r["stage"] == "Done"]
+    assert run["executions"] == 2 and run["messages"] == 1

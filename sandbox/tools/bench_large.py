@@ -46,19 +46,37 @@ def produce(env: dict[str, str]) -> dict:
 
 
 def push(env: dict[str, str]) -> dict:
-    """The worker in this process until the queue is empty."""
+    """The worker in this process, as the Functions host runs it: one queue message per invocation, each with
+    the budget of SEGMENT_SECONDS (``push_queued(budget=...)``: a long execution is handed on), until the queue
+    is empty and no execution is handed on."""
     from shared.app import assets_client, open_backend
+    from shared.deliver import handoff
     from shared.deliver.worker import push_queued
     from shared.settings import load_settings
 
     settings = load_settings(env)
     backend, assets = open_backend(settings), assets_client(settings)
-    cpu, wall, passes = time.process_time(), time.monotonic(), []
-    while (result := push_queued(backend.queue, backend.payloads, backend.state, assets)).messages:
-        passes.append(result)
+    cpu, wall, invocations, final, sent_all = time.process_time(), time.monotonic(), [], None, None
+    while True:
+        batch = backend.queue.receive(max_messages=1, visibility_timeout=3600)
+        if not batch:
+            if handoff.load(backend.state) is None:
+                break
+            time.sleep(0.5)  # a hand-on message's delay
+            continue
+        began = time.monotonic()
+        result = push_queued(backend.queue, backend.payloads, backend.state, assets, trigger=batch[0],
+                             budget=settings.segment_seconds)
+        invocations.append(time.monotonic() - began)
+        backend.queue.delete(batch[0])
+        journal = handoff.load(backend.state)
+        if sent_all is None and (journal is None or journal.phase == handoff.AWAITING):
+            sent_all = time.monotonic()
+        if not result.handed_on and result.messages:
+            final = result
     return {"cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
-            "records": sum(p.records for p in passes), "executions": sum(p.executions for p in passes),
-            "assets_wait_s": sum(p.seconds.get("wait", 0.0) for p in passes),
+            "records": final.records, "executions": final.executions, "invocations": len(invocations),
+            "longest_invocation_s": max(invocations), "assets_wait_s": time.monotonic() - sent_all,
             "assets_requests": assets.transport.requests,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -153,7 +171,8 @@ def _report(args, ready: float, killed: dict | None, producer: dict, worker: dic
                                    f"{producer['graph_requests']:,} Graph requests")),
         ("worker", (f"wall {worker['wall_s']:.0f} s, CPU {worker['cpu_s']:.0f} s, peak RSS "
                    f"{worker['peak_rss_mb']:.0f} MB, {worker['assets_requests']:,} Assets requests, "
-                   f"{worker['records']:,} records in {worker['executions']} execution(s)")),
+                   f"{worker['records']:,} records in {worker['executions']} execution(s), "
+                   f"{worker['invocations']} invocation(s), the longest {worker['longest_invocation_s']:.0f} s")),
         ("Assets took for the execution", f"{worker['assets_wait_s']:.0f} s after the last chunk"),
         ("emulators (one process)", f"peak RSS {emulators_mb:.0f} MB"),
     ]
