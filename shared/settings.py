@@ -72,7 +72,7 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(".entra-assets"))
     queue_name: str = "entra-assets-changes"
     run_queue_name: str = "entra-assets-runs"   # RUN_QUEUE_NAME: a segmented full run's continuations
-    segment_seconds: float = 300.0              # SEGMENT_SECONDS: how long one segment of a full run reads
+    segment_seconds: float = 300.0              # SEGMENT_SECONDS: how long a full-run segment reads, and a worker invocation sends
     timer_schedule: str = "0 */15 * * * *"
     full_sync_interval_hours: float = 24.0
     schema_key: str = "ENTRA"
