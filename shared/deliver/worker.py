@@ -230,10 +230,11 @@ def _resume(queue, payloads, state, assets: AssetsClient, trigger: QueuedMessage
     started = time.monotonic()
     drained = [Drained(QueuedMessage("", body, 0, None), parse_message(body)) for body in journal.messages]
     _load_figures(result, journal.figures)
-    if journal.phase == handoff.POSTING and not journal.resumable or journal.execution \
-            and state.checkpoint(open_executions.OPEN) is None:
+    died_sending = journal.phase == handoff.POSTING and not journal.resumable
+    if died_sending or (journal.execution and state.checkpoint(open_executions.OPEN) is None):
         open_executions.cancel_left_open(assets, state)  # a pass died sending, or the execution failed
         done_with = handoff.restart(payloads, journal)
+        journal.figures.update(sent={}, chunks=0)  # the new execution counts its own
         log.warning("the Assets execution handed on as %s starts over: a pass stopped while it sent", journal.id)
     else:
         done_with = []
