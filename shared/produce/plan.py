@@ -256,20 +256,26 @@ class Plan:
     def user_ids(self, refs: Iterable[tuple[str, str]], kind: str, owner: str, in_order: bool = False) -> list[str]:
         """The user ids among ``refs`` ((id, object type) pairs, ``directory_refs``), in scope, sorted; references
         to other object types and to users out of scope are counted in ``result.unmatched``. ``in_order``: the
-        refs come in id order, so once more than ``REFERENCE_LIMIT`` are in (``map_group`` keeps the first) the
-        rest are only counted - a million-member group is never a million-entry list."""
+        refs come in id order, so they are taken a batch at a time, and once more than ``REFERENCE_LIMIT`` are in
+        (``map_group`` keeps the first) the rest are only counted - a million-member group is never a
+        million-entry list."""
+        if not in_order:
+            return self._users_in_scope(refs, kind, owner)
         ids: list[str] = []
         for batch in batches(refs, BATCH):
-            users = []
-            for object_id, object_type in batch:
-                if object_type == "user":
-                    users.append(object_id)
-                else:
-                    self.result.unmatched.add(f"{kind}: {object_type} (not a user) skipped", owner)
-            inside = user_refs(users, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
-            if not in_order or len(ids) <= REFERENCE_LIMIT:
+            inside = self._users_in_scope(batch, kind, owner)
+            if len(ids) <= REFERENCE_LIMIT:
                 ids.extend(inside)
-        return ids if in_order else sorted(set(ids))
+        return ids
+
+    def _users_in_scope(self, refs: Iterable[tuple[str, str]], kind: str, owner: str) -> list[str]:
+        users = []
+        for object_id, object_type in refs:
+            if object_type == "user":
+                users.append(object_id)
+            else:
+                self.result.unmatched.add(f"{kind}: {object_type} (not a user) skipped", owner)
+        return user_refs(users, self.users_in_scope, self.result.unmatched, f"{kind} outside the scope", owner)
 
     def released(self, gone: dict[str, list[str]]) -> bool:
         """True when the departures ``gone`` (ids per type) may be pushed; otherwise the guard
