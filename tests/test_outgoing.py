@@ -80,3 +80,20 @@ def test_a_spool_a_killed_worker_left_is_swept_and_a_live_one_kept(tmp_path, mon
         with Outgoing():
             assert not dead._dir.exists() and live._dir.exists()
         assert [orjson.loads(d)["id"] for _, d in live.records_of("user")] == ["u1"]
+
+
+def test_an_exported_spool_restores_into_another_as_it_was_sent():
+    """What a hand-on carries to the next invocation (``export``, ``restore``): the same commit, confirmed read
+    times included; the restored records are not counted as sent again."""
+    with Outgoing() as first, Outgoing() as second:
+        for i in range(50):
+            first.add(_line("user", f"u{i}", "h1", 10.0))
+        first.add(_line("user", "u3", "h2", 12.0))
+        first.confirm({"user": {"u99", "u3"}, "group": set()}, 11.0)
+        second.restore(first.export())
+        second.add(_line("group", "g1", "g", 13.0))  # what the second invocation sent itself
+        hashes, records, read, _ = _committed(second)
+        assert orjson.loads(orjson.dumps(records["user"]["u3"])) == {"id": "u3", "v": "h2"}
+        assert hashes["user"] == _committed(first)[0]["user"] and hashes["group"] == {"g1": "g"}
+        assert read["user"]["u99"] == 11.0 and read["user"]["u3"] == 12.0  # sent beats confirmed
+        assert second.sent == {"group": 1} and second.newest_read() == {"user": 12.0, "group": 13.0}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -65,8 +66,9 @@ class Journal:
         return f"handoff-{self.id}/{name}.jsonl"
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex[:16]
+def begin(started: float, messages: list[dict]) -> Journal:
+    """The journal of an execution first handed on by a pass that began at ``started`` and drained ``messages``."""
+    return Journal(uuid.uuid4().hex[:16], started, POSTING, {}, messages, {}, {})
 
 
 def load(state: StateStore) -> Journal | None:
@@ -103,14 +105,29 @@ def write_rest(payloads: PayloadStore, name: str, lines: Iterator[Line]) -> int:
     return count
 
 
-def rest_lines(payloads: PayloadStore, journal: Journal) -> Iterator[Line]:
+class Taken:
+    """An iterator of records that counts how many were taken from it (``count``)."""
+
+    def __init__(self, items: Iterator[Line]):
+        self._items, self.count = items, 0
+
+    def __iter__(self) -> Iterator[Line]:
+        return self
+
+    def __next__(self) -> Line:
+        item = next(self._items)
+        self.count += 1
+        return item
+
+
+def rest_lines(payloads: PayloadStore, journal: Journal) -> Taken:
     """The records of ``journal`` not sent yet."""
     if journal.rest is None:
-        return iter(())
+        return Taken(iter(()))
     lines = payloads.read(journal.rest)
     for _ in range(journal.taken):
         next(lines, None)
-    return map(parse_spool_line, lines)
+    return Taken(map(parse_spool_line, lines))
 
 
 def restore(payloads: PayloadStore, journal: Journal, pushed: Outgoing) -> None:
@@ -134,13 +151,36 @@ def restart(payloads: PayloadStore, journal: Journal) -> list[str]:
                     for type_key, times in orjson.loads(raw)["confirmed"].items():
                         confirmed.setdefault(type_key, {}).update(times)
         yield from rest_lines(payloads, journal)
-    rest = journal.part(f"rest-{new_id()}")
+    rest = journal.part(f"rest-{uuid.uuid4().hex[:8]}")
     write_rest(payloads, rest, records())
-    kept = journal.part(f"confirmed-{new_id()}")
+    kept = journal.part(f"confirmed-{uuid.uuid4().hex[:8]}")
     payloads.write(kept, [orjson.dumps({"confirmed": confirmed})])
     done_with = [*journal.sent, *([journal.rest] if journal.rest else [])]
     journal.rest, journal.taken, journal.sent, journal.phase, journal.execution = rest, 0, [kept], POSTING, {}
     return done_with
+
+
+_FIGURES = ("messages", "superseded", "executions")
+_COUNTERS = ("triggers", "stale")
+
+
+def carry(result, pushed: Outgoing) -> dict:
+    """What a journal carries of a pass's ``result`` (``PushResult``) and ``pushed`` to the pass that finishes
+    it: the run history's figures."""
+    return {**{name: getattr(result, name) for name in _FIGURES},
+            **{name: dict(getattr(result, name)) for name in _COUNTERS},
+            "summaries": result.summaries, "submit": result.seconds.get("submit", 0.0),
+            "sent": dict(pushed.sent), "chunks": pushed.chunks}
+
+
+def carried(result, figures: dict) -> None:
+    """Put the ``figures`` a journal carried (``carry``) into ``result``."""
+    for name in _FIGURES:
+        setattr(result, name, figures.get(name, 0))
+    for name in _COUNTERS:
+        setattr(result, name, Counter(figures.get(name, {})))
+    result.summaries = list(figures.get("summaries", []))
+    result.seconds["submit"] = figures.get("submit", 0.0)
 
 
 def delay(journal: Journal) -> float:

@@ -191,8 +191,7 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
                               f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
                               + (f" (+{more} more)" if more else ""), cids, deadline=deadline)
             if paused is not None:
-                journal = handoff.Journal(handoff.new_id(), time.time() - (time.monotonic() - started), "", {},
-                                          [d.queued.body for d in kept], {}, {})
+                journal = handoff.begin(time.time() - (time.monotonic() - started), [d.queued.body for d in kept])
                 if not paused.sent_all:  # the rest of the stream, catch-up included, for the next passes
                     journal.rest = journal.part("rest")
                     handoff.write_rest(payloads, journal.rest, itertools.chain(paused.unsent, paused.rest))
@@ -229,7 +228,7 @@ def _resume(queue, payloads, state, assets: AssetsClient, trigger: QueuedMessage
             return PushResult(deferred=True)
     started = time.monotonic()
     drained = [Drained(QueuedMessage("", body, 0, None), parse_message(body)) for body in journal.messages]
-    _load_figures(result, journal.figures)
+    handoff.carried(result, journal.figures)
     died_sending = journal.phase == handoff.POSTING and not journal.resumable
     if died_sending or (journal.execution and state.checkpoint(open_executions.OPEN) is None):
         open_executions.cancel_left_open(assets, state)  # a pass died sending, or the execution failed
@@ -245,7 +244,7 @@ def _resume(queue, payloads, state, assets: AssetsClient, trigger: QueuedMessage
     with Outgoing() as pushed:
         pushed.sent, pushed.chunks = Counter(journal.figures.get("sent", {})), journal.figures.get("chunks", 0)
         execution = Execution(**journal.execution) if journal.execution else None
-        taking = _Counted(handoff.rest_lines(payloads, journal)) if journal.phase == handoff.POSTING else None
+        taking = handoff.rest_lines(payloads, journal) if journal.phase == handoff.POSTING else None
         paused = _execute(assets, state, taking, result, pushed, renew, progress, f"hand-off {journal.id}", [],
                           deadline=deadline, execution=execution, asked=journal.phase == handoff.AWAITING)
         if paused is not None:
@@ -278,7 +277,7 @@ def _hand_on(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, jour
     part = journal.part(f"sent-{len(journal.sent) + 1}")
     payloads.write(part, pushed.export())
     journal.sent.append(part)
-    journal.figures = _figures(result, pushed)
+    journal.figures = handoff.carry(result, pushed)
     journal.resumable, journal.step = True, journal.step + 1
     handoff.save(state, journal)
     for d in acknowledged:
@@ -325,42 +324,6 @@ def _without_stale_hand_ons(queue: ChangeQueue, drained: list[Drained], trigger:
         else:
             kept.append(d)
     return kept
-
-
-class _Counted:
-    """An iterator that counts what was taken from it."""
-
-    def __init__(self, items: Iterator[Line]):
-        self._items, self.count = items, 0
-
-    def __iter__(self) -> Iterator[Line]:
-        return self
-
-    def __next__(self) -> Line:
-        item = next(self._items)
-        self.count += 1
-        return item
-
-
-_FIGURES = ("messages", "superseded", "executions")
-_COUNTERS = ("triggers", "stale")
-
-
-def _figures(result: PushResult, pushed: Outgoing) -> dict:
-    """What a journal carries of ``result`` and ``pushed`` to the pass that finishes it (the run history)."""
-    return {**{name: getattr(result, name) for name in _FIGURES},
-            **{name: dict(getattr(result, name)) for name in _COUNTERS},
-            "summaries": result.summaries, "submit": result.seconds.get("submit", 0.0),
-            "sent": dict(pushed.sent), "chunks": pushed.chunks}
-
-
-def _load_figures(result: PushResult, figures: dict) -> None:
-    for name in _FIGURES:
-        setattr(result, name, figures.get(name, 0))
-    for name in _COUNTERS:
-        setattr(result, name, Counter(figures.get(name, {})))
-    result.summaries = list(figures.get("summaries", []))
-    result.seconds["submit"] = figures.get("submit", 0.0)
 
 
 def _commit(state: StateStore, pushed: Outgoing, checkpoints: dict[str, str | None],
