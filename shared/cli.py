@@ -213,6 +213,12 @@ def status(as_json: bool, limit: int) -> None:
     if current:
         out.print(f"running now: {current['stage']} ({current['count']:,} so far) - {current['kind']} run started "
                   f"by {current['trigger']} at {current['started']}")
+    handed_on = data.get("handed_on")
+    if handed_on:
+        out.print(f"Assets execution handed on between invocations ({handed_on['phase']}): "
+                  f"{handed_on['records_sent']:,} records sent in {handed_on['invocations']} invocation(s) since "
+                  f"{handed_on['started']}, last moved at {handed_on['updated']}"
+                  + (" - stalled: the next worker pass takes it up" if handed_on["stalled"] else ""))
     full_run = data.get("full_run")
     if full_run:
         out.print(f"full run {full_run['run']} in progress: {full_run['segments']} segment(s), "

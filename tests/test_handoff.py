@@ -15,6 +15,7 @@ import pytest
 
 from sandbox.tools.verify import mismatches
 from shared.admin.setup import run_setup
+from shared.admin.status import collect_status
 from shared.app import on_queue_message, on_segment_message, open_backend, open_run_queue, timer_tick
 from shared.clients.assets import AssetsClient
 from shared.contract.messages import ChangesMessage, HandOnMessage, NotifiedChange
@@ -168,6 +169,9 @@ def test_a_stale_hand_on_message_changes_nothing(slow_assets, tmp_path):
     on_queue_message(settings, first)
     backend.queue.delete(first)
     journal = handoff.load(backend.state)
+    shown = collect_status(settings)
+    assert shown["importer_status"] == "RUNNING" and shown["handed_on"]["id"] == journal.id
+    assert shown["handed_on"]["records_sent"] > 0 and not shown["handed_on"]["stalled"]
     stale = QueuedMessage("s", HandOnMessage(journal.id, journal.step - 1, time.time()).body(), 1, None)
     assert on_queue_message(settings, stale).deferred  # an earlier step's message: the journal is not moved
     assert handoff.load(backend.state).step == journal.step and len(slow_assets.assets.executions) == 1

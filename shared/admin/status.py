@@ -15,6 +15,7 @@ from shared.admin.credential_expiry import credential_report, describe
 from shared.admin.credential_expiry import warnings as credential_warnings
 from shared.app import assets_client, graph_client, open_backend
 from shared.clients.assets import CONFIG_STATUSES
+from shared.deliver import handoff
 from shared.errors import EntraAssetsError, GraphPermissionError
 from shared.jira_links import check_linking, linked_count, unmatched_ids
 from shared.produce.segments import load_cursor
@@ -108,7 +109,8 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
 
     ``importer_status`` is what ``check`` finds (SPEC §3: the Entra side's INVALID_CREDENTIALS or
     MISSING_PERMISSIONS first, then the import token and source), RUNNING while one of our runs is going
-    (``current``, or a segmented full run: ``full_run``) even before Assets sees an execution; ``message`` says
+    (``current``, a segmented full run: ``full_run``, or an execution handed on between worker invocations:
+    ``handed_on``) even before Assets sees an execution; ``message`` says
     what to do about it. ``runs`` is the
     history, newest first (``shared.store.history``); ``credentials`` the expiry report with its warnings
     (``shared.admin.credential_expiry``); ``jira`` the user links (null when linking is off), with ``degraded``: why linking
@@ -129,7 +131,12 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
         "run": cursor.run_id, "trigger": cursor.trigger, "started": history.iso(cursor.started),
         "updated": history.iso(cursor.updated) if cursor.updated else None, "segments": cursor.segment,
         "pages": cursor.pages, "reads": len(cursor.chains), "reads_complete": sum(c.done for c in cursor.chains.values())}
-    if full_run is not None and status == "IDLE":
+    journal = handoff.load(backend.state)
+    handed_on = None if journal is None else {
+        "id": journal.id, "phase": journal.phase, "started": history.iso(journal.started),
+        "updated": history.iso(journal.touched), "records_sent": sum(journal.figures.get("sent", {}).values()),
+        "invocations": journal.step, "stalled": handoff.stalled(journal)}
+    if (full_run is not None or handed_on is not None) and status == "IDLE":
         status = "RUNNING"
     jira = None
     if settings.jira_enabled:
@@ -137,7 +144,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
         jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched,
                 "degraded": check.jira or (runs[0].get("linking") if runs else None)}
     return {"importer_status": status, "message": check.message, "current": current, "full_run": full_run,
-            "runs": runs,
+            "handed_on": handed_on, "runs": runs,
             "subscriptions": stored_subscriptions(backend.state),
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
             "credentials": {**check.credentials, "warnings": check.warnings}, "jira": jira}
