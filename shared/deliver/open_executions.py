@@ -69,6 +69,7 @@ def abandon(state: StateStore) -> int:
         for batch in records.batches():
             state.commit(batch.hashes, {}, batch.records)
             marked += sum(map(len, batch.hashes.values()))
+            del batch  # before the next shard is read (as ``worker._commit``)
     state.commit({}, closed())  # last: a writer killed before it leaves the note for the next one to redo
     return marked
 
