@@ -124,7 +124,7 @@ def test_the_function_key_is_required(served):
                                                          "Accept": "application/json"}, timeout=10)
     assert by_header.status_code == 200 and by_header.headers["content-type"].startswith("application/json")
     data = by_header.json()
-    assert set(data) == {"importer_status", "message", "current", "full_run", "runs", "subscriptions", "queue",
+    assert set(data) == {"importer_status", "message", "current", "full_run", "handed_on", "runs", "subscriptions", "queue",
                          "credentials", "jira"}
     assert data["runs"] == collect_status(settings)["runs"]
     by_query = httpx.get(host.function_url("status") + "&format=json", timeout=10)
