@@ -41,6 +41,7 @@ def test_an_id_set_answers_the_same_in_memory_and_spilled(spill_at, monkeypatch)
     assert ids.spilled == (spill_at == 3)
     assert all(f"u{i:02d}" in ids for i in range(10)) and "u10" not in ids and "u09" in ids
     assert ids.intersection(["u01", "u10", "u09", "x", "u01"]) == {"u01", "u09"}
+    assert ids.intersection(["u02", "zz"]) == {"u02"} and ids.intersection([]) == set()
 
 
 def test_group_members_in_id_order_are_cut_after_the_limit_but_all_counted(monkeypatch):
