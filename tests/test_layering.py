@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTSIDE = [p for p in ROOT.rglob("*.py")
-           if p.relative_to(ROOT).parts[0] not in ("sandbox", "tests", ".venv", "node_modules", "build")]
+# The product's files: not the sandbox, the tests or what is installed (.venv, .venv-checkov, node_modules).
+OUTSIDE = [p for top in ROOT.iterdir() if top.name not in ("sandbox", "tests", "node_modules", "build")
+           and not top.name.startswith(".") for p in ([top] if top.suffix == ".py" else top.rglob("*.py"))]
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
