@@ -198,8 +198,10 @@ class StoredHashes(dict[str, TypeHashes]):
         self._state = state
 
     def __missing__(self, type_key: str) -> TypeHashes:
-        self[type_key] = TypeHashes(self._state.hashes(type_key))
-        return self[type_key]
+        hashes = self[type_key] = TypeHashes(self._state.hashes(type_key))
+        if hashes.spilled:
+            log.info("%d stored hashes of %s kept in a temporary database for this run", len(hashes), type_key)
+        return hashes
 
     def seen(self) -> dict[str, set[str]]:
         """The stored ids the run saw so far, by type (``Plan.compare``)."""
