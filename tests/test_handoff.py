@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from sandbox.tools.verify import mismatches
 from shared.admin.setup import run_setup
 from shared.admin.status import collect_status
 from shared.app import on_queue_message, on_segment_message, open_backend, open_run_queue, timer_tick
+from shared.cli import main as cli
 from shared.clients.assets import AssetsClient
 from shared.contract.messages import ChangesMessage, HandOnMessage, NotifiedChange
 from shared.deliver import handoff, push
@@ -172,6 +174,10 @@ def test_a_stale_hand_on_message_changes_nothing(slow_assets, tmp_path):
     shown = collect_status(settings)
     assert shown["importer_status"] == "RUNNING" and shown["handed_on"]["id"] == journal.id
     assert shown["handed_on"]["records_sent"] > 0 and not shown["handed_on"]["stalled"]
+    env = {**slow_assets.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home"), "SEGMENT_SECONDS": str(BUDGET)}
+    printed = CliRunner().invoke(cli, ["status"], env=env)
+    assert printed.exit_code == 0 and "Assets execution handed on between invocations (" in printed.output
+    assert f"{shown['handed_on']['records_sent']:,} records sent" in printed.output
     stale = QueuedMessage("s", HandOnMessage(journal.id, journal.step - 1, time.time()).body(), 1, None)
     assert on_queue_message(settings, stale).deferred  # an earlier step's message: the journal is not moved
     assert handoff.load(backend.state).step == journal.step and len(slow_assets.assets.executions) == 1
