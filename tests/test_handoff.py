@@ -63,6 +63,17 @@ def _produce(settings) -> None:
             return
 
 
+def _handed_on(box, tmp_path):
+    """A full run produced and its records message delivered once: the execution is handed on."""
+    settings = _settings(box, tmp_path)
+    _produce(settings)
+    backend = open_backend(settings)
+    [first] = backend.queue.receive(max_messages=1, visibility_timeout=60)
+    assert on_queue_message(settings, first).handed_on
+    backend.queue.delete(first)
+    return settings, backend
+
+
 def _host(settings, limit: float = 60) -> list[tuple[str, float, object]]:
     """Deliver the worker queue's messages one at a time until it is empty and no journal is open; returns
     (kind, seconds, result) per invocation."""
@@ -113,12 +124,7 @@ def test_a_pass_killed_while_sending_starts_the_execution_over_and_ends_equal(sl
     """The pass that took the journal up dies after two chunks, as a SIGKILL leaves it (no cleanup ran: the
     execution is open, the journal not resumable): the redelivered message cancels the execution and sends
     everything again into a new one; Assets ends as the tenant says."""
-    settings = _settings(slow_assets, tmp_path)
-    _produce(settings)
-    backend = open_backend(settings)
-    [first] = backend.queue.receive(max_messages=1, visibility_timeout=60)
-    assert on_queue_message(settings, first).handed_on
-    backend.queue.delete(first)
+    settings, backend = _handed_on(slow_assets, tmp_path)
     real_submit, sent = push._submit, []
 
     def dies_after_two(*args, **kwargs):
@@ -146,12 +152,7 @@ def test_a_pass_killed_while_sending_starts_the_execution_over_and_ends_equal(sl
 
 
 def test_a_change_notified_while_a_journal_is_open_waits_for_the_next_execution(slow_assets, tmp_path):
-    settings = _settings(slow_assets, tmp_path)
-    _produce(settings)
-    backend = open_backend(settings)
-    [first] = backend.queue.receive(max_messages=1, visibility_timeout=60)
-    assert on_queue_message(settings, first).handed_on
-    backend.queue.delete(first)
+    settings, _ = _handed_on(slow_assets, tmp_path)
     uid = sorted(slow_assets.tenant.users)[7]
     slow_assets.tenant.update_user(uid, jobTitle="Handed On")
     notified = QueuedMessage("n1", ChangesMessage((NotifiedChange("users", uid),), time.time()).body(), 1, None)
@@ -164,12 +165,7 @@ def test_a_change_notified_while_a_journal_is_open_waits_for_the_next_execution(
 
 
 def test_a_stale_hand_on_message_changes_nothing(slow_assets, tmp_path):
-    settings = _settings(slow_assets, tmp_path)
-    _produce(settings)
-    backend = open_backend(settings)
-    [first] = backend.queue.receive(max_messages=1, visibility_timeout=60)
-    on_queue_message(settings, first)
-    backend.queue.delete(first)
+    settings, backend = _handed_on(slow_assets, tmp_path)
     journal = handoff.load(backend.state)
     shown = collect_status(settings)
     assert shown["importer_status"] == "RUNNING" and shown["handed_on"]["id"] == journal.id

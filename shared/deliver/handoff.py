@@ -26,7 +26,7 @@ import dataclasses
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -65,6 +65,10 @@ class Journal:
         """The name of one of this journal's payloads."""
         return f"handoff-{self.id}/{name}.jsonl"
 
+    def payloads(self) -> list[str]:
+        """The names of the payloads it holds now."""
+        return [*self.sent, *([self.rest] if self.rest else [])]
+
 
 def begin(started: float, messages: list[dict]) -> Journal:
     """The journal of an execution first handed on by a pass that began at ``started`` and drained ``messages``."""
@@ -92,17 +96,9 @@ def closed() -> dict[str, None]:
     return {HANDOFF: None}
 
 
-def write_rest(payloads: PayloadStore, name: str, lines: Iterator[Line]) -> int:
-    """Store ``lines`` (the records not sent yet) as the payload ``name``; returns how many there were."""
-    count = 0
-
-    def counted() -> Iterator[bytes]:
-        nonlocal count
-        for line in lines:
-            count += 1
-            yield spool_line(line)
-    payloads.write(name, counted())
-    return count
+def write_rest(payloads: PayloadStore, name: str, lines: Iterable[Line]) -> None:
+    """Store ``lines`` (the records not sent yet) as the payload ``name``."""
+    payloads.write(name, map(spool_line, lines))
 
 
 class Taken:
@@ -155,7 +151,7 @@ def restart(payloads: PayloadStore, journal: Journal) -> list[str]:
     write_rest(payloads, rest, records())
     kept = journal.part(f"confirmed-{uuid.uuid4().hex[:8]}")
     payloads.write(kept, [orjson.dumps({"confirmed": confirmed})])
-    done_with = [*journal.sent, *([journal.rest] if journal.rest else [])]
+    done_with = journal.payloads()
     journal.rest, journal.taken, journal.sent, journal.phase, journal.execution = rest, 0, [kept], POSTING, {}
     return done_with
 
@@ -192,5 +188,5 @@ def delay(journal: Journal) -> float:
 
 def discard(payloads: PayloadStore, journal: Journal) -> None:
     """Delete the journal's payloads (after its commit)."""
-    for name in [*journal.sent, *([journal.rest] if journal.rest else [])]:
+    for name in journal.payloads():
         payloads.delete(name)

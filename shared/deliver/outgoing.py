@@ -110,17 +110,15 @@ class Outgoing:
         """Add what ``export`` wrote (of this execution, by an earlier invocation): its records as sent - not
         counted in ``sent`` again - and its confirmed read times."""
         for raw in lines:
-            head, tab, _ = raw.partition(b"\t")
-            if not tab:
+            if b"\t" not in raw:
                 for type_key, times in orjson.loads(raw)["confirmed"].items():
                     if times:
                         self._confirmed[type_key].update(times)
                         self._newest[type_key] = max(self._newest.get(type_key, 0.0), *times.values())
                 continue
-            type_key, record_id, _, read = orjson.loads(head)
-            self._write_line(record_id, raw)
-            if read is not None:
-                self._newest[type_key] = max(self._newest.get(type_key, read), read)
+            line = parse_spool_line(raw)  # a record sent (``add``: with its read time)
+            self._write_line(line.id, raw)
+            self._newest[line.type] = max(self._newest.get(line.type, line.read), line.read)
 
     def mark(self, type_key: str, record_id: str, digest: str, data: bytes) -> None:
         """Spool a record to commit with ``digest`` and no read time (``open_executions.abandon``)."""

@@ -50,7 +50,10 @@ class Paused:
     execution: Execution
     unsent: list[Line] = field(default_factory=list)
     rest: Iterator[Line] = field(default_factory=lambda: iter(()))
-    sent_all: bool = True
+
+    @property
+    def sent_all(self) -> bool:
+        return not self.unsent  # a pause while sending holds back at least the record that found time up
 
 
 def execute(assets: AssetsClient, state: StateStore, records: Iterator[Line] | None, pushed: Outgoing,
@@ -142,7 +145,7 @@ def _send(assets: AssetsClient, state: StateStore, execution: Execution, records
                 renew()
                 progress("Submitting data", pushed.sent.total())
                 if deadline is not None and time.monotonic() >= deadline:
-                    return Paused(execution, [*current.lines, line], records, sent_all=False)
+                    return Paused(execution, [*current.lines, line], records)
             held, current = current, _Chunk()
         current.add(line)
     if held is not None:
