@@ -142,7 +142,7 @@ param enableWebhook bool = false
 @secure()
 param webhookFunctionKey string = ''
 
-@description('Secret that Graph echoes in every notification -> WEBHOOK_CLIENT_STATE, stored in Key Vault as webhook-client-state (at most 128 characters). No default on purpose: a new value on each deployment would make the existing subscriptions\' notifications be dropped. Generate it once (openssl rand -hex 32) and pass the same value on every re-deployment.')
+@description('Secret that Graph echoes in every notification and Event Grid event (webhook and eventgrid) -> WEBHOOK_CLIENT_STATE, stored in Key Vault as webhook-client-state (at most 128 characters). No default on purpose: a new value on each deployment would make the existing subscriptions\' notifications be dropped. Generate it once (openssl rand -hex 32) and pass the same value on every re-deployment.')
 @secure()
 param webhookClientState string = ''
 
@@ -266,6 +266,9 @@ var useJira = !empty(jiraApiToken)
 var useEventGrid = notificationDelivery == 'eventgrid'
 // The webhook's settings and secrets only in webhook mode: with eventgrid, Graph never posts to the app.
 var useWebhook = enableWebhook && !useEventGrid
+// The client state in both modes: Graph puts it in every webhook notification and every Event Grid event, and
+// the app refuses what does not carry it.
+var useClientState = useWebhook || useEventGrid
 // The topic Graph is asked to create (EventGrid: notification URL); partnerTopicName names it once it exists.
 var eventGridTopicName = empty(partnerTopicName) ? 'entra-assets-${suffix}' : partnerTopicName
 // Key Vault `exp` is seconds since the epoch; a date parameter means midnight UTC of that day.
@@ -447,7 +450,7 @@ resource webhookUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (u
   }
 }
 
-resource clientStateSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useWebhook) {
+resource clientStateSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useClientState) {
   // checkov:skip=CKV_AZURE_41: checkov reads no body of a conditional resource (= if ...); exp is set below, tests/test_infra_scan.py checks it
   // checkov:skip=CKV_AZURE_114: checkov reads no body of a conditional resource (= if ...); contentType is set below, tests/test_infra_scan.py checks it
   parent: vault
@@ -652,6 +655,8 @@ var appSettingsSecret = useClientSecret ? {
 } : {}
 var appSettingsWebhook = useWebhook ? {
   WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${vaultUri}secrets/webhook-url/)'
+} : {}
+var appSettingsClientState = useClientState ? {
   WEBHOOK_CLIENT_STATE: '@Microsoft.KeyVault(SecretUri=${vaultUri}secrets/webhook-client-state/)'
 } : {}
 
@@ -684,7 +689,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: not the 'web' config - public network access is set on the site (appPublicNetworkAccess)
   parent: functionApp
   name: 'appsettings'
-  properties: union(platformSettings, appSettingsCommon, appSettingsSecret, appSettingsWebhook, appSettingsEventGrid,
+  properties: union(platformSettings, appSettingsCommon, appSettingsSecret, appSettingsWebhook, appSettingsClientState, appSettingsEventGrid,
     appSettingsJira)
   dependsOn: [
     blobOwner

@@ -21,9 +21,10 @@ from shared.contract.messages import (
     InvalidMessage,
     LifecycleMessage,
     RecordsMessage,
-    parse_message,
     parse_segment_message,
 )
+from shared.contract.notifications import Expected
+from shared.deliver.drain import read_message
 from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
 from shared.errors import EntraAssetsError
 from shared.jira_links import link_hook
@@ -32,7 +33,7 @@ from shared.produce.full import full_sync_due, guard_error, new_result, type_fai
 from shared.produce.plan import FullRunResult, Progress, RunOptions, Scope, read_scope
 from shared.produce.preview import PreviewReport, run_preview
 from shared.produce.segments import advance, load_cursor
-from shared.produce.subscriptions import ensure_subscriptions
+from shared.produce.subscriptions import ensure_subscriptions, subscription_ids
 from shared.settings import Settings
 from shared.store import history
 from shared.store.ports import ChangeQueue, LeaseBusy, PayloadStore, QueuedMessage, StateStore
@@ -170,7 +171,7 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
     depth = backend.queue.depth()  # the poison-queue alert reads this event (infra/alerts.bicep)
     log.info("queue: %d waiting, %d poison", depth.messages, depth.poison,
              extra={"event": "queue.depth", "messages": depth.messages, "poison": depth.poison})
-    if settings.webhook_url:  # create, renew or recreate the change-notification subscriptions
+    if settings.notification_url:  # create, renew or recreate the change-notification subscriptions
         ensure_subscriptions(graph_client(settings), backend.state, settings)
     cursor = load_cursor(backend.state)
     resume = cursor is not None and now - max(cursor.updated, cursor.started) > stalled_after(settings)
@@ -240,15 +241,29 @@ def _segment(settings: Settings, backend: Backend, trigger: str) -> FullRunResul
     return result
 
 
+def event_checks(settings: Settings, state: StateStore) -> Expected | None:
+    """What Graph's events on the queue must carry to be acted on (``shared.contract.notifications``); None
+    unless NOTIFICATION_DELIVERY=eventgrid (then every event is refused)."""
+    if not settings.event_grid:
+        return None
+    secret = settings.webhook_client_state.reveal() if settings.webhook_client_state else None
+    return Expected.of(secret, subscription_ids(state), settings.tenant_id)
+
+
 def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
     """The worker path for one delivered message: drain, coalesce, push, acknowledge."""
     backend = open_backend(settings)
+    events = event_checks(settings, backend.state)
     try:
-        delivered = parse_message(message.body)
+        delivered = read_message(message.body, events)
     except InvalidMessage as why:  # raised: the host retries it, then moves it to the poison queue
         raise ValueError(f"queue message {message.id} is not an entra-assets message ({why})") from None
-    if isinstance(delivered, LifecycleMessage) and delivered.event in RESUBSCRIBE and settings.webhook_url:
-        ensure_subscriptions(graph_client(settings), backend.state, settings)
+    if delivered is None:  # an Event Grid event that is not ours: logged, and completed by the host
+        return PushResult()
+    if isinstance(delivered, LifecycleMessage) and delivered.event in RESUBSCRIBE and settings.notification_url:
+        # Graph repeats reauthorizationRequired until the subscription is renewed (or reauthorized): renew it
+        # whatever its expiry (https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events).
+        ensure_subscriptions(graph_client(settings), backend.state, settings, renew={delivered.subscription})
     kind = "full" if isinstance(delivered, RecordsMessage | HandOnMessage) else "catch-up"
     tracker = history.StageTracker(backend.state, delivered.trigger, kind,
                                    quiet_for=0.0 if kind == "full" else CATCH_UP_QUIET_SECONDS)
@@ -257,7 +272,7 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
         pushed = push_queued(backend.queue, backend.payloads, backend.state, assets_client(settings),
                              trigger=message, progress=tracker, catch_up=catch_up,
                              on_pass=_recorder(settings, backend.state, result), after=link_hook(settings),
-                             budget=settings.segment_seconds)
+                             budget=settings.segment_seconds, events=events)
     finally:
         tracker.finish()
     if (error := run_outcome_error(result)) is not None:
@@ -328,7 +343,8 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
         while True:
             pushed = push_queued(backend.queue, backend.payloads, backend.state, assets, progress=progress,
                                  catch_up=catch_up, on_pass=_recorder(settings, backend.state, caught_up),
-                                 after=link_hook(settings), lease_wait=CLI_LEASE_WAIT_SECONDS)
+                                 after=link_hook(settings), lease_wait=CLI_LEASE_WAIT_SECONDS,
+                                 events=event_checks(settings, backend.state))
             report.pushes.append(pushed)
             if pushed.messages == 0:
                 break

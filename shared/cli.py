@@ -227,6 +227,12 @@ def status(as_json: bool, limit: int) -> None:
     out.print(runs_table(data["runs"][:limit]) if data["runs"] else "no runs recorded yet")
     for resource, subscription in sorted(data["subscriptions"].items()):
         out.print(f"subscription {resource}: expires {escape(str(subscription.get('expires')))}")
+    grid = data.get("event_grid")
+    if grid is not None:
+        out.print(f"Event Grid partner topic {escape(grid['partner_topic'])}: {grid['activation'] or 'not created'}"
+                  + (f", delivering to {', '.join(grid['queues'])}" if grid["queues"] else ""))
+        for problem in grid["problems"]:
+            out.print(f"[yellow]Event Grid not ready:[/yellow] {escape(problem)}")
     out.print(f"queue: {data['queue']['messages']} waiting, {data['queue']['poison']} poison")
     credentials = data["credentials"]
     out.print(f"Graph credential: {escape(describe(credentials['graph_credential']))}")

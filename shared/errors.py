@@ -111,3 +111,10 @@ class ForeignLink(RemoteError):
 class StorageUnreachable(EntraAssetsError):
     """The storage account of AzureWebJobsStorage (or AzureWebJobsStorage__accountName) did not answer, or
     refused the credential, when the store was opened: nothing was read or written."""
+
+
+class EventGridError(EntraAssetsError):
+    """Event Grid delivery is not ready: the partner topic is missing or not activated, its event subscription
+    does not deliver to the sync queue, or the app's identity lacks the role to look (NOTIFICATION_DELIVERY)."""
+
+    status = "MISSING_PERMISSIONS"

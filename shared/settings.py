@@ -20,6 +20,15 @@ from shared.errors import SettingsError
 
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_ASSETS_API_URL = "https://api.atlassian.com"
+DEFAULT_RESOURCE_MANAGER_URL = "https://management.azure.com"
+DELIVERIES = ("webhook", "eventgrid")   # NOTIFICATION_DELIVERY
+# Azure naming rules (https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules):
+# resource groups 1-90 of letters, digits, -_.() not ending in "."; Event Grid partner topics 3-50 of letters,
+# digits and "-"; regions are names like "westeurope" (never a display name such as "West Europe", which the
+# EventGrid: URL does not take: https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events).
+_RESOURCE_GROUP = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
+_PARTNER_TOPIC = re.compile(r"^[A-Za-z0-9-]{3,50}$")
+_REGION = re.compile(r"^[a-z][a-z0-9]{1,40}$")
 # https://learn.microsoft.com/rest/api/storageservices/naming-queues-and-metadata
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _SCHEMA_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
@@ -84,7 +93,14 @@ class Settings:
     max_deactivation_percent: float = 30.0  # SPEC §2; 100 = off (no type can lose more than all of its objects)
     mapping_file: Path | None = None
     webhook_url: str | None = None
-    webhook_client_state: Secret | None = None
+    webhook_client_state: Secret | None = None          # checked on webhook POSTs and Event Grid events alike
+    notification_delivery: str = "webhook"              # NOTIFICATION_DELIVERY: webhook | eventgrid
+    eventgrid_partner_topic: str | None = None          # EVENTGRID_PARTNER_TOPIC and where it lives:
+    eventgrid_subscription_id: str | None = None        # EVENTGRID_SUBSCRIPTION_ID
+    eventgrid_resource_group: str | None = None         # EVENTGRID_RESOURCE_GROUP
+    eventgrid_location: str | None = None               # EVENTGRID_LOCATION
+    resource_manager_url: str = DEFAULT_RESOURCE_MANAGER_URL  # AZURE_RESOURCE_MANAGER_URL (national clouds, emulators)
+    management_access_token: Secret | None = None       # AZURE_MANAGEMENT_TOKEN: a fixed ARM token (sandboxes)
     jira_site_url: str | None = None          # SPEC §5: all three JIRA_* or none (linking off)
     jira_email: str | None = None
     jira_api_token: Secret | None = None
@@ -95,6 +111,22 @@ class Settings:
     def jira_enabled(self) -> bool:
         """True when Jira user linking is configured (JIRA_SITE_URL, JIRA_EMAIL and JIRA_API_TOKEN)."""
         return bool(self.jira_site_url and self.jira_email and self.jira_api_token)
+
+    @property
+    def event_grid(self) -> bool:
+        """True when Graph delivers change notifications through Event Grid (NOTIFICATION_DELIVERY=eventgrid)."""
+        return self.notification_delivery == "eventgrid"
+
+    @property
+    def notification_url(self) -> str | None:
+        """Where Graph is to deliver change and lifecycle notifications: WEBHOOK_URL, or with Event Grid the
+        ``EventGrid:`` URL of the partner topic (https://learn.microsoft.com/azure/event-grid/
+        subscribe-to-graph-api-events); None when neither is configured (no subscriptions)."""
+        if not self.event_grid:
+            return self.webhook_url
+        return (f"EventGrid:?azuresubscriptionid={self.eventgrid_subscription_id}"
+                f"&resourcegroup={self.eventgrid_resource_group}&partnertopic={self.eventgrid_partner_topic}"
+                f"&location={self.eventgrid_location}")
 
     @property
     def uses_azure_storage(self) -> bool:
@@ -220,6 +252,7 @@ def _scope(get, values: dict, problems: list[str]) -> None:
         problems.append(f"MAPPING_FILE: no file at {mapping}")
     values["mapping_file"] = Path(mapping) if mapping else None
     _webhook(get, values, problems)
+    _event_grid(get, values, problems)
     _jira(get, values, problems)
 
 
@@ -273,6 +306,43 @@ def _webhook(get, values: dict, problems: list[str]) -> None:
                         "and the webhook refuses every other")
     values["webhook_url"] = url
     values["webhook_client_state"] = Secret(state) if state else None
+
+
+def _event_grid(get, values: dict, problems: list[str]) -> None:
+    """NOTIFICATION_DELIVERY and, with ``eventgrid``, the partner topic (EVENTGRID_*), the client state and
+    how the management API is reached (AZURE_RESOURCE_MANAGER_URL, AZURE_MANAGEMENT_TOKEN)."""
+    delivery = (get("NOTIFICATION_DELIVERY") or "webhook").casefold()
+    if delivery not in DELIVERIES:
+        problems.append(f"NOTIFICATION_DELIVERY '{_shown(delivery)}' must be webhook or eventgrid")
+        delivery = "webhook"
+    values["notification_delivery"] = delivery
+    names = {"EVENTGRID_PARTNER_TOPIC": (_PARTNER_TOPIC, "3-50 letters, digits and hyphens"),
+             "EVENTGRID_SUBSCRIPTION_ID": (GUID, "the Azure subscription's id (a GUID)"),
+             "EVENTGRID_RESOURCE_GROUP": (_RESOURCE_GROUP, "a resource group name"),
+             "EVENTGRID_LOCATION": (_REGION, "a region name such as westeurope (az account list-locations), "
+                                             + "not a display name")}
+    for name, (pattern, what) in names.items():
+        value = get(name)
+        values[name.lower()] = value
+        if delivery == "eventgrid" and not value:
+            problems.append(f"{name} is required with NOTIFICATION_DELIVERY=eventgrid: {what}")
+        elif value and not pattern.match(value):
+            problems.append(f"{name} '{_shown(value)}' is not valid: {what}")
+    if delivery == "eventgrid":
+        if values.get("webhook_url"):
+            problems.append("WEBHOOK_URL is set but NOTIFICATION_DELIVERY=eventgrid: Graph delivers to Event Grid "
+                            "then, so unset WEBHOOK_URL (or set NOTIFICATION_DELIVERY=webhook)")
+        if not values.get("webhook_client_state"):
+            problems.append("WEBHOOK_CLIENT_STATE is required with NOTIFICATION_DELIVERY=eventgrid: Graph puts it "
+                            "in every event and the worker refuses events without it")
+        tenant = values.get("tenant_id")
+        if not tenant or not GUID.match(tenant):
+            problems.append("AZURE_TENANT_ID must be the tenant's id (a GUID) with NOTIFICATION_DELIVERY=eventgrid: "
+                            "each event names its tenant by id, and the worker refuses every other")
+    values["resource_manager_url"] = _url(get("AZURE_RESOURCE_MANAGER_URL") or DEFAULT_RESOURCE_MANAGER_URL,
+                                          "AZURE_RESOURCE_MANAGER_URL", problems)
+    token = get("AZURE_MANAGEMENT_TOKEN")
+    values["management_access_token"] = Secret(token) if token else None
 
 
 def _credentials(get, values: dict, problems: list[str]) -> None:

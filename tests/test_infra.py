@@ -38,15 +38,10 @@ NOT_IN_AZURE = {
                                      "Vault or the app's managed identity instead",
     "AZURE_CLIENT_CERTIFICATE_PASSWORD": "goes with AZURE_CLIENT_CERTIFICATE_PATH",
     "AzureWebJobsStorage__clientId": "a user-assigned identity; the template gives the app a system-assigned one",
-}
-# Set by the template, named by SPEC §2, but not read by the code yet: Event Grid delivery (issue 12 item 1) is
-# another lane's. Each leaves this list when the code reads it (test_the_pending_list_is_current says so).
-PENDING_IN_CODE = {
-    "NOTIFICATION_DELIVERY": "webhook | eventgrid (SPEC §2)",
-    "EVENTGRID_PARTNER_TOPIC": "the partner topic Graph delivers to (SPEC §2)",
-    "EVENTGRID_SUBSCRIPTION_ID": "its Azure subscription (SPEC §2)",
-    "EVENTGRID_RESOURCE_GROUP": "its resource group (SPEC §2)",
-    "EVENTGRID_LOCATION": "its region (SPEC §2)",
+    "AZURE_RESOURCE_MANAGER_URL": "Azure's own Resource Manager is the default; set only for a national cloud or "
+                                  "the sandbox's emulator",
+    "AZURE_MANAGEMENT_TOKEN": "a fixed Resource Manager token for sandboxes; in Azure the app's managed identity "
+                              "signs in",
 }
 # Set by the template for the Functions platform (host, Application Insights), not read by our code.
 PLATFORM = {
@@ -236,14 +231,8 @@ def test_the_not_in_azure_list_is_current():
 
 
 def test_the_template_sets_no_setting_the_code_does_not_read():
-    unknown = sorted(set(template_settings()) - code_settings() - PLATFORM - PENDING_IN_CODE.keys())
+    unknown = sorted(set(template_settings()) - code_settings() - PLATFORM)
     assert not unknown, f"infra/main.bicep sets app settings nothing reads (a typo?): {unknown}"
-
-
-def test_the_pending_list_is_current():
-    read_now = sorted(PENDING_IN_CODE.keys() & code_settings())
-    assert not read_now, f"the code reads these now: remove them from PENDING_IN_CODE: {read_now}"
-    assert PENDING_IN_CODE.keys() <= set(template_settings()), "PENDING_IN_CODE names a setting the template lacks"
 
 
 # ---------------------------------------------------------------- secrets

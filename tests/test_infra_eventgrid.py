@@ -62,11 +62,16 @@ def test_the_app_settings_of_each_mode():
     assert eventgrid["condition"] == "useEventGrid" and eventgrid["false_value"] == {}
     assert set(eventgrid["true_value"]) == {"EVENTGRID_PARTNER_TOPIC", "EVENTGRID_SUBSCRIPTION_ID",
                                             "EVENTGRID_RESOURCE_GROUP", "EVENTGRID_LOCATION"}
-    # the webhook's settings and secrets only in webhook mode
-    assert variables["appSettingsWebhook"]["value"]["operator"]["operands"]["condition"] == "useWebhook"
+    # the webhook's URL only in webhook mode; the client state in both (the worker checks every event's)
+    webhook = variables["appSettingsWebhook"]["value"]["operator"]["operands"]
+    assert webhook["condition"] == "useWebhook" and set(webhook["true_value"]) == {"WEBHOOK_URL"}
     assert variables["useWebhook"]["value"]["operator"]["type"] == "and"
-    for secret in ("webhookUrlSecret", "clientStateSecret"):
-        assert parse(MAIN)["resources"][secret]["config"]["condition"] == "useWebhook"
+    assert parse(MAIN)["resources"]["webhookUrlSecret"]["config"]["condition"] == "useWebhook"
+    state = variables["appSettingsClientState"]["value"]["operator"]["operands"]
+    assert state["condition"] == "useClientState" and set(state["true_value"]) == {"WEBHOOK_CLIENT_STATE"}
+    assert variables["useClientState"]["value"]["operator"] == {"type": "or", "operands": {
+        "operand_1": "useWebhook", "operand_2": "useEventGrid"}}
+    assert parse(MAIN)["resources"]["clientStateSecret"]["config"]["condition"] == "useClientState"
 
 
 def test_no_public_network_access_with_eventgrid():

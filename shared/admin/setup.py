@@ -8,6 +8,7 @@ from pathlib import Path
 
 from jsonschema import Draft201909Validator
 
+from shared.admin.event_grid import ensure_event_grid
 from shared.app import assets_client, graph_client, open_backend
 from shared.errors import IncompatibleSchema, RemoteError
 from shared.jira_links import ensure_jira_user_attribute
@@ -67,9 +68,12 @@ def run_setup(settings: Settings) -> SetupOutcome:
                                      + "; ".join(refused))
         notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
     action = assets.submit_document(document, first)
-    state = open_backend(settings).state if settings.jira_enabled or settings.webhook_url else None
+    state = open_backend(settings).state if settings.jira_enabled or settings.notification_url else None
     if settings.jira_enabled:  # Jira User (type User) cannot come through the mapping: the object API makes it
         notes += ensure_jira_user_attribute(settings, state)
-    if settings.webhook_url:  # Graph validates the webhook during the create: it must be reachable now
+    if settings.notification_url:  # a webhook is validated during the create: it must be reachable now
         notes += ensure_subscriptions(graph_client(settings), state, settings).lines()
+    if settings.event_grid:  # the subscriptions created the partner topic: activate it, check its delivery
+        grid = ensure_event_grid(settings)
+        notes += grid.lines + grid.problems
     return SetupOutcome(action, len(types), sum(len(t.attributes) for t in types), notes)

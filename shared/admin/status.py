@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from shared.admin.credential_expiry import credential_report, describe
 from shared.admin.credential_expiry import warnings as credential_warnings
+from shared.admin.event_grid import event_grid_status
 from shared.app import assets_client, graph_client, open_backend
 from shared.clients.assets import CONFIG_STATUSES
 from shared.deliver import handoff
@@ -34,6 +35,7 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)   # credential expiry warnings (also in ``lines``)
     credentials: dict = field(default_factory=dict)     # shared.admin.credential_expiry.credential_report
     jira: str | None = None                             # why Jira linking cannot work (JIRA_* set), else None
+    event_grid: dict | None = None                      # NOTIFICATION_DELIVERY=eventgrid: EventGridReport.as_dict
 
 
 def _assets_status(settings: Settings) -> tuple[str, str]:
@@ -56,7 +58,9 @@ def check_all(settings: Settings, now: dt.datetime | None = None, state: StateSt
     credentials expire (``shared.admin.credential_expiry``: warnings from 30 days ahead, in ``warnings`` and as "warning:"
     lines). Every missing Graph permission is named, not only the first. Jira failing leaves the importer
     status as it is (SPEC §3 has no status for it; syncs still push the directory) but makes the report not
-    ``ready`` (``check`` exits 1) with a "Jira linking:" line saying what to fix, also in ``jira``. Raises only
+    ``ready`` (``check`` exits 1) with a "Jira linking:" line saying what to fix, also in ``jira``; so does
+    Event Grid delivery that is not ready (NOTIFICATION_DELIVERY=eventgrid, ``shared.admin.event_grid``:
+    "Event Grid:" lines, and ``event_grid``). Raises only
     SettingsError. Writes one thing, into ``state`` (default: the configured store): the import token's
     first-seen time, once per accepted token."""
     report = CheckReport()
@@ -93,6 +97,12 @@ def check_all(settings: Settings, now: dt.datetime | None = None, state: StateSt
         except EntraAssetsError as error:
             report.ready, report.jira = False, str(error)
             report.lines.append(f"Jira linking: {error} (until then syncs push the directory without new links)")
+    if settings.event_grid:  # like Jira: not ready, the importer status unchanged (syncs go on, by the timer)
+        grid = event_grid_status(settings)
+        report.event_grid = grid.as_dict()
+        report.lines.extend(grid.lines + [f"{line} (until then changes arrive by the timer's catch-up only)"
+                                          for line in grid.problems])
+        report.ready = report.ready and grid.ready
     signed_in = report.status != "INVALID_CREDENTIALS"
     state = state or open_backend(settings).state
     report.credentials = credential_report(settings, graph if signed_in else None, state,
@@ -112,7 +122,8 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
     (``current``, a segmented full run: ``full_run``, or an execution handed on between worker invocations:
     ``handed_on``) even before Assets sees an execution; ``message`` says
     what to do about it. ``runs`` is the
-    history, newest first (``shared.store.history``); ``credentials`` the expiry report with its warnings
+    history, newest first (``shared.store.history``); ``event_grid`` the partner topic's state with
+    NOTIFICATION_DELIVERY=eventgrid (null otherwise); ``credentials`` the expiry report with its warnings
     (``shared.admin.credential_expiry``); ``jira`` the user links (null when linking is off), with ``degraded``: why linking
     does not work - what ``check`` finds now, else what the newest run reported - or null. Costs what ``check`` costs:
     a token, one Graph read per synced resource and the registration, one Assets request. Raises only
@@ -145,6 +156,6 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
                 "degraded": check.jira or (runs[0].get("linking") if runs else None)}
     return {"importer_status": status, "message": check.message, "current": current, "full_run": full_run,
             "handed_on": handed_on, "runs": runs,
-            "subscriptions": stored_subscriptions(backend.state),
+            "subscriptions": stored_subscriptions(backend.state), "event_grid": check.event_grid,
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
             "credentials": {**check.credentials, "warnings": check.warnings}, "jira": jira}

@@ -19,6 +19,7 @@ from shared import telemetry
 from shared.clients.assets import AssetsClient, Execution
 from shared.contract.checkpoints import merge_checkpoint
 from shared.contract.messages import CatchUpRequest, HandOnMessage, RecordsMessage, parse_message
+from shared.contract.notifications import Expected, is_cloud_event
 from shared.contract.payload import Line
 from shared.deliver import follow_ups, handoff, open_executions, push
 from shared.deliver.coalesce import Coalesced, coalesced
@@ -69,7 +70,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
                 progress: Progress = lambda stage, n: None, catch_up: CatchUp | None = None,
                 on_pass: Callable[[PushResult, BaseException | None], None] | None = None,
                 after: AfterDone | None = None, sleep: Callable[[float], None] = time.sleep,
-                budget: float | None = None) -> PushResult:
+                budget: float | None = None, events: Expected | None = None) -> PushResult:
     """Push everything waiting in ``queue`` (plus ``trigger``, the message a queue trigger delivered).
 
     ``records`` messages point at a full run's payload. ``changes`` (from the webhook), ``lifecycle`` and
@@ -87,8 +88,10 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     ``after(state, records, renew)`` runs after the commit of every pass (Jira User links, ``shared.jira_links``);
     it must not raise. ``budget``: seconds this invocation may run (``SEGMENT_SECONDS``) before it hands the
     execution on (``shared.deliver.handoff``; ``on_pass`` then runs only if it failed); None: no limit.
+    ``events``: what Graph's CloudEvents on the queue must carry (NOTIFICATION_DELIVERY=eventgrid,
+    ``shared.deliver.drain.read_message``); None: Event Grid delivery is off and such events are refused.
     """
-    if trigger is not None and parsed(trigger) is None:
+    if trigger is not None and not is_cloud_event(trigger.body) and parsed(trigger) is None:
         raise ValueError(f"queue message {trigger.id} is not an entra-assets message")  # retried, then poisoned
     result, failure = PushResult(), None
     lease = state.lease(f"writer/{assets.source_key()}", ttl=lease_ttl)
@@ -104,7 +107,7 @@ def push_queued(queue: ChangeQueue, payloads: PayloadStore, state: StateStore, a
     try:
         with telemetry.span("worker_pass"):
             return _push(queue, payloads, state, assets, trigger, lease.renew, progress, catch_up, result, after,
-                         budget)
+                         budget, events)
     except BaseException as error:
         failure = error
         raise
@@ -157,7 +160,7 @@ def _acquire(lease, wait: float, sleep: Callable[[float], None]) -> None:
 
 def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable[[], None],
           progress: Progress, catch_up: CatchUp | None, result: PushResult, after: AfterDone | None,
-          budget: float | None) -> PushResult:
+          budget: float | None, events: Expected | None) -> PushResult:
     """One pass: drain, drop what is superseded, coalesce with the catch-up, push, commit, acknowledge - or,
     when ``budget`` seconds are up first, hand the execution on (``shared.deliver.handoff``). With a journal
     handed on, the pass takes it up instead and drains nothing."""
@@ -165,9 +168,10 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
     deadline = None if budget is None else started + budget
     journal = handoff.load(state)
     if journal is not None:
-        return _resume(queue, payloads, state, assets, trigger, renew, progress, result, after, deadline, journal)
+        return _resume(queue, payloads, state, assets, trigger, renew, progress, result, after, deadline, journal,
+                       events)
     open_executions.cancel_left_open(assets, state)
-    drained = _without_stale_hand_ons(queue, drain(queue, trigger), trigger)
+    drained = _without_stale_hand_ons(queue, drain(queue, trigger, events), trigger)
     cids, more = _noted(drained, result)
     marks = Pushed.load(state.checkpoint(PUSHED))
     with_payload = _unsuperseded(queue, payloads, [d for d in drained if isinstance(d.message, RecordsMessage)],
@@ -191,7 +195,7 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
                               f"{len(drained)} message(s); correlation ids: {', '.join(cids) or 'none'}"
                               + (f" (+{more} more)" if more else ""), cids, deadline=deadline)
             if paused is not None:
-                journal = handoff.begin(time.time() - (time.monotonic() - started), [d.queued.body for d in kept])
+                journal = handoff.begin(time.time() - (time.monotonic() - started), [d.message.body() for d in kept])
                 if not paused.sent_all:  # the rest of the stream, catch-up included, for the next passes
                     journal.rest = journal.part("rest")
                     handoff.write_rest(payloads, journal.rest, itertools.chain(paused.unsent, paused.rest))
@@ -215,15 +219,16 @@ def _push(queue, payloads, state, assets: AssetsClient, trigger, renew: Callable
 
 def _resume(queue, payloads, state, assets: AssetsClient, trigger: QueuedMessage | None, renew: Callable[[], None],
             progress: Progress, result: PushResult, after: AfterDone | None, deadline: float | None,
-            journal: handoff.Journal) -> PushResult:
+            journal: handoff.Journal, events: Expected | None) -> PushResult:
     """Take up the execution ``journal`` handed on: send on or ask for DONE, then hand on again or finish. A
     trigger that is not the journal's current hand-on message waits (re-queued: its changes go into the next
     execution) and moves the journal only when it stalled."""
-    woken = parsed(trigger).message if trigger is not None else None
+    found = parsed(trigger, events) if trigger is not None else None
+    woken = found.message if found is not None else None
     if trigger is not None and not (isinstance(woken, HandOnMessage) and woken.handoff == journal.id
                                     and woken.step == journal.step):
-        if not isinstance(woken, HandOnMessage):
-            queue.send(trigger.body, delay=DEFER_SECONDS)
+        if woken is not None and not isinstance(woken, HandOnMessage):  # (a refused event: nothing to keep)
+            queue.send(woken.body(), delay=DEFER_SECONDS)
         if not handoff.stalled(journal):
             return PushResult(deferred=True)
     started = time.monotonic()

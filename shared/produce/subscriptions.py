@@ -3,11 +3,17 @@
 ``ensure_subscriptions`` is idempotent and cheap (one ``GET /subscriptions`` plus a write only where needed):
 ``setup`` calls it once, the timer on every run, ``status`` reads ``stored_subscriptions``. For each wanted
 resource (users when "user" is synced, groups when "group" is) it keeps exactly one subscription of ours, where
-"ours" means the same notificationUrl (``WEBHOOK_URL``) and resource:
+"ours" means the same notificationUrl and resource. The notificationUrl (``Settings.notification_url``) is
+WEBHOOK_URL, or with NOTIFICATION_DELIVERY=eventgrid the ``EventGrid:?azuresubscriptionid=…&resourcegroup=…
+&partnertopic=…&location=…`` URL of the partner topic, for change and lifecycle notifications alike
+(https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events); Graph creates the topic with the
+first subscription, and ``shared.admin.event_grid`` activates it.
 
 - none of ours listed: create one (``created``; ``recreated`` when the checkpoint knew one that Graph dropped);
   a 409 (another instance created it meanwhile, or the transport repeated our POST) adopts the existing one;
-- one listed: renew it (PATCH) when it expires within ``RENEW_MARGIN``, else keep it; a 404 on the PATCH (Graph
+- one listed: renew it (PATCH) when it expires within ``RENEW_MARGIN`` or its id is in ``renew`` (a
+  ``reauthorizationRequired`` lifecycle event: Graph repeats it until the subscription is renewed), else keep
+  it; a 404 on the PATCH (Graph
   deleted it in between) creates a new one; one that cannot be kept as is (another changeType, or no
   lifecycleNotificationUrl, which cannot be added later, §3.6) is deleted and created again;
 - more than one listed: keep the one the checkpoint names (else the latest expiry) and delete the others;
@@ -24,6 +30,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from shared.clients.graph import GraphClient
 from shared.errors import EntraAssetsError, GraphPermissionError, RemoteError
@@ -121,33 +128,35 @@ def subscription_ids(state: StateStore) -> dict[str, str] | None:
 
 
 def ensure_subscriptions(graph: GraphClient, state: StateStore, settings: Settings,
-                         now: dt.datetime | None = None) -> SubscriptionReport:
-    """Make sure Graph notifies ``settings.webhook_url`` of user and group changes (see the module docstring).
+                         now: dt.datetime | None = None, renew: set[str] = frozenset()) -> SubscriptionReport:
+    """Make sure Graph notifies ``settings.notification_url`` of user and group changes (see the module
+    docstring); subscriptions whose id is in ``renew`` are renewed whatever their expiry.
 
     Raises ``SubscriptionQuotaError`` when Graph's quota is used up, ``SubscriptionError`` when Graph refuses a
     subscription (most often: the webhook did not answer the validation handshake), ``GraphPermissionError``
     and ``RemoteError`` as the Graph client does.
     """
-    if not settings.webhook_url:
+    url = settings.notification_url
+    if not url:
         return SubscriptionReport(False, "WEBHOOK_URL is not set: no Graph subscriptions (changes are found by "
                                          "the timer's delta sync only)")
     if not settings.webhook_client_state:
         raise SubscriptionError("WEBHOOK_CLIENT_STATE is required with WEBHOOK_URL")
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    url = settings.webhook_url
     wanted = [RESOURCES[t] for t in RESOURCES if t in settings.object_types]
     stored = stored_subscriptions(state)
-    listed = [s for s in graph.objects("subscriptions") if s.get("notificationUrl") == url]
+    listed = [s for s in graph.objects("subscriptions") if same_url(s.get("notificationUrl"), url)]
     ours: dict[str, list[dict]] = {}
     for sub in listed:
         resource = _resource(sub.get("resource"))
         if resource in RESOURCES.values():
             ours.setdefault(resource, []).append(sub)
-    report = SubscriptionReport(True, f"Graph notifies the webhook of changes to {' and '.join(wanted)}" if wanted
+    where = f"Event Grid (partner topic {settings.eventgrid_partner_topic})" if settings.event_grid else "the webhook"
+    report = SubscriptionReport(True, f"Graph notifies {where} of changes to {' and '.join(wanted)}" if wanted
                                 else "neither users nor groups are synced: no Graph subscriptions are needed")
     for resource in wanted:
         report.resources[resource] = _ensure_one(graph, settings, resource, ours.get(resource, []),
-                                                 stored.get(resource), now)
+                                                 stored.get(resource), now, renew)
     for resource in sorted(set(ours) - set(wanted)):
         for sub in ours[resource]:
             _delete(graph, sub["id"])
@@ -163,13 +172,13 @@ def ensure_subscriptions(graph: GraphClient, state: StateStore, settings: Settin
 
 
 def _ensure_one(graph: GraphClient, settings: Settings, resource: str, ours: list[dict], stored: dict | None,
-                now: dt.datetime) -> ResourceSubscription:
+                now: dt.datetime, renew: set[str]) -> ResourceSubscription:
     stored_id = stored.get("id") if stored else None
     ours = sorted(ours, key=lambda s: (s.get("id") == stored_id, _expiry(s) or now), reverse=True)
     keep, duplicates = (ours[0], ours[1:]) if ours else (None, [])
     for sub in duplicates:
         _delete(graph, sub["id"])
-    if keep is not None and not _reusable(keep, settings.webhook_url):
+    if keep is not None and not _reusable(keep, settings.notification_url):
         _delete(graph, keep["id"])
         keep, stored_id = None, stored_id or keep["id"]
     if keep is None:
@@ -178,43 +187,44 @@ def _ensure_one(graph: GraphClient, settings: Settings, resource: str, ours: lis
             action = "recreated"
         return ResourceSubscription(resource, action, sub["id"], _expiry(sub), len(duplicates))
     expires = _expiry(keep)
-    if expires is not None and expires - now > RENEW_MARGIN:
+    if expires is not None and expires - now > RENEW_MARGIN and keep["id"] not in renew:
         return ResourceSubscription(resource, "kept", keep["id"], expires, len(duplicates))
     try:
         renewed = graph.send("PATCH", f"subscriptions/{keep['id']}",
                              {"expirationDateTime": _iso(now + MAX_EXPIRATION - EXPIRY_MARGIN)})
     except RemoteError as exc:
         if exc.http_status != 404:
-            raise _refused(exc, resource) from None
+            raise _refused(exc, resource, settings) from None
         sub, _ = _create(graph, settings, resource, now)  # deleted by Graph between our list and the PATCH
         return ResourceSubscription(resource, "recreated", sub["id"], _expiry(sub), len(duplicates))
     except GraphPermissionError as exc:
-        raise _refused(exc, resource) from None
+        raise _refused(exc, resource, settings) from None
     return ResourceSubscription(resource, "renewed", keep["id"], _expiry(renewed or {}) or expires,
                                 len(duplicates))
 
 
 def _create(graph: GraphClient, settings: Settings, resource: str, now: dt.datetime) -> tuple[dict, str]:
     """POST a subscription; on 409 adopt the existing one. Returns (subscription, "created" | "adopted")."""
-    body = {"changeType": CHANGE_TYPE, "notificationUrl": settings.webhook_url,
-            "lifecycleNotificationUrl": settings.webhook_url, "resource": resource,
+    body = {"changeType": CHANGE_TYPE, "notificationUrl": settings.notification_url,
+            "lifecycleNotificationUrl": settings.notification_url, "resource": resource,
             "expirationDateTime": _iso(now + MAX_EXPIRATION - EXPIRY_MARGIN),
             "clientState": settings.webhook_client_state.reveal(), "latestSupportedTlsVersion": "v1_2"}
     try:
         return graph.send("POST", "subscriptions", body) or {}, "created"
     except (RemoteError, GraphPermissionError) as exc:
         if getattr(exc, "http_status", None) != 409:
-            raise _refused(exc, resource) from None
+            raise _refused(exc, resource, settings) from None
         conflict = exc
     found = _EXISTING_ID.search(getattr(conflict, "detail", "") or "")
     listed = [s for s in graph.objects("subscriptions")
-              if s.get("notificationUrl") == settings.webhook_url and _resource(s.get("resource")) == resource]
+              if same_url(s.get("notificationUrl"), settings.notification_url)
+              and _resource(s.get("resource")) == resource]
     match = next((s for s in listed if found and s.get("id") == found.group(1)), None) or \
         (max(listed, key=lambda s: _expiry(s) or now) if listed else None)
     if match is None and found:
         match = graph.get(f"subscriptions/{found.group(1)}")
     if match is None:
-        raise SubscriptionError(f"Microsoft Graph says a subscription to /{resource} for WEBHOOK_URL already "
+        raise SubscriptionError(f"Microsoft Graph says a subscription to /{resource} for this URL already "
                                 "exists (409) but does not list it; try again later")
     return match, "adopted"
 
@@ -227,7 +237,7 @@ def _delete(graph: GraphClient, sid: str) -> None:
             raise
 
 
-def _refused(exc: EntraAssetsError, resource: str) -> EntraAssetsError:
+def _refused(exc: EntraAssetsError, resource: str, settings: Settings) -> EntraAssetsError:
     """A clear error for a refused create or renewal; the message is Graph's (it never holds the clientState)."""
     status, code, detail = getattr(exc, "http_status", None), getattr(exc, "code", ""), getattr(exc, "detail", "")
     if status == 403 and code != "Authorization_RequestDenied" and any(w in detail.lower() for w in _QUOTA_WORDS):
@@ -239,6 +249,12 @@ def _refused(exc: EntraAssetsError, resource: str) -> EntraAssetsError:
         return GraphPermissionError(
             f"Microsoft Graph denied a subscription to /{resource} (403 {code}): grant the application permission "
             f"{SUBSCRIPTION_PERMISSIONS[resource]} to the app registration and give admin consent")
+    if status == 400 and settings.event_grid:
+        return SubscriptionError(
+            f"Microsoft Graph refused the subscription to /{resource} (400 {code}: {detail}); check that the "
+            f"Microsoft Graph API partner is authorized on resource group {settings.eventgrid_resource_group} "
+            "(infra/eventgrid.bicep's partner configuration, or Event Grid > Partner configurations in the "
+            "portal) and that EVENTGRID_SUBSCRIPTION_ID, EVENTGRID_RESOURCE_GROUP and EVENTGRID_LOCATION name it")
     if status == 400:
         return SubscriptionError(
             f"Microsoft Graph refused the subscription to /{resource} (400 {code}: {detail}); when the validation "
@@ -247,9 +263,23 @@ def _refused(exc: EntraAssetsError, resource: str) -> EntraAssetsError:
 
 
 def _reusable(sub: dict, url: str) -> bool:
-    """Ours as we would create it: both change types and lifecycle notifications to the webhook."""
+    """Ours as we would create it: both change types and lifecycle notifications to the same place."""
     kinds = {p.strip() for p in str(sub.get("changeType") or "").split(",")}
-    return kinds == set(CHANGE_TYPE.split(",")) and sub.get("lifecycleNotificationUrl") == url
+    return kinds == set(CHANGE_TYPE.split(",")) and same_url(sub.get("lifecycleNotificationUrl"), url)
+
+
+def same_url(listed: object, ours: str) -> bool:
+    """``listed`` (a URL Graph returned) is ``ours``. An ``EventGrid:`` URL is compared by its parameters,
+    case-insensitively: whether Graph returns it exactly as given is UNCONFIRMED."""
+    if not isinstance(listed, str):
+        return False
+    if not ours.casefold().startswith("eventgrid:"):
+        return listed == ours
+    return listed.casefold().startswith("eventgrid:") and _event_grid_target(listed) == _event_grid_target(ours)
+
+
+def _event_grid_target(url: str) -> dict[str, str]:
+    return {k.casefold(): v.casefold() for k, v in parse_qsl(url.partition("?")[2])}
 
 
 def _resource(value: object) -> str:
