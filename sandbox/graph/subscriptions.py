@@ -24,6 +24,16 @@ Endpoints:
   "deleted" for a permanent delete and "updated" for create, update and soft delete (§3.1). A POST that does
   not answer 2xx within ``delivery_timeout`` (3 s, §3.4) is retried after ``retry_delays``.
 - ``deliveries`` records every attempt (validations, notifications, lifecycle notifications) as a ``Delivery``.
+- Event Grid (https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events): a notificationUrl or
+  lifecycleNotificationUrl ``EventGrid:?azuresubscriptionid=<id>&resourcegroup=<rg>&partnertopic=<name>&location=
+  <region>`` (scheme in any case, the four parameters required) needs ``event_grid`` (an ``EventGridEmulator``).
+  No handshake: on create (and PATCH) Graph asks Event Grid for the partner topic, with source
+  ``/tenants/<tenant id>/applications/<application id>`` (400 when the partner is not authorized there). Each
+  notification item is then published as one CloudEvent 1.0 (https://learn.microsoft.com/azure/event-grid/
+  microsoft-entra-events): ``id`` (a new GUID), ``type`` ``Microsoft.Graph.UserUpdated|UserDeleted|GroupUpdated|
+  GroupDeleted``, ``source``, ``subject`` ``Users/<id>``, ``time``, ``datacontenttype`` application/json,
+  ``specversion`` 1.0, ``data`` the webhook item plus ``resourceData.eventTime`` and ``.sequenceNumber``. Its
+  ``Delivery`` is ok when Event Grid wrote it to a queue (status 200); a topic not yet activated drops it.
 
 Knobs: ``quota``, ``window``, ``retry_delays``, ``delivery_timeout``, ``validation_timeout``,
 ``expire_subscription(id)``, ``remove_subscription(id, notify=False)``, ``send_lifecycle(id, event)``,
@@ -52,10 +62,20 @@ UNCONFIRMED behaviours (emulator choices; wording of every error message and cod
 - Lifecycle notifications carry both ``tenantId`` and ``organizationId`` (§3.6 shows one, a real payload the
   other); ``send_lifecycle`` sends to ``lifecycleNotificationUrl`` or, without one, to ``notificationUrl``.
 - An expired subscription disappears (404, not listed, no notifications) as Graph deletes it.
+- Event Grid: no validation handshake (the docs describe none); both URLs Event Grid ones must name the same
+  partner topic (the docs: "should be the same"; 400 here), a webhook and an Event Grid URL may be mixed; the
+  parameter names are lowercase as documented, an unknown one is 400; the 400 when the partner is not
+  authorized (its wording). Lifecycle events go to the same topic as CloudEvents of type
+  ``Microsoft.Graph.SubscriptionReauthorizationRequired`` (the docs write
+  ``microsoft.graph.subscriptionReauthorizationRequired``), ``…SubscriptionRemoved`` and ``…SubscriptionMissed``,
+  subject ``Subscriptions/<id>``, ``data`` the webhook lifecycle item; ``sequenceNumber`` counts the app's events
+  from 1; ``eventTime`` is when the emulator published (not when the object changed); no retries towards Event
+  Grid.
 """
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import threading
 import time
@@ -63,17 +83,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import httpx
 import orjson
 from werkzeug.wrappers import Request, Response
 
+from sandbox.eventgrid.emulator import EventGridEmulator, PartnerNotAuthorized
 from sandbox.graph.directory import GraphError
 from sandbox.tenant.model import Change, Tenant
 
-__all__ = ["BATCH_LIMIT", "DEFAULT_QUOTA", "LIFECYCLE_EVENTS", "MAX_CLIENT_STATE", "MAX_EXPIRATION_MINUTES",
-           "MIN_EXPIRATION_MINUTES", "Delivery", "Subscriptions", "with_query"]
+__all__ = ["BATCH_LIMIT", "DEFAULT_QUOTA", "LIFECYCLE_EVENTS", "LIFECYCLE_EVENT_TYPES", "MAX_CLIENT_STATE",
+           "MAX_EXPIRATION_MINUTES", "MIN_EXPIRATION_MINUTES", "Delivery", "EventGridTarget", "Subscriptions",
+           "eventgrid_target", "with_query"]
 
 MAX_EXPIRATION_MINUTES = 41_760   # users, groups and other directory resources (reference §3.1)
 MIN_EXPIRATION_MINUTES = 45       # sooner expirations are raised to this (reference §3.1)
@@ -88,6 +110,11 @@ DELIVERY_TIMEOUT = 3.0            # a 2xx within 3 s counts as delivered (refere
 # attempts within about a second so tests and benchmarks see retries without waiting.
 RETRY_DELAYS = (0.2, 0.8)
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+# CloudEvent types of the lifecycle events delivered through Event Grid (UNCONFIRMED, see the module docstring)
+LIFECYCLE_EVENT_TYPES = {"reauthorizationRequired": "Microsoft.Graph.SubscriptionReauthorizationRequired",
+                         "subscriptionRemoved": "Microsoft.Graph.SubscriptionRemoved",
+                         "missed": "Microsoft.Graph.SubscriptionMissed"}
+_EVENTGRID_PARAMETERS = ("azuresubscriptionid", "resourcegroup", "partnertopic", "location")
 CHANGE_TYPES = ("updated", "deleted")
 # resource kind -> (resource prefix of notifications, @odata.type)
 _NOTIFY = {"users": ("Users", "#Microsoft.Graph.User"), "groups": ("Groups", "#Microsoft.Graph.Group")}
@@ -104,14 +131,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Delivery:
-    """One POST the emulator sent to a subscriber (every attempt, failed ones and validations included).
+    """One POST the emulator sent to a subscriber (every attempt, failed ones and validations included), or one
+    event it published to an Event Grid partner topic.
 
     ``kind``: "validation", "notification" or "lifecycle". ``sent``: ``time.time()`` when the request left;
     ``elapsed``: seconds until the answer or the failure; ``status``: the HTTP status, None when the endpoint
     timed out or refused the connection (``error`` names the exception; for a validation also a wrong echo).
     ``observed`` (notifications): when the dispatcher first saw the tenant change of this batch, so
     ``sent + elapsed - observed`` bounds the notification latency. ``payload``: the JSON body sent (None for a
-    validation)."""
+    validation). An Event Grid event (``url`` the EventGrid: URL, one item): ``payload`` is the CloudEvent,
+    ``status`` 200 when it was written to a queue, else None with ``error`` the outcome of
+    ``EventGridEmulator.publish`` ("not_activated", "no_subscription", ...)."""
 
     kind: str
     url: str
@@ -170,6 +200,41 @@ def with_query(url: str, name: str, value: str) -> str:
     return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
+@dataclass(frozen=True)
+class EventGridTarget:
+    """The partner topic an ``EventGrid:?…`` notification URL names."""
+
+    azure_subscription_id: str
+    resource_group: str
+    partner_topic: str
+    location: str
+
+    def same_topic(self, other: EventGridTarget) -> bool:
+        """Both name one topic (Azure compares names without case)."""
+        return [v.casefold() for v in vars(self).values()] == [v.casefold() for v in vars(other).values()]
+
+
+def eventgrid_target(url: str, name: str = "notificationUrl") -> EventGridTarget | None:
+    """The partner topic of ``EventGrid:?azuresubscriptionid=…&resourcegroup=…&partnertopic=…&location=…`` (the
+    scheme in any case), None for any other URL. 400 ``InvalidRequest`` (naming ``name``) for a missing, empty,
+    repeated or unknown parameter."""
+    scheme, colon, rest = url.partition(":")
+    if not colon or scheme.strip().casefold() != "eventgrid":
+        return None
+    if not rest.startswith("?"):
+        raise _invalid(f"Invalid {name} '{url}': an Event Grid URL has the form EventGrid:?azuresubscriptionid="
+                       "<id>&resourcegroup=<name>&partnertopic=<name>&location=<region>.")
+    params = parse_qs(rest[1:], keep_blank_values=True)
+    unknown = sorted(set(params) - set(_EVENTGRID_PARAMETERS))
+    if unknown:
+        raise _invalid(f"Invalid {name}: unknown parameter '{unknown[0]}' in the Event Grid URL.")
+    for key in _EVENTGRID_PARAMETERS:
+        values = params.get(key, [])
+        if len(values) != 1 or not values[0].strip():
+            raise _invalid(f"Invalid {name}: the Event Grid URL needs the parameter '{key}' (once, not empty).")
+    return EventGridTarget(*(params[key][0] for key in _EVENTGRID_PARAMETERS))
+
+
 def _invalid(message: str) -> GraphError:
     return GraphError(400, "InvalidRequest", message)
 
@@ -193,6 +258,9 @@ class Subscriptions:
         self.validation_timeout = VALIDATION_TIMEOUT
         self.clock_offset = 0.0
         self.deliveries: list[Delivery] = []
+        # Where EventGrid: URLs deliver (set by the sandbox's wiring); None: such URLs are refused with 400.
+        self.event_grid: EventGridEmulator | None = None
+        self._sequence = itertools.count(1)   # resourceData.sequenceNumber of Event Grid notifications
         self._subs: dict[str, _Subscription] = {}
         self._lock = threading.RLock()
         self._http: httpx.Client | None = None
@@ -227,8 +295,10 @@ class Subscriptions:
                 raise KeyError(sid)
 
     def send_lifecycle(self, sid: str, event: str = "reauthorizationRequired") -> Delivery:
-        """POST a lifecycle notification (§3.6) to the lifecycleNotificationUrl (else the notificationUrl),
-        with retries, in the calling thread; returns the last attempt. KeyError for an unknown subscription."""
+        """Send a lifecycle notification (§3.6) to the lifecycleNotificationUrl (else the notificationUrl), in
+        the calling thread: a POST with retries, returning the last attempt, or for an EventGrid: URL one
+        CloudEvent of type ``LIFECYCLE_EVENT_TYPES[event]`` published to the partner topic (ValueError for
+        another event). KeyError for an unknown subscription."""
         with self._lock:
             sub = self._live().get(sid)
             if sub is None:
@@ -236,12 +306,23 @@ class Subscriptions:
         item = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": format_time(sub.expiration),
                 "tenantId": self.tenant.tenant_id, "organizationId": self.tenant.tenant_id,
                 "clientState": sub.client_state, "lifecycleEvent": event}
-        return self._deliver("lifecycle", sub.lifecycle_url or sub.notification_url, {"value": [item]},
-                             (sub.id,), None)
+        url = sub.lifecycle_url or sub.notification_url
+        target = eventgrid_target(url)
+        if target is None:
+            return self._deliver("lifecycle", url, {"value": [item]}, (sub.id,), None)
+        if event not in LIFECYCLE_EVENT_TYPES:
+            raise ValueError(f"no Event Grid event type for the lifecycle event {event!r}")
+        cloud_event = self._cloud_event(LIFECYCLE_EVENT_TYPES[event], f"Subscriptions/{sub.id}", item)
+        return self._publish("lifecycle", url, target, cloud_event, sub.id, None)
 
     def reset_deliveries(self) -> None:
         with self._lock:
             self.deliveries.clear()
+
+    @property
+    def source(self) -> str:
+        """The ``source`` of the app's Event Grid events and partner topics."""
+        return f"/tenants/{self.tenant.tenant_id}/applications/{self.application_id}"
 
     def live(self) -> list[dict]:
         """The live subscriptions as Graph returns them."""
@@ -372,19 +453,24 @@ class Subscriptions:
             raise _invalid(f"Resource '{resource}' is not supported: this emulator subscribes to 'users' and "
                            "'groups' only.")
         change_types = self._change_types(body["changeType"], kind)
-        self._check_url(body["notificationUrl"], "notificationUrl")
+        target = self._check_url(body["notificationUrl"], "notificationUrl")
         lifecycle = body.get("lifecycleNotificationUrl")
+        lifecycle_target = None
         if lifecycle is not None:
             if not isinstance(lifecycle, str):
                 raise _invalid("lifecycleNotificationUrl must be a string.")
-            self._check_url(lifecycle, "lifecycleNotificationUrl")
+            lifecycle_target = self._check_url(lifecycle, "lifecycleNotificationUrl")
+        self._same_topic(target, lifecycle_target)
         expiration = self._expiration(body["expirationDateTime"])
         with self._lock:
             self._admit(kind, change_types, body["notificationUrl"])
         sid = str(uuid.uuid4())
-        self._validate(body["notificationUrl"], sid)
-        if lifecycle:
+        if target is None:   # no handshake for Event Grid: Graph itself creates the topic it delivers to
+            self._validate(body["notificationUrl"], sid)
+        if lifecycle and lifecycle_target is None:
             self._validate(lifecycle, sid)
+        if target or lifecycle_target:   # both given: the same topic (checked above)
+            self._create_topic(target or lifecycle_target)
         with self._lock:
             self._admit(kind, change_types, body["notificationUrl"])
             sub = _Subscription(sid, resource, kind, body["changeType"], change_types, body["notificationUrl"],
@@ -417,13 +503,38 @@ class Subscriptions:
                                "deleted.")
         return frozenset(parts)
 
-    @staticmethod
-    def _check_url(url: str, name: str) -> None:
+    def _check_url(self, url: str, name: str) -> EventGridTarget | None:
+        """400 unless ``url`` is an https URL (http on loopback) or, with ``event_grid`` set, an EventGrid: URL,
+        whose partner topic is returned."""
+        target = eventgrid_target(url, name)
+        if target is not None:
+            if self.event_grid is None:
+                raise _invalid(f"Invalid {name}: Event Grid delivery is not available in this sandbox.")
+            return target
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _invalid(f"Invalid {name} '{url}': an absolute https URL is required.")
         if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
             raise _invalid(f"Invalid {name}: the URL must use https (the sandbox allows http on loopback only).")
+        return None
+
+    @staticmethod
+    def _same_topic(target: EventGridTarget | None, lifecycle: EventGridTarget | None) -> None:
+        """400 when both URLs are Event Grid ones naming different partner topics."""
+        if target is not None and lifecycle is not None and not target.same_topic(lifecycle):
+            raise _invalid("notificationUrl and lifecycleNotificationUrl must name the same Event Grid partner topic.")
+
+    def _create_topic(self, target: EventGridTarget) -> None:
+        """Have Event Grid create the partner topic (a no-op when it exists); 400 when it refuses."""
+        grid = self.event_grid
+        if grid is None:
+            raise _invalid("Event Grid delivery is not available in this sandbox.")
+        try:
+            grid.create_partner_topic(target.azure_subscription_id, target.resource_group, target.partner_topic,
+                                      target.location, self.source)
+        except (PartnerNotAuthorized, ValueError) as exc:
+            raise _invalid(f"The Event Grid partner topic '{target.partner_topic}' could not be created: {exc}") \
+                from None
 
     def _expiration(self, raw: object) -> float:
         """The requested expiration as epoch seconds: 400 beyond the maximum, raised to the minimum."""
@@ -439,7 +550,7 @@ class Subscriptions:
         return max(value, now + MIN_EXPIRATION_MINUTES * 60)
 
     def _patch(self, sid: str, body: dict) -> _Subscription:
-        self._get(sid)
+        current = self._get(sid)
         unknown = sorted(set(body) - _PATCHABLE)
         if unknown:
             raise _invalid(f"Property '{unknown[0]}' cannot be updated; only expirationDateTime and "
@@ -449,8 +560,12 @@ class Subscriptions:
         if url is not None:
             if not isinstance(url, str):
                 raise _invalid("notificationUrl must be a string.")
-            self._check_url(url, "notificationUrl")
-            self._validate(url, sid)
+            target = self._check_url(url, "notificationUrl")
+            if target is None:
+                self._validate(url, sid)
+            else:
+                self._same_topic(target, eventgrid_target(current.lifecycle_url or ""))
+                self._create_topic(target)
         with self._lock:
             sub = self._get(sid)
             if expiration is not None:
@@ -533,6 +648,11 @@ class Subscriptions:
         with self._lock:
             pool = self._pool
         for url, items in by_url.items():
+            target = eventgrid_target(url)
+            if target is not None:
+                if pool is not None:
+                    pool.submit(self._publish_changes, url, target, items, observed)
+                continue
             for start in range(0, len(items), BATCH_LIMIT):
                 chunk = items[start:start + BATCH_LIMIT]
                 ids = tuple(dict.fromkeys(sid for sid, _ in chunk))
@@ -559,6 +679,36 @@ class Subscriptions:
             self._record(record)
             if record.ok or attempt > len(self.retry_delays) or stop.wait(self.retry_delays[attempt - 1]):
                 return record
+
+    def _publish_changes(self, url: str, target: EventGridTarget, items: list[tuple[str, dict]],
+                         observed: float) -> None:
+        """Publish one CloudEvent per notification item to the partner topic (Graph → Event Grid)."""
+        for sid, item in items:
+            resource_data = {**item["resourceData"], "eventTime": format_time(self.now()),
+                             "sequenceNumber": next(self._sequence)}
+            # "#Microsoft.Graph.User" + "updated" -> "Microsoft.Graph.UserUpdated"
+            event_type = resource_data["@odata.type"].lstrip("#") + item["changeType"].capitalize()
+            event = self._cloud_event(event_type, item["resource"], {**item, "resourceData": resource_data})
+            self._publish("notification", url, target, event, sid, observed)
+
+    def _cloud_event(self, event_type: str, subject: str, data: dict) -> dict:
+        return {"id": str(uuid.uuid4()), "type": event_type, "source": self.source, "subject": subject,
+                "time": format_time(self.now()), "datacontenttype": "application/json", "specversion": "1.0",
+                "data": data}
+
+    def _publish(self, kind: str, url: str, target: EventGridTarget, event: dict, sid: str,
+                 observed: float | None) -> Delivery:
+        """Publish ``event`` and record it: status 200 when Event Grid delivered it, else None with the outcome
+        as ``error`` (e.g. "not_activated")."""
+        grid = self.event_grid
+        sent, start = time.time(), time.perf_counter()
+        outcome = grid.publish(target.azure_subscription_id, target.resource_group, target.partner_topic, event) \
+            if grid is not None else "no_event_grid"
+        delivered = outcome == "delivered"
+        record = Delivery(kind, url, (sid,), 1, 1, sent, 200 if delivered else None, time.perf_counter() - start,
+                          None if delivered else outcome, observed, event)
+        self._record(record)
+        return record
 
     def _record(self, delivery: Delivery) -> None:
         with self._lock:
