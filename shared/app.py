@@ -19,7 +19,6 @@ from shared.contract.messages import (
     CatchUpMessage,
     HandOnMessage,
     InvalidMessage,
-    LifecycleMessage,
     RecordsMessage,
     parse_segment_message,
 )
@@ -260,10 +259,6 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
         raise ValueError(f"queue message {message.id} is not an entra-assets message ({why})") from None
     if delivered is None:  # an Event Grid event that is not ours: logged, and completed by the host
         return PushResult()
-    if isinstance(delivered, LifecycleMessage) and delivered.event in RESUBSCRIBE and settings.notification_url:
-        # Graph repeats reauthorizationRequired until the subscription is renewed (or reauthorized): renew it
-        # whatever its expiry (https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events).
-        ensure_subscriptions(graph_client(settings), backend.state, settings, renew={delivered.subscription})
     kind = "full" if isinstance(delivered, RecordsMessage | HandOnMessage) else "catch-up"
     tracker = history.StageTracker(backend.state, delivered.trigger, kind,
                                    quiet_for=0.0 if kind == "full" else CATCH_UP_QUIET_SECONDS)
@@ -275,9 +270,20 @@ def on_queue_message(settings: Settings, message: QueuedMessage) -> PushResult:
                              budget=settings.segment_seconds, events=events)
     finally:
         tracker.finish()
+    resubscribe(settings, backend.state, pushed)
     if (error := run_outcome_error(result)) is not None:
         raise error
     return pushed
+
+
+def resubscribe(settings: Settings, state: StateStore, pushed: PushResult) -> None:
+    """Renew or recreate the subscriptions whose lifecycle events a worker pass drained (the trigger's or not):
+    Graph repeats reauthorizationRequired until the subscription is renewed, so it is renewed whatever its
+    expiry (https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events); subscriptionRemoved
+    finds it gone and creates it again. "missed" needs only the catch-up the pass ran."""
+    renew = {subscription for event, subscription in pushed.lifecycle if event in RESUBSCRIBE}
+    if renew and settings.notification_url:
+        ensure_subscriptions(graph_client(settings), state, settings, renew=renew)
 
 
 @dataclass
@@ -346,6 +352,7 @@ def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backen
                                  after=link_hook(settings), lease_wait=CLI_LEASE_WAIT_SECONDS,
                                  events=event_checks(settings, backend.state))
             report.pushes.append(pushed)
+            resubscribe(settings, backend.state, pushed)
             if pushed.messages == 0:
                 break
     finally:

@@ -287,12 +287,14 @@ class Subscriptions:
             self._subs[sid].expiration = self.now() - 1
 
     def remove_subscription(self, sid: str, notify: bool = False) -> None:
-        """Drop the subscription as if Graph removed it; with ``notify`` first send ``subscriptionRemoved``."""
-        if notify:
-            self.send_lifecycle(sid, "subscriptionRemoved")
+        """Drop the subscription as if Graph removed it; with ``notify`` then send ``subscriptionRemoved`` (after
+        the removal, as Graph reports one that is gone: a receiver that looks finds it missing)."""
         with self._lock:
-            if self._subs.pop(sid, None) is None:
-                raise KeyError(sid)
+            sub = self._subs.pop(sid, None)
+        if sub is None:
+            raise KeyError(sid)
+        if notify:
+            self._send_lifecycle(sub, "subscriptionRemoved")
 
     def send_lifecycle(self, sid: str, event: str = "reauthorizationRequired") -> Delivery:
         """Send a lifecycle notification (§3.6) to the lifecycleNotificationUrl (else the notificationUrl), in
@@ -303,6 +305,9 @@ class Subscriptions:
             sub = self._live().get(sid)
             if sub is None:
                 raise KeyError(sid)
+        return self._send_lifecycle(sub, event)
+
+    def _send_lifecycle(self, sub: _Subscription, event: str) -> Delivery:
         item = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": format_time(sub.expiration),
                 "tenantId": self.tenant.tenant_id, "organizationId": self.tenant.tenant_id,
                 "clientState": sub.client_state, "lifecycleEvent": event}

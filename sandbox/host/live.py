@@ -3,7 +3,10 @@ queue → submit_worker → Assets. Used by the demo (a few changes, shown) and 
 
 The functions run under the local host stand-in (``sandbox/host/functions_host.py``) with the settings in
 ``os.environ``; the Graph emulator holds real subscriptions created by ``setup`` through the validation
-handshake, and notifies the webhook the way Graph does.
+handshake, and notifies the webhook the way Graph does. With ``delivery="eventgrid"`` there is no webhook:
+``setup`` subscribes Graph to the partner topic and activates it, the sandbox then adds the event subscription
+to the sync queue (the second deployment of README step 3b), and each change travels tenant → Graph event →
+Event Grid → queue → submit_worker → Assets.
 """
 from __future__ import annotations
 
@@ -16,10 +19,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from sandbox.emulators import Sandbox
+from sandbox.emulators import PARTNER_TOPIC, RESOURCE_GROUP, Sandbox
+from sandbox.eventgrid.emulator import azurite_sink
 from sandbox.host.functions_host import FunctionsHost
+from shared.admin.event_grid import event_grid_status
 from shared.admin.setup import run_setup
 from shared.settings import Settings, load_settings
+from shared.store.local import LocalQueue
 
 CLIENT_STATE = "sandbox-client-state"
 
@@ -38,14 +44,21 @@ class Timing:
 
 
 @contextmanager
-def live(box: Sandbox, env: dict[str, str]) -> Iterator[FunctionsHost]:
-    """Run the functions with ``env`` (set in ``os.environ`` while live) and subscribe the webhook."""
-    saved = {name: os.environ.get(name) for name in [*env, "WEBHOOK_URL", "WEBHOOK_CLIENT_STATE"]}
-    os.environ.update(env | {"WEBHOOK_CLIENT_STATE": CLIENT_STATE, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"})
+def live(box: Sandbox, env: dict[str, str], delivery: str = "webhook") -> Iterator[FunctionsHost]:
+    """Run the functions with ``env`` (set in ``os.environ`` while live) and subscribe Graph: to the webhook,
+    or with ``delivery="eventgrid"`` to the sandbox's partner topic (``box.event_grid``)."""
+    extra = {"WEBHOOK_CLIENT_STATE": CLIENT_STATE, "TIMER_SYNC_SCHEDULE": "0 0 0 1 1 *"}
+    if delivery == "eventgrid":
+        extra |= box.event_grid_settings()
+    saved = {name: os.environ.get(name) for name in [*env, *extra, "WEBHOOK_URL"]}
+    os.environ.update(env | extra)
     host = FunctionsHost(run_timer=False).start()
     try:
-        os.environ["WEBHOOK_URL"] = host.function_url("graph-webhook")  # with its key, as in Azure
-        run_setup(settings())  # creates the subscriptions: Graph's handshake reaches the webhook
+        if delivery == "eventgrid":
+            connect_event_grid(box, settings())
+        else:
+            os.environ["WEBHOOK_URL"] = host.function_url("graph-webhook")  # with its key, as in Azure
+            run_setup(settings())  # creates the subscriptions: Graph's handshake reaches the webhook
         yield host
     finally:
         host.stop()
@@ -58,6 +71,29 @@ def live(box: Sandbox, env: dict[str, str]) -> Iterator[FunctionsHost]:
 
 def settings() -> Settings:
     return load_settings(os.environ)
+
+
+def connect_event_grid(box: Sandbox, settings: Settings) -> None:
+    """Event Grid delivery as an admin sets it up: ``setup`` (Graph creates the partner topic, setup activates
+    it), then the event subscription to the sync queue that the second deployment adds. Raises RuntimeError
+    unless ``check`` then finds Event Grid ready."""
+    grid = box.event_grid
+    grid.sink = queue_sink(settings)
+    run_setup(settings)
+    account = f"/subscriptions/{grid.subscription_id}/resourceGroups/{RESOURCE_GROUP}/providers/" \
+              f"Microsoft.Storage/storageAccounts/{settings.storage_account_name or 'devstoreaccount1'}"
+    grid.add_queue_subscription(RESOURCE_GROUP, PARTNER_TOPIC, "entra-assets-queue", settings.queue_name, account)
+    report = event_grid_status(settings)
+    if not report.ready:
+        raise RuntimeError("Event Grid is not ready after setup: " + "; ".join(report.problems))
+
+
+def queue_sink(settings: Settings):
+    """Where Event Grid's storage-queue delivery writes in this sandbox: Azurite (base64 JSON, as Event Grid
+    does) when the app runs on it, else the CLI's embedded queue."""
+    if settings.uses_azure_storage:
+        return azurite_sink(settings.storage_connection_string.reveal())
+    return lambda queue_name, event: LocalQueue(settings.home, queue_name).send(event)
 
 
 def timed_change(box: Sandbox, label: str, change: Callable[[], None], done: Callable[[], bool],

@@ -51,12 +51,14 @@ def serve(port: int, no_timer: bool, function_key: str | None) -> None:
 @click.command()
 @click.option("--users", default=2000, show_default=True, help="Size of the synthetic tenant.")
 @click.option("--seed", default=1, show_default=True)
-def demo(users: int, seed: int) -> None:
+@click.option("--delivery", type=click.Choice(["webhook", "eventgrid"]), default="webhook", show_default=True,
+              help="How Graph's change notifications reach the app in the live part (NOTIFICATION_DELIVERY).")
+def demo(users: int, seed: int, delivery: str) -> None:
     """Run the real pipeline against the sandbox (emulated Graph and Assets on loopback)."""
     from sandbox.tools.demo import run_demo
     from shared.cli import out
 
-    sys.exit(run_demo(users=users, seed=seed, console=out))
+    sys.exit(run_demo(users=users, seed=seed, console=out, delivery=delivery))
 
 
 @click.command()

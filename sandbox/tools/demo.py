@@ -5,6 +5,7 @@ the derived objects - everything is new), a second full sync of the unchanged te
 then changes in the tenant - a new hire, a manager change, a department respelt, an account disabled, a user
 and a device deleted, a member leaving a group - and a third full sync that pushes only those, the departures
 as ``Status = Deleted``. The summary compares what is in Assets with the tenant, counted from both sides.
+Live changes then arrive through the webhook, or with ``--delivery eventgrid`` through Event Grid (no webhook).
 """
 from __future__ import annotations
 
@@ -58,11 +59,13 @@ def _sync_row(table: Table, label: str, report: SyncReport) -> None:
                   f"{submit:.2f}", f"{wait:.2f}", f"{report.seconds:.2f}")
 
 
-def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -> int:
-    """Run the demo; returns the exit status (0 when every check held)."""
+def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None, delivery: str = "webhook") -> int:
+    """Run the demo; returns the exit status (0 when every check held). ``delivery``: how Graph's change
+    notifications reach the app in the live part - "webhook" or "eventgrid"."""
     console = console or Console()
     started = time.monotonic()
-    box = start_sandbox(users=users, seed=seed, jira=True)  # Jira user links on (SPEC §5)
+    box = start_sandbox(users=users, seed=seed, jira=True,  # Jira user links on (SPEC §5)
+                        event_grid=delivery == "eventgrid")
     try:
         with tempfile.TemporaryDirectory(prefix="entra-assets-demo-") as home:
             settings = load_settings({**box.settings(), "ENTRA_ASSETS_HOME": home})
@@ -82,7 +85,7 @@ def run_demo(users: int = 2000, seed: int = 1, console: Console | None = None) -
             _sync_row(table, "3 after changes", third := sync_full(settings))
             console.print(table)
             console.print("changes made in the tenant: " + ", ".join(changes))
-            live_ok = _live_changes(box, {**box.settings(), "ENTRA_ASSETS_HOME": home}, console)
+            live_ok = _live_changes(box, {**box.settings(), "ENTRA_ASSETS_HOME": home}, console, delivery)
             status = _summary(box, console, second, third, time.monotonic() - started) if live_ok else 1
             return status if _history(box, settings, console) else 1
     finally:
@@ -112,8 +115,9 @@ def _history(box: Sandbox, settings, console: Console) -> bool:
     return ok
 
 
-def _live_changes(box: Sandbox, env: dict[str, str], console: Console) -> bool:
-    """Changes made while the functions run: each travels notification → webhook → queue → worker → Assets."""
+def _live_changes(box: Sandbox, env: dict[str, str], console: Console, delivery: str) -> bool:
+    """Changes made while the functions run: each travels notification → webhook (or Event Grid) → queue →
+    worker → Assets. With Event Grid, false when the webhook was called at all."""
     tenant, assets = box.tenant, box.assets
     user = lambda uid: assets.find("User", "Entra Object ID", uid)
     ids = sorted(tenant.users)
@@ -121,7 +125,7 @@ def _live_changes(box: Sandbox, env: dict[str, str], console: Console) -> bool:
     leaver = next(u for u in ids[120:] if tenant.users[u].get("accountEnabled") and u != mover)
     group = next(g for g in sorted(tenant.groups) if tenant.members.get(g))
     joiner = next(u for u in ids if ("user", u) not in tenant.members[group] and u not in (mover, leaver))
-    with live(box, env):
+    with live(box, env, delivery) as host:
         hire: list[str] = []
         timings = [
             timed_change(box, "new hire", lambda: hire.append(tenant.add_user(
@@ -136,13 +140,20 @@ def _live_changes(box: Sandbox, env: dict[str, str], console: Console) -> bool:
                          lambda: user(joiner).key in assets.find("Group", "Entra Object ID", group)
                          .attributes.get("Members", [])),
         ]
-    table = Table(title="Live changes (Graph notification → webhook → queue → worker → Assets)")
+        webhook_calls = sum(1 for name, *_ in host.invocations if name == "graph_webhook")
+    path = "Graph event → Event Grid" if delivery == "eventgrid" else "Graph notification → webhook"
+    table = Table(title=f"Live changes ({path} → queue → worker → Assets)")
     table.add_column("change")
     table.add_column("notification → in Assets", justify="right")
     for timing in timings:
         table.add_row(timing.label, f"{timing.latency * 1000:,.0f} ms")
     console.print(table)
-    return True
+    if delivery != "eventgrid":
+        return True
+    events = Counter(outcome for _, outcome, _ in box.event_grid.published)
+    console.print(f"Event Grid: {events['delivered']} events delivered to the queue, the webhook called "
+                  f"{webhook_calls} times")
+    return webhook_calls == 0 and events["delivered"] >= len(timings)
 
 
 def _summary(box: Sandbox, console: Console, second: SyncReport, third: SyncReport, seconds: float) -> int:

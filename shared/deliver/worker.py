@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from shared import telemetry
 from shared.clients.assets import AssetsClient, Execution
 from shared.contract.checkpoints import merge_checkpoint
-from shared.contract.messages import CatchUpRequest, HandOnMessage, RecordsMessage, parse_message
+from shared.contract.messages import (
+    CatchUpRequest,
+    HandOnMessage,
+    LifecycleMessage,
+    RecordsMessage,
+    parse_message,
+)
 from shared.contract.notifications import Expected, is_cloud_event
 from shared.contract.payload import Line
 from shared.deliver import follow_ups, handoff, open_executions, push
@@ -62,6 +68,8 @@ class PushResult:
     leftovers: int = 0             # payloads (and unfinished writes) of superseded or dead runs deleted
     follow_ups: int = 0            # notified ids the catch-up did not see, queued for another one (delta lag)
     handed_on: bool = False        # the execution goes on in a later invocation (``shared.deliver.handoff``)
+    lifecycle: set[tuple[str, str]] = field(default_factory=set)  # (event, subscription id) of the lifecycle
+    # messages drained: the caller renews or recreates those subscriptions (deliver does not manage them)
     began: float | None = None     # when the run's first pass began, for a run handed on (time.time())
 
 
@@ -376,6 +384,8 @@ def _noted(drained: list[Drained], result: PushResult) -> tuple[list[str], int]:
         result.triggers[d.message.trigger] += 1
         if isinstance(d.message, RecordsMessage) and d.message.summary is not None:
             result.summaries.append(d.message.summary)
+        if isinstance(d.message, LifecycleMessage):
+            result.lifecycle.add((d.message.event, d.message.subscription))
     return cids, more
 
 
