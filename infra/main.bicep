@@ -666,6 +666,8 @@ var appSettingsEventGrid = useEventGrid ? {
   EVENTGRID_SUBSCRIPTION_ID: subscription().subscriptionId
   EVENTGRID_RESOURCE_GROUP: resourceGroup().name
   EVENTGRID_LOCATION: location
+  // setup attaches it to the partner topic and creates the event subscription to the sync queue with it
+  EVENTGRID_DELIVERY_IDENTITY: eventGrid.outputs.deliveryIdentityId
 } : {}
 
 var appSettingsJira = useJira ? {

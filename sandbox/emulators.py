@@ -17,6 +17,8 @@ MANAGEMENT_TOKEN = "sandbox-management-token"
 AZURE_SUBSCRIPTION = "8a8a8a8a-4b4b-4c4c-4d4d-12e12e12e12e"   # the emulated Azure subscription of Event Grid
 RESOURCE_GROUP = "rg-entra-assets"
 PARTNER_TOPIC = "entra-assets-sandbox"
+DELIVERY_IDENTITY = (f"/subscriptions/{AZURE_SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                     "Microsoft.ManagedIdentity/userAssignedIdentities/id-eventgrid-sandbox")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Sandbox:
         return {"NOTIFICATION_DELIVERY": "eventgrid", "EVENTGRID_PARTNER_TOPIC": PARTNER_TOPIC,
                 "EVENTGRID_SUBSCRIPTION_ID": AZURE_SUBSCRIPTION, "EVENTGRID_RESOURCE_GROUP": RESOURCE_GROUP,
                 "EVENTGRID_LOCATION": "westeurope", "AZURE_RESOURCE_MANAGER_URL": self.event_grid.url,
+                "EVENTGRID_DELIVERY_IDENTITY": DELIVERY_IDENTITY,
                 "AZURE_MANAGEMENT_TOKEN": MANAGEMENT_TOKEN}
 
     def stop(self) -> None:

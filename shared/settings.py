@@ -29,6 +29,8 @@ DELIVERIES = ("webhook", "eventgrid")   # NOTIFICATION_DELIVERY
 _RESOURCE_GROUP = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
 _PARTNER_TOPIC = re.compile(r"^[A-Za-z0-9-]{3,50}$")
 _REGION = re.compile(r"^[a-z][a-z0-9]{1,40}$")
+_USER_ASSIGNED_IDENTITY = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                                     r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$", re.IGNORECASE)
 # https://learn.microsoft.com/rest/api/storageservices/naming-queues-and-metadata
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _SCHEMA_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
@@ -99,6 +101,8 @@ class Settings:
     eventgrid_subscription_id: str | None = None        # EVENTGRID_SUBSCRIPTION_ID
     eventgrid_resource_group: str | None = None         # EVENTGRID_RESOURCE_GROUP
     eventgrid_location: str | None = None               # EVENTGRID_LOCATION
+    eventgrid_delivery_identity: str | None = None      # EVENTGRID_DELIVERY_IDENTITY: resource id of the
+    # user-assigned identity Event Grid delivers to the queue with (setup then creates the event subscription)
     resource_manager_url: str = DEFAULT_RESOURCE_MANAGER_URL  # AZURE_RESOURCE_MANAGER_URL (national clouds, emulators)
     management_access_token: Secret | None = None       # AZURE_MANAGEMENT_TOKEN: a fixed ARM token (sandboxes)
     jira_site_url: str | None = None          # SPEC §5: all three JIRA_* or none (linking off)
@@ -328,6 +332,13 @@ def _event_grid(get, values: dict, problems: list[str]) -> None:
             problems.append(f"{name} is required with NOTIFICATION_DELIVERY=eventgrid: {what}")
         elif value and not pattern.match(value):
             problems.append(f"{name} '{_shown(value)}' is not valid: {what}")
+    identity = get("EVENTGRID_DELIVERY_IDENTITY")
+    if identity and not _USER_ASSIGNED_IDENTITY.match(identity):
+        problems.append(f"EVENTGRID_DELIVERY_IDENTITY '{_shown(identity, 60)}' must be the resource id of a "
+                        "user-assigned identity: /subscriptions/<id>/resourceGroups/<group>/providers/"
+                        "Microsoft.ManagedIdentity/userAssignedIdentities/<name> (the template's output "
+                        "eventGridDeliveryIdentityId)")
+    values["eventgrid_delivery_identity"] = identity
     if delivery == "eventgrid":
         if values.get("webhook_url"):
             problems.append("WEBHOOK_URL is set but NOTIFICATION_DELIVERY=eventgrid: Graph delivers to Event Grid "

@@ -122,12 +122,14 @@ def test_event_grid_settings_name_the_partner_topic_in_the_notification_url():
 def test_event_grid_settings_report_every_problem_by_name():
     with pytest.raises(SettingsError) as refused:
         load_settings({"NOTIFICATION_DELIVERY": "eventgrid", "EVENTGRID_LOCATION": "West Europe",
+                       "EVENTGRID_DELIVERY_IDENTITY": "id-eventgrid-abc",
                        "WEBHOOK_URL": "https://example.org/api/graph-webhook", "AZURE_TENANT_ID": "contoso.com"})
     text = str(refused.value)
     for name in ("EVENTGRID_PARTNER_TOPIC is required", "EVENTGRID_SUBSCRIPTION_ID is required",
                  "EVENTGRID_RESOURCE_GROUP is required", "EVENTGRID_LOCATION 'West Europe' is not valid",
                  "WEBHOOK_URL is set but NOTIFICATION_DELIVERY=eventgrid", "WEBHOOK_CLIENT_STATE is required",
-                 "AZURE_TENANT_ID must be the tenant's id"):
+                 "AZURE_TENANT_ID must be the tenant's id",
+                 "EVENTGRID_DELIVERY_IDENTITY 'id-eventgrid-abc' must be the resource id of a user-assigned"):
         assert name in text
     with pytest.raises(SettingsError, match="NOTIFICATION_DELIVERY 'pigeon' must be webhook or eventgrid"):
         load_settings({"NOTIFICATION_DELIVERY": "pigeon"})

@@ -8,13 +8,20 @@ import time
 import httpx
 import pytest
 
-from sandbox.emulators import AZURE_SUBSCRIPTION, MANAGEMENT_TOKEN, PARTNER_TOPIC, RESOURCE_GROUP
+from sandbox.emulators import (
+    AZURE_SUBSCRIPTION,
+    DELIVERY_IDENTITY,
+    MANAGEMENT_TOKEN,
+    PARTNER_TOPIC,
+    RESOURCE_GROUP,
+)
 from sandbox.eventgrid.emulator import EventGridEmulator
 from sandbox.host.live import CLIENT_STATE, live
 from shared.admin.event_grid import event_grid_status
 from shared.admin.setup import run_setup
 from shared.admin.status import check_all, collect_status
 from shared.app import open_backend, sync_full
+from shared.errors import EventGridError
 from shared.produce.subscriptions import stored_subscriptions
 from shared.settings import load_settings
 from shared.store import history
@@ -104,25 +111,34 @@ def test_reauthorization_renews_and_removal_recreates_the_subscription(running):
                 == ["After Recreation"])
 
 
-def test_until_delivery_is_complete_check_says_what_is_missing_and_setup_activates(grid_box, grid_env):
+def test_until_delivery_is_complete_check_says_what_is_missing_and_setup_completes_it(grid_box, grid_env):
     box = grid_box
-    settings = load_settings(grid_env)
-    before = event_grid_status(settings)
+    without_identity = load_settings({k: v for k, v in grid_env.items() if k != "EVENTGRID_DELIVERY_IDENTITY"})
+    before = event_grid_status(without_identity)
     assert not before.ready and "does not exist in resource group rg-entra-assets yet" in before.problems[0]
-    run_setup(settings)  # Graph creates the topic with the subscriptions; setup activates it
-    after = event_grid_status(settings)
+    run_setup(without_identity)  # Graph creates the topic with the subscriptions; setup activates it
+    after = event_grid_status(without_identity)
     assert after.activation == "Activated"
-    assert ["no event subscription of partner topic entra-assets-sandbox delivers to the queue"
-            in p for p in after.problems] == [True]
+    [problem] = after.problems
+    assert "no event subscription of partner topic entra-assets-sandbox delivers to the queue" in problem
+    assert "set EVENTGRID_DELIVERY_IDENTITY" in problem
     uid = sorted(box.tenant.users)[3]
     box.tenant.update_user(uid, jobTitle="Lost Without A Subscription")
     _eventually(lambda: any(o == "no_subscription" for _, o, _ in box.event_grid.published))
-    box.event_grid.add_queue_subscription(RESOURCE_GROUP, PARTNER_TOPIC, "entra-assets-queue", settings.queue_name,
-                                          "/subscriptions/x/resourceGroups/y/providers/Microsoft.Storage/"
-                                          "storageAccounts/devstoreaccount1")
+    # With the delivery identity, setup attaches it to the topic and creates the event subscription.
+    settings = load_settings(grid_env)
+    notes = run_setup(settings).notes
+    assert any(n.startswith("Event Grid: event subscription entra-assets-queue created") for n in notes)
     report = check_all(settings)
     assert report.ready, report.lines
     assert "Event Grid: partner topic entra-assets-sandbox Activated, delivering to" in "\n".join(report.lines)
+    [created] = [r for r in box.event_grid.requests if r.method == "PUT" and "/eventSubscriptions/" in r.path]
+    delivery = created.json["properties"]["deliveryWithResourceIdentity"]
+    assert delivery["identity"] == {"type": "UserAssigned", "userAssignedIdentity": DELIVERY_IDENTITY}
+    assert delivery["destination"]["properties"]["queueName"] == settings.queue_name
+    assert delivery["destination"]["properties"]["resourceId"].endswith("/storageAccounts/devstoreaccount1")
+    assert created.json["properties"]["eventDeliverySchema"] == "CloudEventSchemaV1_0"
+    assert len(run_setup(settings).notes) == len(notes) - 1  # again: nothing to create (only "activated" gone)
     # Deactivated behind our back: check is not ready and says to run setup; setup activates it again.
     deactivate = (f"{box.event_grid.url}/subscriptions/{AZURE_SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
                   f"Microsoft.EventGrid/partnerTopics/{PARTNER_TOPIC}/deactivate?api-version=2025-02-15")
@@ -132,6 +148,13 @@ def test_until_delivery_is_complete_check_says_what_is_missing_and_setup_activat
     assert any("is Deactivated, so no events flow: run `entra-assets setup`" in line for line in report.lines)
     assert "Event Grid: partner topic entra-assets-sandbox activated" in run_setup(settings).notes
     assert event_grid_status(settings).ready
+
+
+def test_setup_refused_the_identity_attachment_says_which_role_is_missing(grid_box, grid_env):
+    grid_box.event_grid.deny("Microsoft.EventGrid/partnerTopics/write")
+    with pytest.raises(EventGridError, match="may not attach the delivery identity.*Owner of resource group"):
+        run_setup(load_settings(grid_env))
+    assert not [r for r in grid_box.event_grid.requests if r.method == "PUT" and "/eventSubscriptions/" in r.path]
 
 
 def test_a_missing_role_is_one_line_naming_it_in_check_and_status(grid_box, grid_env):

@@ -61,7 +61,11 @@ def test_the_app_settings_of_each_mode():
     eventgrid = variables["appSettingsEventGrid"]["value"]["operator"]["operands"]
     assert eventgrid["condition"] == "useEventGrid" and eventgrid["false_value"] == {}
     assert set(eventgrid["true_value"]) == {"EVENTGRID_PARTNER_TOPIC", "EVENTGRID_SUBSCRIPTION_ID",
-                                            "EVENTGRID_RESOURCE_GROUP", "EVENTGRID_LOCATION"}
+                                            "EVENTGRID_RESOURCE_GROUP", "EVENTGRID_LOCATION",
+                                            "EVENTGRID_DELIVERY_IDENTITY"}
+    assert eventgrid["true_value"]["EVENTGRID_DELIVERY_IDENTITY"] == {"operator": {
+        "type": "property_accessor", "operands": {"operand_1": "eventGrid", "operand_2": {"operator": {
+            "type": "property_accessor", "operands": {"operand_1": "outputs", "operand_2": "deliveryIdentityId"}}}}}}
     # the webhook's URL only in webhook mode; the client state in both (the worker checks every event's)
     webhook = variables["appSettingsWebhook"]["value"]["operator"]["operands"]
     assert webhook["condition"] == "useWebhook" and set(webhook["true_value"]) == {"WEBHOOK_URL"}

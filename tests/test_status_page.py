@@ -46,14 +46,18 @@ def test_every_value_is_escaped_and_the_page_is_self_contained():
                                         "days_left": 8, "source": "app registration", "age_days": None},
                    "import_token": {"kind": "import_token", "expires": None, "days_left": None,
                                     "source": "unknown", "age_days": 3}, "warnings": [EVIL]}
-    page = render_html(_data(jira={"linked": 2, "unmatched": 1, "unmatched_ids": [EVIL]}, credentials=credentials),
-                       now=1_795_000_000.0)
+    grid = {"partner_topic": EVIL, "activation": "NeverActivated", "queues": [], "ready": False, "problems": [EVIL]}
+    page = render_html(_data(jira={"linked": 2, "unmatched": 1, "unmatched_ids": [EVIL]}, credentials=credentials,
+                             event_grid=grid), now=1_795_000_000.0)
     assert "<script" not in page and "<img" not in page
-    assert page.count("&lt;script&gt;") == 5  # message, error, subscription id, unmatched id, credential warning
+    # message, error, subscription id, unmatched id, credential warning, the topic's name and its problem
+    assert page.count("&lt;script&gt;") == 7
+    assert 'id="event-grid"' in page and "NeverActivated, delivering to no queue" in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
     assert 'id="jira"' in page and 'id="credential-warnings"' in page and "2026-12-01" in page
     bare = render_html(_data(), now=1_795_000_000.0)
     assert 'id="jira"' not in bare and 'id="credentials"' not in bare  # linking off, no report: no section
+    assert 'id="event-grid"' not in bare  # the webhook: no Event Grid section
     assert "refresh" not in page  # no run going: no reload
     assert 'http-equiv="refresh"' in render_html(_data(current={"stage": "Submitting data", "count": 5}), 0.0)
 
@@ -124,8 +128,8 @@ def test_the_function_key_is_required(served):
                                                          "Accept": "application/json"}, timeout=10)
     assert by_header.status_code == 200 and by_header.headers["content-type"].startswith("application/json")
     data = by_header.json()
-    assert set(data) == {"importer_status", "message", "current", "full_run", "handed_on", "runs", "subscriptions", "queue",
-                         "credentials", "jira"}
+    assert set(data) == {"importer_status", "message", "current", "full_run", "handed_on", "runs", "subscriptions",
+                         "event_grid", "queue", "credentials", "jira"}
     assert data["runs"] == collect_status(settings)["runs"]
     by_query = httpx.get(host.function_url("status") + "&format=json", timeout=10)
     assert by_query.status_code == 200 and by_query.json()["runs"] == data["runs"]

@@ -39,8 +39,8 @@ id, or by the name ``MicrosoftGraphAPI`` when it has no id; a partner without ``
 is authorized for ``defaultMaximumExpirationTimeInDays`` (default 7) from the PUT; the topic's
 ``partnerTopicFriendlyDescription`` and null ``messageForActivation``; a topic Graph asks for again with another
 source is refused (``TopicConflict``); event subscriptions to other endpoint types are kept but never delivered
-to; a user-assigned delivery identity need not be attached to the topic; queue messages are base64 (a 2022
-report, MicrosoftDocs/azure-docs#102923; older docs say plain text); retries, dead-lettering and
+to; a user-assigned delivery identity must be attached to the topic before an event subscription (PUT)
+delivers with it (the knob ``add_queue_subscription`` does not check); queue messages are base64 (a 2022 report, MicrosoftDocs/azure-docs#102923; older docs say plain text); retries, dead-lettering and
 ``queueMessageTimeToLiveInSeconds`` are not modelled.
 """
 from __future__ import annotations
@@ -465,6 +465,7 @@ class EventGridEmulator(Served):
             if not isinstance(properties, dict):
                 raise _ArmError(400, "InvalidRequestContent", "The event subscription needs its properties.")
             _check_destination(properties)
+            _check_identity(topic, properties)
             topic.event_subscriptions[key] = _EventSubscription(name, properties)
             return _json(topic.subscription_body(topic.event_subscriptions[key]), 200 if sub else 201)
         if sub is None:
@@ -476,6 +477,20 @@ class EventGridEmulator(Served):
             del topic.event_subscriptions[key]
             return Response(status=200)
         return _json(topic.subscription_body(sub))
+
+
+def _check_identity(topic: _Topic, properties: dict) -> None:
+    """400 when delivery uses a user-assigned identity the topic does not have: Event Grid "uses the managed
+    identity setup on the parent resource" (https://learn.microsoft.com/azure/event-grid/
+    managed-service-identity); the wording of the refusal is UNCONFIRMED."""
+    identity = ((properties.get("deliveryWithResourceIdentity") or {}).get("identity") or {})
+    wanted = identity.get("userAssignedIdentity")
+    if identity.get("type") != "UserAssigned" or not wanted:
+        return
+    attached = {k.casefold() for k in ((topic.identity or {}).get("userAssignedIdentities") or {})}
+    if wanted.casefold() not in attached:
+        raise _ArmError(400, "BadRequest", f"The user-assigned identity '{wanted}' is not assigned to the partner "
+                                           f"topic '{topic.name}'.")
 
 
 def _check_destination(properties: dict) -> None:

@@ -22,8 +22,9 @@ import httpx
 from sandbox.emulators import PARTNER_TOPIC, RESOURCE_GROUP, Sandbox
 from sandbox.eventgrid.emulator import azurite_sink
 from sandbox.host.functions_host import FunctionsHost
-from shared.admin.event_grid import event_grid_status
+from shared.admin.event_grid import event_grid_status, queue_account_id
 from shared.admin.setup import run_setup
+from shared.clients.event_grid import DELIVERY
 from shared.settings import Settings, load_settings
 from shared.store.local import LocalQueue
 
@@ -74,15 +75,17 @@ def settings() -> Settings:
 
 
 def connect_event_grid(box: Sandbox, settings: Settings) -> None:
-    """Event Grid delivery as an admin sets it up: ``setup`` (Graph creates the partner topic, setup activates
-    it), then the event subscription to the sync queue that the second deployment adds. Raises RuntimeError
-    unless ``check`` then finds Event Grid ready."""
+    """Event Grid delivery as an admin sets it up: ``setup`` (Graph creates the partner topic; setup activates it
+    and delivers it to the sync queue). The embedded store (the demo) is no storage account setup could name:
+    there the sandbox adds the event subscription itself, as the template's second deployment would. Raises
+    RuntimeError unless ``check`` then finds Event Grid ready."""
     grid = box.event_grid
     grid.sink = queue_sink(settings)
     run_setup(settings)
-    account = f"/subscriptions/{grid.subscription_id}/resourceGroups/{RESOURCE_GROUP}/providers/" \
-              f"Microsoft.Storage/storageAccounts/{settings.storage_account_name or 'devstoreaccount1'}"
-    grid.add_queue_subscription(RESOURCE_GROUP, PARTNER_TOPIC, "entra-assets-queue", settings.queue_name, account)
+    if queue_account_id(settings) is None:
+        grid.add_queue_subscription(RESOURCE_GROUP, PARTNER_TOPIC, DELIVERY, settings.queue_name,
+                                    f"/subscriptions/{grid.subscription_id}/resourceGroups/{RESOURCE_GROUP}/providers"
+                                    "/Microsoft.Storage/storageAccounts/embedded")
     report = event_grid_status(settings)
     if not report.ready:
         raise RuntimeError("Event Grid is not ready after setup: " + "; ".join(report.problems))

@@ -1,18 +1,21 @@
-"""Is Event Grid delivery ready (NOTIFICATION_DELIVERY=eventgrid)? ``setup`` makes it so as far as the app can
-(``ensure_event_grid``: activates the partner topic Graph created); ``check`` and ``status`` only look
-(``event_grid_status``). Both say, one line each, what an admin must do about what is missing:
+"""Is Event Grid delivery ready (NOTIFICATION_DELIVERY=eventgrid)? ``setup`` makes it so (``ensure_event_grid``:
+activates the partner topic Graph created and, with EVENTGRID_DELIVERY_IDENTITY, delivers it to the sync queue);
+``check`` and ``status`` only look (``event_grid_status``). Both say, one line each, what an admin must do about
+what is missing:
 
 - the topic does not exist: Graph creates it with the first subscription (``setup``), if the Microsoft Graph API
   partner is authorized on the resource group (infra/eventgrid.bicep);
 - the topic is not activated: events do not flow until it is (``setup`` activates it);
-- no event subscription of the topic delivers to SYNC_QUEUE_NAME: the second deployment of README step 3b;
+- no event subscription of the topic delivers to SYNC_QUEUE_NAME: ``setup`` creates it when it knows the
+  delivery identity (EVENTGRID_DELIVERY_IDENTITY) and the storage account; else the second deployment of
+  README step 3b;
 - the app's identity lacks the EventGrid Contributor role (``shared.clients.event_grid``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.clients.event_grid import ACTIVATED, PartnerTopic
+from shared.clients.event_grid import ACTIVATED, DELIVERY, PartnerTopic
 from shared.errors import EventGridError
 from shared.settings import Settings
 
@@ -38,18 +41,45 @@ class EventGridReport:
 
 
 def ensure_event_grid(settings: Settings, topic: PartnerTopic | None = None) -> EventGridReport:
-    """``setup``: activate the partner topic when it is not, then report as ``event_grid_status``. Raises
-    ``EventGridError`` when the topic cannot be read or activated (a missing role, a refused credential)."""
+    """``setup``: activate the partner topic when it is not, deliver it to the sync queue when no event
+    subscription does and the delivery identity and storage account are known, then report as
+    ``event_grid_status``. Raises ``EventGridError`` when a step is refused (a missing role, a credential)."""
     topic = topic or PartnerTopic(settings)
     found = topic.get()
-    activated = False
+    done = []
     if found is not None and found["activationState"] != ACTIVATED:
         topic.activate()
-        activated = True
+        done.append(f"Event Grid: partner topic {settings.eventgrid_partner_topic} activated")
+    account = queue_account_id(settings)
+    if found is not None and settings.eventgrid_delivery_identity and account and not _ours(settings, topic.deliveries()):
+        topic.deliver_to_queue(settings.eventgrid_delivery_identity, account, settings.queue_name)
+        done.append(f"Event Grid: event subscription {DELIVERY} created: partner topic "
+                    f"{settings.eventgrid_partner_topic} delivers to {settings.queue_name}")
     report = _report(settings, topic)
-    if activated and report.activation == ACTIVATED:
-        report.lines.insert(0, f"Event Grid: partner topic {settings.eventgrid_partner_topic} activated")
+    report.lines[:0] = done
     return report
+
+
+def queue_account_id(settings: Settings) -> str | None:
+    """The resource id of the storage account holding the sync queue: the one AzureWebJobsStorage names, in the
+    partner topic's subscription and resource group (where infra/main.bicep deploys both); None for the
+    embedded store, which Event Grid cannot reach."""
+    name = settings.storage_account_name
+    if name is None and settings.storage_connection_string:
+        fields = dict(part.split("=", 1) for part in settings.storage_connection_string.reveal().split(";")
+                      if "=" in part)
+        name = fields.get("AccountName")
+    if not name:
+        return None
+    return (f"/subscriptions/{settings.eventgrid_subscription_id}/resourceGroups/{settings.eventgrid_resource_group}"
+            f"/providers/Microsoft.Storage/storageAccounts/{name}")
+
+
+def _ours(settings: Settings, deliveries: list) -> list:
+    """The event subscriptions that deliver to the sync queue (of AzureWebJobsStorage's account, when named)."""
+    account = settings.storage_account_name
+    return [d for d in deliveries if d.queue == settings.queue_name
+            and (account is None or (d.storage_account or "").casefold() == account.casefold())]
 
 
 def event_grid_status(settings: Settings, topic: PartnerTopic | None = None) -> EventGridReport:
@@ -75,14 +105,16 @@ def _report(settings: Settings, topic: PartnerTopic) -> EventGridReport:
                                "`entra-assets setup` to activate it")
     deliveries = topic.deliveries()
     report.queues = sorted({d.queue for d in deliveries if d.queue})
-    account = settings.storage_account_name
-    ours = [d for d in deliveries if d.queue == settings.queue_name
-            and (account is None or (d.storage_account or "").casefold() == account.casefold())]
+    ours = _ours(settings, deliveries)
     if not ours:
+        account = settings.storage_account_name
+        fix = ("run `entra-assets setup` (it creates it)" if settings.eventgrid_delivery_identity
+               and queue_account_id(settings) else "set EVENTGRID_DELIVERY_IDENTITY (the template's output "
+               f"eventGridDeliveryIdentityId) and run `entra-assets setup`, or deploy infra/main.bicep again with "
+               f"partnerTopicName={name} (README, Deploy to Azure, step 3b)")
         report.problems.append(
             f"Event Grid: no event subscription of partner topic {name} delivers to the queue {settings.queue_name}"
-            + (f" of storage account {account}" if account else "")
-            + f": deploy infra/main.bicep again with partnerTopicName={name} (README, Deploy to Azure, step 3b)")
+            + (f" of storage account {account}" if account else "") + f": {fix}")
     if report.ready:
         report.lines.append(f"Event Grid: partner topic {name} {ACTIVATED}, delivering to {settings.queue_name} "
                             f"({', '.join(d.name for d in ours)})")

@@ -135,7 +135,8 @@ def render_html(data: dict, now: float) -> str:
              f'<p>Importer status: <span id="importer-status" class="badge {tone}">{_e(status)}</span>'
              + message + "</p>",
              _current(data.get("current")), _runs(data.get("runs") or []),
-             _subscriptions(data.get("subscriptions") or {}, now), _queue(data.get("queue") or {})]
+             _subscriptions(data.get("subscriptions") or {}, now), _event_grid(data.get("event_grid")),
+             _queue(data.get("queue") or {})]
     parts += [_credentials(data.get("credentials")), _jira(data.get("jira"))]
     return _document(f"entra-assets: {status}", "".join(parts), refresh=bool(data.get("current")))
 
@@ -184,6 +185,17 @@ def _run_row(run: dict) -> str:
     items = "".join(f"<li>{_e(n)}</li>" for n in notes)
     out.append(f'<td class="notes">{f"<ul class=notes>{items}</ul>" if notes else ""}</td>')
     return f'<tr class="run {"failed" if stage == "Failed" else "done"}">{"".join(out)}</tr>'
+
+
+def _event_grid(grid: dict | None) -> str:
+    """The partner topic Graph delivers to (NOTIFICATION_DELIVERY=eventgrid), and what stops its events."""
+    if not grid:
+        return ""
+    state = grid.get("activation") or "not created"
+    queues = ", ".join(grid.get("queues") or []) or "no queue"
+    problems = "".join(f'<p class="badge bad event-grid-problem">{_e(p)}</p>' for p in grid.get("problems") or [])
+    return (f'<p id="event-grid">Event Grid partner topic <code>{_e(grid.get("partner_topic"))}</code>: '
+            f'{_e(state)}, delivering to {_e(queues)}</p>{problems}')
 
 
 def _subscriptions(subscriptions: dict, now: float) -> str:

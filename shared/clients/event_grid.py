@@ -4,7 +4,8 @@ Manager with ``azure-mgmt-eventgrid`` (api-version 2025-02-15).
 Graph creates the partner topic when the first subscription names it (``shared.produce.subscriptions``); it
 must then be activated before events flow, and an event subscription on it delivers them to the sync queue
 (deployed by ``infra/eventgrid.bicep``: https://learn.microsoft.com/azure/event-grid/subscribe-to-graph-api-events).
-``PartnerTopic`` reads the topic and its event subscriptions and activates it; every refusal becomes an
+``PartnerTopic`` reads the topic and its event subscriptions, activates it, and delivers it to the queue (the
+delivery identity attached to the topic, then the event subscription); every refusal becomes an
 ``EventGridError`` that names the role, the resource group or the topic to fix.
 
 The credential is the app's own Azure identity, not the Graph app registration: the EventGrid Contributor role
@@ -22,6 +23,8 @@ from shared.errors import EventGridError
 from shared.settings import Settings
 
 ACTIVATED = "Activated"
+DELIVERY = "entra-assets-queue"   # the event subscription's name, as infra/eventgrid.bicep names it
+QUEUE_MESSAGE_TTL = 86400         # a day, like Event Grid's own retry horizon (infra/eventgrid.bicep)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,34 @@ class PartnerTopic:
                            lambda: self._client.partner_topics.activate(self.group, self.name, **self._options))
         return topic.activation_state
 
+    def deliver_to_queue(self, identity: str, account_id: str, queue: str) -> None:
+        """Deliver every event of the topic as CloudEvents to ``queue`` of the storage account ``account_id``,
+        authenticated as the user-assigned ``identity``: first attach it to the topic (Event Grid delivers with
+        "the managed identity setup on the parent resource"), then create or update the event subscription
+        ``DELIVERY``, as infra/eventgrid.bicep does (https://learn.microsoft.com/azure/event-grid/
+        handler-storage-queues). No event-type filter: the lifecycle type names are UNCONFIRMED, and the worker
+        refuses any type it does not know."""
+        from azure.mgmt.eventgrid import models
+
+        topic = self._call("Microsoft.EventGrid/partnerTopics/read",
+                           lambda: self._client.partner_topics.get(self.group, self.name, **self._options))
+        attached = dict((topic.identity.user_assigned_identities or {}) if topic.identity else {})
+        if identity.casefold() not in {k.casefold() for k in attached}:
+            attached[identity] = models.UserIdentityProperties()
+            self._call("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", lambda: (
+                self._client.partner_topics.update(self.group, self.name, models.PartnerTopicUpdateParameters(
+                    identity=models.IdentityInfo(type="UserAssigned", user_assigned_identities=attached)),
+                    **self._options)))
+        subscription = models.EventSubscription(
+            event_delivery_schema="CloudEventSchemaV1_0",
+            delivery_with_resource_identity=models.DeliveryWithResourceIdentity(
+                identity=models.EventSubscriptionIdentity(type="UserAssigned", user_assigned_identity=identity),
+                destination=models.StorageQueueEventSubscriptionDestination(
+                    resource_id=account_id, queue_name=queue, queue_message_time_to_live_in_seconds=QUEUE_MESSAGE_TTL)))
+        self._call("Microsoft.EventGrid/partnerTopics/eventSubscriptions/write", lambda: (
+            self._client.partner_topic_event_subscriptions.begin_create_or_update(
+                self.group, self.name, DELIVERY, subscription, **self._options).result()))
+
     def deliveries(self) -> list[QueueDelivery]:
         """Every event subscription of the topic and where it delivers."""
         found = self._call("Microsoft.EventGrid/partnerTopics/eventSubscriptions/read", lambda: list(
@@ -130,6 +161,11 @@ class PartnerTopic:
                                  f"{self.name} ({_reason(error)})") from None
 
     def _denied(self, action: str) -> EventGridError:
+        if action.startswith("Microsoft.ManagedIdentity/"):
+            return EventGridError(
+                f"the signed-in Azure identity may not attach the delivery identity to partner topic {self.name} "
+                f"({action}): run `entra-assets setup` as an Owner of resource group {self.group}, or give your "
+                "identity the Managed Identity Operator role on the delivery identity")
         return EventGridError(
             f"the app's Azure identity may not {action} on resource group {self.group}: assign it the "
             "EventGrid Contributor role there (infra/eventgrid.bicep does; a new role assignment can take a few "
