@@ -169,3 +169,18 @@ def test_a_missing_role_is_one_line_naming_it_in_check_and_status(grid_box, grid
     data = collect_status(settings)
     assert data["event_grid"]["ready"] is False and "EventGrid Contributor" in data["event_grid"]["problems"][0]
     assert MANAGEMENT_TOKEN not in str(data)
+
+
+def test_the_demo_shows_live_changes_through_event_grid_without_the_webhook(caplog):
+    import io
+
+    from rich.console import Console
+
+    from sandbox.tools.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo(users=150, seed=5, console=Console(file=out, width=200), delivery="eventgrid") == 0
+    text = " ".join(out.getvalue().split())  # the table's title wraps to its width
+    assert "(Graph event → Event Grid → queue → worker" in text
+    assert "4 events delivered to the queue, the webhook called 0 times" in text
+    assert MANAGEMENT_TOKEN not in caplog.text and CLIENT_STATE not in caplog.text
