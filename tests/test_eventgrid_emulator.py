@@ -134,10 +134,18 @@ def test_graph_creates_the_topic_that_the_sdk_reads_activates_and_subscribes(gra
 
     destination = eg.StorageQueueEventSubscriptionDestination(resource_id=STORAGE_ID, queue_name=QUEUE,
                                                               queue_message_time_to_live_in_seconds=86400)
-    created = arm.partner_topic_event_subscriptions.begin_create_or_update(RG, TOPIC, "to-queue", eg.EventSubscription(
+    subscription = eg.EventSubscription(
         event_delivery_schema="CloudEventSchemaV1_0", delivery_with_resource_identity=eg.DeliveryWithResourceIdentity(
             identity=eg.EventSubscriptionIdentity(type="UserAssigned", user_assigned_identity="/identities/x"),
-            destination=destination)), **HTTP).result()
+            destination=destination))
+    # Event Grid delivers with an identity of the topic's own: not attached yet, refused (the stricter reading).
+    with pytest.raises(HttpResponseError, match="is not assigned to the partner topic"):
+        arm.partner_topic_event_subscriptions.begin_create_or_update(RG, TOPIC, "to-queue", subscription,
+                                                                     **HTTP).result()
+    arm.partner_topics.update(RG, TOPIC, eg.PartnerTopicUpdateParameters(identity=eg.IdentityInfo(
+        type="UserAssigned", user_assigned_identities={"/identities/x": eg.UserIdentityProperties()})), **HTTP)
+    created = arm.partner_topic_event_subscriptions.begin_create_or_update(RG, TOPIC, "to-queue", subscription,
+                                                                           **HTTP).result()
     assert (created.provisioning_state, created.topic) == ("Succeeded", TOPIC_ID)
     listed = list(arm.partner_topic_event_subscriptions.list_by_partner_topic(RG, TOPIC, **HTTP))
     assert [s.name for s in listed] == ["to-queue"]
