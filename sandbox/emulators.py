@@ -14,6 +14,9 @@ from sandbox.tenant.model import Tenant
 GRAPH_TOKEN = "sandbox-graph-token"
 IMPORT_TOKEN = "sandbox-import-token"
 MANAGEMENT_TOKEN = "sandbox-management-token"
+# ASSETS_OBJECT_LIMIT of the emulated site: it bought extra objects, enough for the million-user bench tenant
+# (1.9 million objects); the allowance's own tests set theirs.
+OBJECT_ALLOWANCE = "5000000"
 AZURE_SUBSCRIPTION = "8a8a8a8a-4b4b-4c4c-4d4d-12e12e12e12e"   # the emulated Azure subscription of Event Grid
 RESOURCE_GROUP = "rg-entra-assets"
 PARTNER_TOPIC = "entra-assets-sandbox"
@@ -36,8 +39,8 @@ class Sandbox:
         the tenant's id, as in Azure: unused with the fixed token, but the webhook refuses notifications of
         any other tenant (``shared.produce.notifications``) and the emulated Graph names this one in each."""
         return {"AZURE_TENANT_ID": self.tenant.tenant_id, "GRAPH_BASE_URL": self.graph.base_url,
-                "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
-                "ASSETS_API_URL": self.assets.url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN} | self.jira_settings()
+                "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN, "ASSETS_API_URL": self.assets.url,
+                "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN, "ASSETS_OBJECT_LIMIT": OBJECT_ALLOWANCE} | self.jira_settings()
 
     def jira_settings(self) -> dict[str, str]:
         """JIRA_* settings (linking on) when the sandbox emulates a Jira site; {} otherwise."""

@@ -28,7 +28,7 @@ from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
 from shared.errors import EntraAssetsError
 from shared.jira_links import link_hook
 from shared.produce.catch_up import plan_catch_up
-from shared.produce.full import full_sync_due, guard_error, new_result, type_failure_error
+from shared.produce.full import full_sync_due, guard_error, new_result, object_limit_error, type_failure_error
 from shared.produce.plan import FullRunResult, Progress, RunOptions, Scope, read_scope
 from shared.produce.preview import PreviewReport, run_preview
 from shared.produce.segments import advance, load_cursor
@@ -144,11 +144,14 @@ def catch_up_planner(settings: Settings, state: StateStore, progress: Progress =
 
 
 def run_outcome_error(result: FullRunResult | None) -> EntraAssetsError | None:
-    """What makes a run that pushed what it could end non-zero: object types that could not be read
-    (``TypesNotRead``, exit 1), else departures the guard held back (``MassDeactivation``, exit 3). None for a
+    """What makes a run end non-zero: held whole because its new objects would cross ASSETS_OBJECT_LIMIT
+    (``ObjectLimitReached``, exit 3), object types that could not be read (``TypesNotRead``, exit 1; the
+    others were pushed), else departures the guard held back (``MassDeactivation``, exit 3). None for a
     segmented run still in progress."""
     if result is None:
         return None
+    if result.over_allowance:
+        return object_limit_error(result)
     if result.failed:
         return type_failure_error(result)
     return guard_error(result) if result.held_back else None
@@ -317,15 +320,17 @@ def sync_incremental(settings: Settings, progress: Progress = lambda stage, n: N
 
 def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backend | None = None,
           graph: GraphClient | None = None, assets: AssetsClient | None = None,
-          allow_mass_deactivation: bool = False) -> SyncReport:
+          allow_mass_deactivation: bool = False, allow_over_object_limit: bool = False) -> SyncReport:
     """The timer path (forced), then the worker in-process until the queue holds nothing more. Raises
     whatever stopped it; queued work then stays queued for the next run. Bad input (settings, a MAPPING_FILE,
     the import, a scope filter Graph refuses) is refused before anything is queued or written. ``backend``,
     ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark pass their own to
     count requests). Departures held back by the guard show in ``report.full.held_back``, types that could
-    not be read in ``report.full.failed``."""
+    not be read in ``report.full.failed``, a run held by the allowance in ``report.full.over_allowance``.
+    ``allow_over_object_limit`` lets one full run cross ASSETS_OBJECT_LIMIT."""
     started = time.monotonic()
-    options = RunOptions.from_settings(settings, allow_mass_deactivation)  # a bad MAPPING_FILE fails first
+    options = RunOptions.from_settings(settings, allow_mass_deactivation,  # a bad MAPPING_FILE fails first
+                                       allow_over_object_limit)
     backend = backend or open_backend(settings)
     assets = assets or assets_client(settings)
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read
@@ -369,14 +374,19 @@ def _full_run(settings: Settings, backend: Backend, graph: GraphClient, trigger:
     queuing - which the worker never sees - is recorded here."""
     started = time.time()
     try:
-        return advance(graph, backend.state, backend.queue, backend.payloads, runs, options,
-                       settings.segment_seconds, trigger, progress,
-                       stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)}, fresh=fresh)
+        result = advance(graph, backend.state, backend.queue, backend.payloads, runs, options,
+                         settings.segment_seconds, trigger, progress,
+                         stamp=lambda r, t: {"trigger": trigger, "summary": history.producer_summary(r, t)},
+                         fresh=fresh)
     except LeaseBusy:
         raise  # another segment of the run is running: not a failure of the run
     except Exception as error:
         history.append(backend.state, history.producer_record(trigger, "full", started, time.time(), error))
         raise
+    if result is not None and result.over_allowance:  # held whole: the worker never sees it
+        history.append(backend.state, history.producer_record(trigger, "full", started, time.time(),
+                                                              object_limit_error(result)))
+    return result
 
 
 def _recorder(settings: Settings, state: StateStore, caught_up: FullRunResult):

@@ -108,7 +108,9 @@ def setup() -> None:
 @click.option("--full", is_flag=True, help="Read the whole directory and push what changed (else: delta catch-up).")
 @click.option("--allow-mass-deactivation", is_flag=True,
               help="Let this run mark more than MAX_DEACTIVATIONS objects Deleted (once).")
-def sync(full: bool, allow_mass_deactivation: bool) -> None:
+@click.option("--allow-object-limit", is_flag=True,
+              help="Let this full run take the objects in Assets past ASSETS_OBJECT_LIMIT (once).")
+def sync(full: bool, allow_mass_deactivation: bool, allow_object_limit: bool) -> None:
     """Run the timer path, then the worker in-process until the queue is drained and Assets is done.
 
     Without --full: a catch-up from the stored delta links (what the timer does between full runs)."""
@@ -118,7 +120,8 @@ def sync(full: bool, allow_mass_deactivation: bool) -> None:
         settings = _settings()
         with _progress() as progress:
             run = sync_full if full else sync_incremental
-            report = run(settings, progress, allow_mass_deactivation=allow_mass_deactivation)
+            extra = {"allow_over_object_limit": allow_object_limit} if full else {}
+            report = run(settings, progress, allow_mass_deactivation=allow_mass_deactivation, **extra)
     except EntraAssetsError as error:
         _fail(error)
     _print_sync(report, "sync --full" if full else "sync (delta catch-up)")
@@ -141,6 +144,9 @@ def _print_sync(report, title: str) -> None:
     table.add_row("updated", _counts(full.updated))
     table.add_row("marked Deleted", _counts(full.deactivated))
     table.add_row("records unchanged", f"{sum(full.unchanged.values()):,}")
+    if full.object_limit:  # a full run counted them
+        table.add_row("objects in Assets", f"{full.objects_after:,} of ASSETS_OBJECT_LIMIT={full.object_limit:,}"
+                      + (" - held: nothing pushed" if full.over_allowance else ""))
     table.add_row("Assets executions", str(report.executions))
     table.add_row("records pushed", f"{report.records_pushed:,}")
     table.add_row("time", f"{report.seconds:.1f} s")
@@ -148,6 +154,8 @@ def _print_sync(report, title: str) -> None:
     for line in full.unmatched.lines():
         out.print(f"unmatched: {escape(line)}")
     for line in full.warnings.lines():
+        out.print(f"[yellow]warning:[/yellow] {escape(line)}")
+    if (line := full.allowance_line()) and not full.over_allowance:
         out.print(f"[yellow]warning:[/yellow] {escape(line)}")
     for push in report.pushes:
         for error in push.errors:
@@ -185,6 +193,14 @@ def preview(as_json: bool) -> None:
     if data["counts"]["held_back"]:
         out.print(f"[red]the guard would hold back {sum(data['counts']['held_back'].values()):,} departures "
                   "(MAX_DEACTIVATIONS)[/red]")
+    objects = data["objects"]
+    out.print(f"objects in Assets after the run: {objects['after']:,} of ASSETS_OBJECT_LIMIT={objects['limit']:,} "
+              f"({objects['kept']:,} now)")
+    if objects["held"]:
+        out.print("[red]sync --full would be held: its new objects cross ASSETS_OBJECT_LIMIT (raise it to the "
+                  "site's allowance, or run sync --full --allow-object-limit once)[/red]")
+    elif objects["warning"]:
+        out.print(f"[yellow]warning:[/yellow] {escape(objects['warning'])}")
     for item in data["unmatched"]:
         out.print(f"unmatched: {escape(item['kind'])}: {item['count']:,}")
     for item in data["warnings"]:
@@ -227,6 +243,12 @@ def status(as_json: bool, limit: int) -> None:
     out.print(runs_table(data["runs"][:limit]) if data["runs"] else "no runs recorded yet")
     for resource, subscription in sorted(data["subscriptions"].items()):
         out.print(f"subscription {resource}: expires {escape(str(subscription.get('expires')))}")
+    objects = data.get("objects")
+    if objects is not None:
+        out.print(f"objects in Assets: {objects['kept']:,} of ASSETS_OBJECT_LIMIT={objects['limit']:,} "
+                  f"({objects['percent']:g} %, as of the full run of {objects['as_of']})")
+        if objects["warning"]:
+            out.print(f"[yellow]warning:[/yellow] {escape(objects['warning'])}")
     grid = data.get("event_grid")
     if grid is not None:
         out.print(f"Event Grid partner topic {escape(grid['partner_topic'])}: {grid['activation'] or 'not created'}"

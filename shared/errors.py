@@ -82,6 +82,13 @@ class MassDeactivation(EntraAssetsError):
     exit_code = 3
 
 
+class ObjectLimitReached(EntraAssetsError):
+    """A full run's new objects would take what entra-assets keeps in Assets past ASSETS_OBJECT_LIMIT (the
+    site's object allowance): the run was held whole, nothing was pushed."""
+
+    exit_code = 3
+
+
 class IncompatibleSchema(EntraAssetsError):
     """The schema change asked for (a MAPPING_FILE rename or retype) cannot be made by Assets' add-only
     mapping PATCH; nothing was sent."""

@@ -93,6 +93,7 @@ class Settings:
     scope_group_id: str | None = None
     max_deactivations: int = 500
     max_deactivation_percent: float = 30.0  # SPEC §2; 100 = off (no type can lose more than all of its objects)
+    assets_object_limit: int = 50_000       # ASSETS_OBJECT_LIMIT: the site's Assets object allowance (SPEC §2)
     mapping_file: Path | None = None
     webhook_url: str | None = None
     webhook_client_state: Secret | None = None          # checked on webhook POSTs and Event Grid events alike
@@ -251,6 +252,13 @@ def _scope(get, values: dict, problems: list[str]) -> None:
     # (SPEC §2 does not say whether it means "off" or "hold every run").
     values["max_deactivation_percent"] = _number(get("MAX_DEACTIVATION_PERCENT"), 30.0, "MAX_DEACTIVATION_PERCENT",
                                                  "percent", 100, problems)
+    # Premium and Enterprise include 50,000 objects; sites that bought more set theirs (SPEC §2). 0 would hold
+    # every run that creates anything, so it is refused rather than taken as "no limit".
+    limit = _whole(get("ASSETS_OBJECT_LIMIT"), 50_000, "ASSETS_OBJECT_LIMIT", "objects", 1_000_000_000, problems)
+    if limit == 0:
+        problems.append("ASSETS_OBJECT_LIMIT must be at least 1: the number of objects the Assets site may hold "
+                        "(50,000 with Premium or Enterprise, more with the extra-objects add-on)")
+    values["assets_object_limit"] = limit or 50_000
     mapping = get("MAPPING_FILE")
     if mapping and not Path(mapping).is_file():
         problems.append(f"MAPPING_FILE: no file at {mapping}")

@@ -65,10 +65,11 @@ class SandboxProcess:
 
     def settings(self) -> dict[str, str]:
         """The settings that aim entra-assets at it (no home: each sync brings its own)."""
-        from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN
+        from sandbox.emulators import GRAPH_TOKEN, IMPORT_TOKEN, OBJECT_ALLOWANCE
 
         return {"GRAPH_BASE_URL": self.graph_url, "GRAPH_ACCESS_TOKEN": GRAPH_TOKEN,
-                "ASSETS_API_URL": self.assets_url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN}
+                "ASSETS_API_URL": self.assets_url, "ASSETS_IMPORT_TOKEN": IMPORT_TOKEN,
+                "ASSETS_OBJECT_LIMIT": OBJECT_ALLOWANCE}
 
     def stop(self) -> None:
         self.process.terminate()

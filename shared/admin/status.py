@@ -19,6 +19,7 @@ from shared.clients.assets import CONFIG_STATUSES
 from shared.deliver import handoff
 from shared.errors import EntraAssetsError, GraphPermissionError
 from shared.jira_links import check_linking, linked_count, unmatched_ids
+from shared.produce.plan import ALLOWANCE_WARNING
 from shared.produce.segments import load_cursor
 from shared.produce.subscriptions import stored_subscriptions
 from shared.settings import Settings
@@ -114,6 +115,21 @@ def check_all(settings: Settings, now: dt.datetime | None = None, state: StateSt
     return report
 
 
+def objects_against_allowance(runs: list[dict], settings: Settings) -> dict | None:
+    """The objects entra-assets keeps in Assets as the newest full run counted them, against ASSETS_OBJECT_LIMIT,
+    with a warning from 80 % on; None before the first full run (``objects`` of the run history)."""
+    newest = next((run for run in runs if run.get("objects") is not None), None)
+    if newest is None:
+        return None
+    kept, limit = int(newest["objects"]), settings.assets_object_limit
+    share = 100 * kept / limit
+    warning = None if kept < ALLOWANCE_WARNING * limit else (
+        f"{kept:,} objects of ASSETS_OBJECT_LIMIT={limit:,} ({share:.0f} %): "
+        + ("over the allowance: full runs that add objects are held" if kept > limit else "nearing the allowance"))
+    return {"kept": kept, "limit": limit, "percent": round(share, 1), "as_of": newest["started"],
+            "warning": warning}
+
+
 def collect_status(settings: Settings, now: float | None = None) -> dict:
     """The data of ``status --json`` and of the status page: stable keys, documented in the README.
 
@@ -155,7 +171,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict:
         jira = {"linked": linked_count(backend.state), "unmatched": len(unmatched), "unmatched_ids": unmatched,
                 "degraded": check.jira or (runs[0].get("linking") if runs else None)}
     return {"importer_status": status, "message": check.message, "current": current, "full_run": full_run,
-            "handed_on": handed_on, "runs": runs,
+            "handed_on": handed_on, "runs": runs, "objects": objects_against_allowance(runs, settings),
             "subscriptions": stored_subscriptions(backend.state), "event_grid": check.event_grid,
             "queue": {"name": settings.queue_name, "messages": depth.messages, "poison": depth.poison},
             "credentials": {**check.credentials, "warnings": check.warnings}, "jira": jira}

@@ -37,7 +37,14 @@ from shared.clients.graph import GraphClient
 from shared.contract.checkpoints import GROUPS_DELTA, NAMES, USERS_DELTA
 from shared.contract.messages import RecordsMessage
 from shared.contract.payload import checkpoints_line, record_line
-from shared.errors import ForeignLink, GraphPermissionError, MassDeactivation, RemoteError, TypesNotRead
+from shared.errors import (
+    ForeignLink,
+    GraphPermissionError,
+    MassDeactivation,
+    ObjectLimitReached,
+    RemoteError,
+    TypesNotRead,
+)
 from shared.produce.plan import (
     SAMPLE,
     Change,
@@ -200,6 +207,7 @@ class FullReads:
         if errors and len(errors) == len(self.keys):
             raise errors[0]  # nothing could be read: the run fails as a whole, with the first reason
         yield from self.plan.unseen_departures(owned_keys(self.keys))
+        self.plan.count_objects()
 
     def read(self, key: str) -> Iterator[Change]:
         """The creates and updates of ``key`` alone, without departures; raises what its reads raise."""
@@ -376,6 +384,12 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     with closing(changes):  # a payload write that fails stops the reads at once
         payloads.write(name, lines())
     result.graph_pages = graph.pages_read - pages_before
+    if options.over_allowance(result):  # held whole: nothing queued, no checkpoint moves (object_limit_error)
+        payloads.delete(name)
+        result.over_allowance = True
+        state.commit({}, {LAST_FULL: repr(started)})  # tried again at the next full run, not every tick
+        log.warning("full run %s held: %s", result.run_id, result.allowance_line())
+        return result
     # Queued even when nothing changed: the worker then starts no execution, but commits the checkpoints and
     # notes that Assets holds these types as of ``read`` (shared.deliver.freshness), which older payloads must
     # not undo.
@@ -398,6 +412,17 @@ def guard_error(result: FullRunResult) -> MassDeactivation:
         f"{total:,} objects would be marked Deleted ({counts}): {result.held_reason}; nothing was deactivated "
         f"(e.g. {', '.join(result.held_back_sample[:SAMPLE])}). If Entra ID really lost them, run "
         "`entra-assets sync --full --allow-mass-deactivation` once; otherwise check the scope settings")
+
+
+def object_limit_error(result: FullRunResult) -> ObjectLimitReached:
+    """The one-line report of a run held because its new objects would cross ASSETS_OBJECT_LIMIT."""
+    counts = ", ".join(f"{n:,} {BY_KEY[k].name}" for k, n in sorted(result.created.items()) if n)
+    return ObjectLimitReached(
+        f"this run would create {sum(result.created.values()):,} objects ({counts}) and entra-assets keeps "
+        f"{result.objects_kept:,} in Assets: {result.objects_after:,} is more than ASSETS_OBJECT_LIMIT="
+        f"{result.object_limit:,}, so nothing was pushed. If the site's allowance is higher (Premium and "
+        "Enterprise include 50,000 objects; the extra-objects add-on raises it), set ASSETS_OBJECT_LIMIT to it; "
+        "or narrow SYNC_OBJECT_TYPES or the scope; or run `entra-assets sync --full --allow-object-limit` once")
 
 
 def type_failure_error(result: FullRunResult) -> TypesNotRead:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE = 5
 RELATIVE_GUARD_FLOOR = 10     # MAX_DEACTIVATION_PERCENT holds a run only above this many departures of a type
+ALLOWANCE_WARNING = 0.8       # preview, sync and status warn from this share of ASSETS_OBJECT_LIMIT on
 
 Progress = Callable[[str, int], None]  # (stage, objects so far)
 
@@ -54,13 +55,23 @@ class RunOptions:
     types: tuple[ObjectType, ...] = OBJECT_TYPES   # after the MAPPING_FILE's additions, renames, omissions
     linking: Linking | None = None                 # Jira user links (SPEC §5) when JIRA_* are set
     max_deactivation_percent: float = 30.0
+    object_limit: int = 50_000                     # ASSETS_OBJECT_LIMIT: the site's Assets object allowance
+    allow_over_object_limit: bool = False          # the CLI's --allow-object-limit, for one run
 
     @classmethod
-    def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False) -> RunOptions:
+    def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False,
+                      allow_over_object_limit: bool = False) -> RunOptions:
         """Raises ``MappingFileError`` for an invalid MAPPING_FILE."""
         return cls(settings.object_types, settings.user_filter, settings.group_filter, settings.scope_group_id,
                    settings.max_deactivations, allow_mass_deactivation, object_types_for(settings),
-                   linking_for(settings), settings.max_deactivation_percent)
+                   linking_for(settings), settings.max_deactivation_percent, settings.assets_object_limit,
+                   allow_over_object_limit)
+
+    def over_allowance(self, result: FullRunResult) -> bool:
+        """True when the run's new objects would take what this app keeps in Assets past ASSETS_OBJECT_LIMIT
+        (and the run does not allow it): the run is then held whole. Assets bills by objects and stops
+        imports at the site's usage limit, so crossing it is the admin's decision, not the importer's."""
+        return not self.allow_over_object_limit and result.objects_after > self.object_limit
 
     def guard(self, gone: dict[str, int], active: dict[str, int]) -> str | None:
         """Why departures (``gone``: per type) must be held back, or None. ``active``: per type, the objects
@@ -115,6 +126,9 @@ class FullRunResult:
     held_back: Counter = field(default_factory=Counter)      # departures stopped by the guard
     held_back_sample: list[str] = field(default_factory=list)
     held_reason: str | None = None                           # which limit of the guard they crossed
+    objects_kept: int = 0       # objects this app keeps in Assets before the run (every type, Deleted ones too)
+    object_limit: int = 0       # ASSETS_OBJECT_LIMIT as the run saw it
+    over_allowance: bool = False  # held whole: its new objects would cross the allowance (nothing queued)
     failed: dict[str, str] = field(default_factory=dict)     # object types that could not be read: the reason
     read_started: float = 0.0                                # when the run began reading Graph (epoch seconds)
     graph_pages: int = 0
@@ -134,7 +148,23 @@ class FullRunResult:
 
     @property
     def queued(self) -> int:
-        return sum(self.changed.values())
+        return 0 if self.over_allowance else sum(self.changed.values())
+
+    @property
+    def objects_after(self) -> int:
+        """What this app would keep in Assets once the run is pushed (departures stay: marked Deleted)."""
+        return self.objects_kept + sum(self.created.values())
+
+    def allowance_line(self) -> str | None:
+        """One line about the objects against ASSETS_OBJECT_LIMIT from 80 % on (None below), for ``preview``,
+        ``sync`` and the run history."""
+        if not self.object_limit or self.objects_after < ALLOWANCE_WARNING * self.object_limit:
+            return None
+        share = f"{self.objects_after:,} objects of ASSETS_OBJECT_LIMIT={self.object_limit:,} " \
+                f"({100 * self.objects_after / self.object_limit:.0f} %)"
+        if self.objects_after > self.object_limit:
+            return f"{share}: over the allowance"
+        return f"{share}: nearing the allowance"
 
 
 @dataclass(frozen=True)
@@ -288,6 +318,12 @@ class Plan:
             self.options.hold(self.result, gone, reason)
             return False
         return True
+
+    def count_objects(self) -> None:
+        """Note in ``result`` how many objects this app keeps in Assets (every type it ever pushed, marked Deleted
+        or not: they stay in Assets and count against the allowance) and the allowance."""
+        self.result.objects_kept = sum(len(self.hashes[t.key]) for t in OBJECT_TYPES)
+        self.result.object_limit = self.options.object_limit
 
     def unseen_departures(self, keys: Iterable[str]) -> Iterator[Change]:
         """Objects of ``keys`` pushed before, not seen by this run and not yet marked Deleted - none of a type

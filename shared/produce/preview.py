@@ -39,6 +39,8 @@ class PreviewReport:
             "creates": _by_name(self.changes["create"]), "updates": _by_name(self.changes["update"]),
             "deactivations": _by_name(self.changes["deactivate"]),
             "unmatched": _lines(r.unmatched), "warnings": _lines(r.warnings),
+            "objects": {"kept": r.objects_kept, "after": r.objects_after, "limit": r.object_limit,
+                        "held": r.objects_after > r.object_limit, "warning": r.allowance_line()},
         }
 
 

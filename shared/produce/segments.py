@@ -72,7 +72,8 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
             cursor = None
         if cursor is None:
             started = time.time()
-            cursor = begin(new_run_id(started), started, trigger, list(reads), options.allow_mass_deactivation)
+            cursor = begin(new_run_id(started), started, trigger, list(reads), options.allow_mass_deactivation,
+                           options.allow_over_object_limit)
             save_cursor(state, cursor)
         began = time.monotonic()
         if not cursor.complete:
@@ -85,8 +86,10 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
             if runs is not None:
                 runs.send(SegmentMessage(cursor.run_id, cursor.segment, time.time(), trigger).body())
             return None
-        if cursor.allow_mass_deactivation and not options.allow_mass_deactivation:
-            options = replace(options, allow_mass_deactivation=True)  # the CLI's override outlives its segment
+        # The CLI's overrides outlive its segment.
+        options = replace(options, allow_mass_deactivation=options.allow_mass_deactivation
+                          or cursor.allow_mass_deactivation,
+                          allow_over_object_limit=options.allow_over_object_limit or cursor.allow_over_object_limit)
         planning = lambda stage, n: (renew(), progress(stage, n))  # the plan renews the lease too
         result = run_full(graph, state, queue, payloads, planning, options=options, stamp=stamp,
                           staged=StagedRun(cursor, payloads))
@@ -122,7 +125,8 @@ class RunCursor:
     segment: int = 0
     updated: float = 0.0                       # when the last segment ended (epoch seconds)
     seconds: list[float] = field(default_factory=list)  # how long each segment read
-    allow_mass_deactivation: bool = False      # the CLI's override, kept for the segment that plans
+    allow_mass_deactivation: bool = False      # the CLI's overrides, kept for the segment that plans
+    allow_over_object_limit: bool = False
 
     @property
     def complete(self) -> bool:
@@ -174,9 +178,9 @@ def save_cursor(state: StateStore, cursor: RunCursor | None) -> None:
 
 
 def begin(run_id: str, started: float, trigger: str, chain_names: list[str],
-          allow_mass_deactivation: bool = False) -> RunCursor:
+          allow_mass_deactivation: bool = False, allow_over_object_limit: bool = False) -> RunCursor:
     return RunCursor(run_id, started, trigger, {name: ChainCursor() for name in chain_names},
-                     allow_mass_deactivation=allow_mass_deactivation)
+                     allow_mass_deactivation=allow_mass_deactivation, allow_over_object_limit=allow_over_object_limit)
 
 
 def read_segment(graph: GraphClient, payloads: PayloadStore, cursor: RunCursor, chains: Mapping[str, Chain],

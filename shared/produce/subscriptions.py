@@ -13,9 +13,9 @@ first subscription, and ``shared.admin.event_grid`` activates it.
   a 409 (another instance created it meanwhile, or the transport repeated our POST) adopts the existing one;
 - one listed: renew it (PATCH) when it expires within ``RENEW_MARGIN`` or its id is in ``renew`` (a
   ``reauthorizationRequired`` lifecycle event: Graph repeats it until the subscription is renewed), else keep
-  it; a 404 on the PATCH (Graph
-  deleted it in between) creates a new one; one that cannot be kept as is (another changeType, or no
-  lifecycleNotificationUrl, which cannot be added later, §3.6) is deleted and created again;
+  it; a 404 on the PATCH (Graph deleted it in between) creates a new one; one that cannot be kept as is
+  (another changeType, or no lifecycleNotificationUrl, which cannot be added later, §3.6) is deleted and
+  created again;
 - more than one listed: keep the one the checkpoint names (else the latest expiry) and delete the others;
 - ours for a resource no longer synced: deleted.
 

@@ -113,6 +113,7 @@ class RunRecord:
     last_started: str | None = None
     linking: str | None = None
     segments: int = 0               # a full run read in segments: how many (one entry for the whole run)
+    objects: int | None = None      # a full run: the objects entra-assets keeps in Assets once it is pushed
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -130,7 +131,8 @@ def producer_summary(result, started: float) -> dict:
     return {"run": result.run_id, "started": started, "read": by_name(result.read),
             "deactivated": by_name(result.deactivated), "held_back": by_name(result.held_back),
             "held_reason": result.held_reason, "failed": failed_lines(result),
-            "warnings": _lines(result.warnings.lines()), "linking": degraded_reason(result.warnings),
+            "warnings": _lines(result.warnings.lines() + [line for line in [result.allowance_line()] if line]),
+            "linking": degraded_reason(result.warnings), "objects": result.objects_after,
             **({"segments": len(result.segments)} if result.segments else {})}
 
 
@@ -195,7 +197,8 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
         updated=push.result_counts["objectsUpdated"], identical=push.result_counts["objectsIdentical"],
         deactivated=dict(deactivated), held_back=dict(held_back),
         errors=_lines(errors), warnings=_lines(warnings), linking=next(filter(None, linking), None),
-        segments=sum(int(s.get("segments") or 0) for s in summaries))
+        segments=sum(int(s.get("segments") or 0) for s in summaries),
+        objects=max((int(s["objects"]) for s in summaries if isinstance(s.get("objects"), int)), default=None))
 
 
 def producer_record(trigger: str, kind: str, started: float, ended: float, error: BaseException) -> RunRecord:
