@@ -105,6 +105,12 @@ param maxDeactivations string = '500'
 @description('A full run that would mark more than this share (percent) of one object type\'s objects Deleted, and more than 10 of them, is held too -> MAX_DEACTIVATION_PERCENT (100: off).')
 param maxDeactivationPercent string = '30'
 
+@description('The Assets site\'s object allowance -> ASSETS_OBJECT_LIMIT (Premium and Enterprise include 50,000; set your site\'s with the extra-objects add-on). A full run that would take the objects entra-assets keeps past it is held.')
+param assetsObjectLimit string = '50000'
+
+@description('How often (days) the timer\'s full run is a repair that pushes every record again, putting back hand edits in Assets -> REPAIR_INTERVAL_DAYS (0: never).')
+param repairIntervalDays string = '7'
+
 @description('Path, inside the deployed package, of a YAML/JSON mapping file -> MAPPING_FILE, e.g. /home/site/wwwroot/mapping.yaml (empty: the default schema).')
 param mappingFile string = ''
 
@@ -645,6 +651,8 @@ var appSettingsCommon = {
   SCOPE_GROUP_ID: scopeGroupId
   MAX_DEACTIVATIONS: maxDeactivations
   MAX_DEACTIVATION_PERCENT: maxDeactivationPercent
+  ASSETS_OBJECT_LIMIT: assetsObjectLimit
+  REPAIR_INTERVAL_DAYS: repairIntervalDays
   MAPPING_FILE: mappingFile
   LOG_FORMAT: logFormat
   NOTIFICATION_DELIVERY: notificationDelivery

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from shared.clients.assets import AssetsClient
@@ -28,7 +28,14 @@ from shared.deliver.worker import CatchUp, PushResult, push_queued, recover
 from shared.errors import EntraAssetsError
 from shared.jira_links import link_hook
 from shared.produce.catch_up import plan_catch_up
-from shared.produce.full import full_sync_due, guard_error, new_result, object_limit_error, type_failure_error
+from shared.produce.full import (
+    full_sync_due,
+    guard_error,
+    new_result,
+    object_limit_error,
+    repair_due,
+    type_failure_error,
+)
 from shared.produce.plan import FullRunResult, Progress, RunOptions, Scope, read_scope
 from shared.produce.preview import PreviewReport, run_preview
 from shared.produce.segments import advance, load_cursor
@@ -187,7 +194,8 @@ def timer_tick(settings: Settings, now: float | None = None) -> FullRunResult | 
         log.warning("full run %s stalled after %d segments; resuming it", cursor.run_id, cursor.segment)
     else:
         _log_credentials(settings, backend.state)  # a new full run: at least daily
-    return _segment(settings, backend, "timer")
+    return _segment(settings, backend, "timer",
+                    repair=not resume and repair_due(backend.state, settings.repair_interval_days, now))
 
 
 def _log_credentials(settings: Settings, state: StateStore) -> None:
@@ -228,14 +236,16 @@ def on_segment_message(settings: Settings, message: QueuedMessage) -> FullRunRes
     return _segment(settings, backend, continued.trigger)
 
 
-def _segment(settings: Settings, backend: Backend, trigger: str) -> FullRunResult | None:
-    """One segment of the full run (started by ``trigger`` when none is in progress), with the run history's
-    stage; what a crashed worker left is recovered first, before anything is planned."""
+def _segment(settings: Settings, backend: Backend, trigger: str, repair: bool = False) -> FullRunResult | None:
+    """One segment of the full run (started by ``trigger`` when none is in progress; a repair run when
+    ``repair``), with the run history's stage; what a crashed worker left is recovered first, before anything
+    is planned."""
     recover(backend.state, assets_client(settings))
     tracker = history.StageTracker(backend.state, trigger, "full")
+    options = replace(RunOptions.from_settings(settings), repair=repair)
     try:
-        result = _full_run(settings, backend, graph_client(settings), trigger, RunOptions.from_settings(settings),
-                           tracker, open_run_queue(settings))
+        result = _full_run(settings, backend, graph_client(settings), trigger, options, tracker,
+                           open_run_queue(settings))
     finally:
         tracker.finish()  # the worker takes over from here
     if (error := run_outcome_error(result)) is not None:
@@ -320,17 +330,19 @@ def sync_incremental(settings: Settings, progress: Progress = lambda stage, n: N
 
 def _sync(settings: Settings, progress: Progress, *, full: bool, backend: Backend | None = None,
           graph: GraphClient | None = None, assets: AssetsClient | None = None,
-          allow_mass_deactivation: bool = False, allow_over_object_limit: bool = False) -> SyncReport:
+          allow_mass_deactivation: bool = False, allow_over_object_limit: bool = False,
+          repair: bool = False) -> SyncReport:
     """The timer path (forced), then the worker in-process until the queue holds nothing more. Raises
     whatever stopped it; queued work then stays queued for the next run. Bad input (settings, a MAPPING_FILE,
     the import, a scope filter Graph refuses) is refused before anything is queued or written. ``backend``,
     ``graph`` and ``assets`` default to what the settings describe (tests and the benchmark pass their own to
     count requests). Departures held back by the guard show in ``report.full.held_back``, types that could
     not be read in ``report.full.failed``, a run held by the allowance in ``report.full.over_allowance``.
-    ``allow_over_object_limit`` lets one full run cross ASSETS_OBJECT_LIMIT."""
+    ``allow_over_object_limit`` lets one full run cross ASSETS_OBJECT_LIMIT; ``repair`` makes it a repair run."""
     started = time.monotonic()
     options = RunOptions.from_settings(settings, allow_mass_deactivation,  # a bad MAPPING_FILE fails first
                                        allow_over_object_limit)
+    options = replace(options, repair=repair)
     backend = backend or open_backend(settings)
     assets = assets or assets_client(settings)
     assets.ensure_ready()  # a bad token or a disabled import fails before the directory is read

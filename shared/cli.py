@@ -110,7 +110,9 @@ def setup() -> None:
               help="Let this run mark more than MAX_DEACTIVATIONS objects Deleted (once).")
 @click.option("--allow-object-limit", is_flag=True,
               help="Let this full run take the objects in Assets past ASSETS_OBJECT_LIMIT (once).")
-def sync(full: bool, allow_mass_deactivation: bool, allow_object_limit: bool) -> None:
+@click.option("--repair", is_flag=True,
+              help="With --full: push every record in scope again, whatever changed (puts back hand edits).")
+def sync(full: bool, allow_mass_deactivation: bool, allow_object_limit: bool, repair: bool) -> None:
     """Run the timer path, then the worker in-process until the queue is drained and Assets is done.
 
     Without --full: a catch-up from the stored delta links (what the timer does between full runs)."""
@@ -120,7 +122,9 @@ def sync(full: bool, allow_mass_deactivation: bool, allow_object_limit: bool) ->
         settings = _settings()
         with _progress() as progress:
             run = sync_full if full else sync_incremental
-            extra = {"allow_over_object_limit": allow_object_limit} if full else {}
+            if repair and not full:
+                raise click.UsageError("--repair goes with --full: a repair is a full run")
+            extra = {"allow_over_object_limit": allow_object_limit, "repair": repair} if full else {}
             report = run(settings, progress, allow_mass_deactivation=allow_mass_deactivation, **extra)
     except EntraAssetsError as error:
         _fail(error)
@@ -144,6 +148,8 @@ def _print_sync(report, title: str) -> None:
     table.add_row("updated", _counts(full.updated))
     table.add_row("marked Deleted", _counts(full.deactivated))
     table.add_row("records unchanged", f"{sum(full.unchanged.values()):,}")
+    if full.repair:
+        table.add_row("pushed again (repair)", _counts(full.resent))
     if full.object_limit:  # a full run counted them
         table.add_row("objects in Assets", f"{full.objects_after:,} of ASSETS_OBJECT_LIMIT={full.object_limit:,}"
                       + (" - held: nothing pushed" if full.over_allowance else ""))

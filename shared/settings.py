@@ -94,6 +94,7 @@ class Settings:
     max_deactivations: int = 500
     max_deactivation_percent: float = 30.0  # SPEC §2; 100 = off (no type can lose more than all of its objects)
     assets_object_limit: int = 50_000       # ASSETS_OBJECT_LIMIT: the site's Assets object allowance (SPEC §2)
+    repair_interval_days: int = 7           # REPAIR_INTERVAL_DAYS: how often the timer's full run is a repair; 0 never
     mapping_file: Path | None = None
     webhook_url: str | None = None
     webhook_client_state: Secret | None = None          # checked on webhook POSTs and Event Grid events alike
@@ -259,6 +260,8 @@ def _scope(get, values: dict, problems: list[str]) -> None:
         problems.append("ASSETS_OBJECT_LIMIT must be at least 1: the number of objects the Assets site may hold "
                         "(50,000 with Premium or Enterprise, more with the extra-objects add-on)")
     values["assets_object_limit"] = limit or 50_000
+    values["repair_interval_days"] = _whole(get("REPAIR_INTERVAL_DAYS"), 7, "REPAIR_INTERVAL_DAYS", "days (0: never)",
+                                            3650, problems)
     mapping = get("MAPPING_FILE")
     if mapping and not Path(mapping).is_file():
         problems.append(f"MAPPING_FILE: no file at {mapping}")

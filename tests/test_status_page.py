@@ -47,11 +47,14 @@ def test_every_value_is_escaped_and_the_page_is_self_contained():
                    "import_token": {"kind": "import_token", "expires": None, "days_left": None,
                                     "source": "unknown", "age_days": 3}, "warnings": [EVIL]}
     grid = {"partner_topic": EVIL, "activation": "NeverActivated", "queues": [], "ready": False, "problems": [EVIL]}
+    objects = {"kept": 45_000, "limit": 50_000, "percent": 90.0, "as_of": "2026-11-22T14:00:00Z", "warning": EVIL}
     page = render_html(_data(jira={"linked": 2, "unmatched": 1, "unmatched_ids": [EVIL]}, credentials=credentials,
-                             event_grid=grid), now=1_795_000_000.0)
+                             event_grid=grid, objects=objects), now=1_795_000_000.0)
     assert "<script" not in page and "<img" not in page
-    # message, error, subscription id, unmatched id, credential warning, the topic's name and its problem
-    assert page.count("&lt;script&gt;") == 7
+    # message, error, subscription id, unmatched id, credential warning, the topic's name and its problem, and
+    # the allowance warning
+    assert page.count("&lt;script&gt;") == 8
+    assert "Objects in Assets: 45,000 of ASSETS_OBJECT_LIMIT=50,000" in page
     assert 'id="event-grid"' in page and "NeverActivated, delivering to no queue" in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
     assert 'id="jira"' in page and 'id="credential-warnings"' in page and "2026-12-01" in page
@@ -129,7 +132,7 @@ def test_the_function_key_is_required(served):
     assert by_header.status_code == 200 and by_header.headers["content-type"].startswith("application/json")
     data = by_header.json()
     assert set(data) == {"importer_status", "message", "current", "full_run", "handed_on", "runs", "subscriptions",
-                         "event_grid", "queue", "credentials", "jira"}
+                         "event_grid", "objects", "queue", "credentials", "jira"}
     assert data["runs"] == collect_status(settings)["runs"]
     by_query = httpx.get(host.function_url("status") + "&format=json", timeout=10)
     assert by_query.status_code == 200 and by_query.json()["runs"] == data["runs"]

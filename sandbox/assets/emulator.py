@@ -232,6 +232,17 @@ class AssetsEmulator(Served):
         """The first object of the type whose ``attribute`` holds ``value`` (exact match), or None."""
         return next((o for o in self.objects(type_name) if value in o.attributes.get(attribute, [])), None)
 
+    def edit_by_hand(self, obj: AssetsObject, attribute: str, values: list) -> None:
+        """Change one attribute of ``obj`` as an Assets user would in the UI, outside any import (``[]``
+        clears it): entra-assets never sees it, so only a repair run puts it back."""
+        with self._store_lock, self._lock:
+            self._store.set(obj, attribute, values)
+
+    def delete_by_hand(self, obj: AssetsObject) -> None:
+        """Delete ``obj`` as an Assets user would: the next import that carries its record creates it again."""
+        with self._store_lock, self._lock:
+            self._store.delete(obj)
+
     # -- WSGI ---------------------------------------------------------------------------------------------
 
     def __call__(self, environ: dict, start_response):

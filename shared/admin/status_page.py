@@ -134,7 +134,7 @@ def render_html(data: dict, now: float) -> str:
     parts = [f'<h1>entra-assets status</h1><p class="muted">as of {generated} UTC - read-only</p>',
              f'<p>Importer status: <span id="importer-status" class="badge {tone}">{_e(status)}</span>'
              + message + "</p>",
-             _current(data.get("current")), _runs(data.get("runs") or []),
+             _current(data.get("current")), _objects(data.get("objects")), _runs(data.get("runs") or []),
              _subscriptions(data.get("subscriptions") or {}, now), _event_grid(data.get("event_grid")),
              _queue(data.get("queue") or {})]
     parts += [_credentials(data.get("credentials")), _jira(data.get("jira"))]
@@ -185,6 +185,16 @@ def _run_row(run: dict) -> str:
     items = "".join(f"<li>{_e(n)}</li>" for n in notes)
     out.append(f'<td class="notes">{f"<ul class=notes>{items}</ul>" if notes else ""}</td>')
     return f'<tr class="run {"failed" if stage == "Failed" else "done"}">{"".join(out)}</tr>'
+
+
+def _objects(objects: dict | None) -> str:
+    """The objects entra-assets keeps in Assets against ASSETS_OBJECT_LIMIT (warned from 80 %)."""
+    if not objects:
+        return ""
+    warning = (f' <span class="badge bad" id="objects-warning">{_e(objects.get("warning"))}</span>'
+               if objects.get("warning") else "")
+    return (f'<p id="objects">Objects in Assets: {int(objects.get("kept") or 0):,} of ASSETS_OBJECT_LIMIT='
+            f'{int(objects.get("limit") or 0):,}{warning}</p>')
 
 
 def _event_grid(grid: dict | None) -> str:

@@ -79,6 +79,7 @@ from shared.store.ports import ChangeQueue, PayloadStore, StateStore
 log = logging.getLogger(__name__)
 
 LAST_FULL = "full/last"       # scheduling: when the last full run was queued (epoch seconds)
+LAST_REPAIR = "full/repair"   # when the last repair run was queued (epoch seconds; REPAIR_INTERVAL_DAYS)
 EXPAND_LIMIT = 20             # related objects returned by $expand on a list (reference/graph.md §1.5)
 
 Mapping = Callable[[], Iterator[Change]]  # a type's mapping of its reads, run once they are started
@@ -156,6 +157,14 @@ class LiveSource:
 
     def delta_link(self, chain: Chain) -> str | None:
         return self._links.get(chain.name)
+
+
+def repair_due(state: StateStore, interval_days: int, now: float) -> bool:
+    """True when a new full run should be a repair: no repair queued within ``interval_days`` (0: never)."""
+    if not interval_days:
+        return False
+    last = state.checkpoint(LAST_REPAIR)
+    return last is None or now - float(last) >= interval_days * 86400
 
 
 def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
@@ -397,7 +406,7 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     queue.send(RecordsMessage(name, started, read_in_full, result.run_id, result.queued,
                               **stamp(result, started)).body())
     result.payload = name
-    state.commit({}, {LAST_FULL: repr(started)})
+    state.commit({}, {LAST_FULL: repr(started)} | ({LAST_REPAIR: repr(started)} if result.repair else {}))
     result.seconds["total"] = clock() - started
     log.info("full run %s: %s read, %d records queued, %d unchanged, %d departures held back", result.run_id,
              dict(result.read), result.queued, sum(result.unchanged.values()), sum(result.held_back.values()))

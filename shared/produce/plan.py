@@ -57,6 +57,7 @@ class RunOptions:
     max_deactivation_percent: float = 30.0
     object_limit: int = 50_000                     # ASSETS_OBJECT_LIMIT: the site's Assets object allowance
     allow_over_object_limit: bool = False          # the CLI's --allow-object-limit, for one run
+    repair: bool = False                           # a repair run: every record in scope is pushed again
 
     @classmethod
     def from_settings(cls, settings: Settings, allow_mass_deactivation: bool = False,
@@ -126,6 +127,8 @@ class FullRunResult:
     held_back: Counter = field(default_factory=Counter)      # departures stopped by the guard
     held_back_sample: list[str] = field(default_factory=list)
     held_reason: str | None = None                           # which limit of the guard they crossed
+    resent: Counter = field(default_factory=Counter)         # a repair run: unchanged records pushed again
+    repair: bool = False                                     # the run was a repair (REPAIR_INTERVAL_DAYS)
     objects_kept: int = 0       # objects this app keeps in Assets before the run (every type, Deleted ones too)
     object_limit: int = 0       # ASSETS_OBJECT_LIMIT as the run saw it
     over_allowance: bool = False  # held whole: its new objects would cross the allowance (nothing queued)
@@ -148,7 +151,7 @@ class FullRunResult:
 
     @property
     def queued(self) -> int:
-        return 0 if self.over_allowance else sum(self.changed.values())
+        return 0 if self.over_allowance else sum(self.changed.values()) + sum(self.resent.values())
 
     @property
     def objects_after(self) -> int:
@@ -213,7 +216,7 @@ def _ids(graph: GraphClient, path: str, odata_filter: str | None, setting: str) 
 
 @dataclass
 class Change:
-    """One planned record: ``kind`` is create, update or deactivate."""
+    """One planned record: ``kind`` is create, update, deactivate or resend (a repair run's unchanged one)."""
 
     kind: str
     record: Record
@@ -248,6 +251,7 @@ class Plan:
         self.result, self.progress = result, progress
         self.types = {t.key: t for t in options.types}
         self.hashes = StoredHashes(state)  # with the stored ids this run saw (``compare``)
+        result.repair = options.repair
         self.users_in_scope: IdSet | None = None  # filled once users are read (None: every user id is taken)
         self.checkpoints: dict[str, str | None] = {}
 
@@ -264,10 +268,15 @@ class Plan:
         """``record`` (built as its type is shaped: ``shared.records.build``) as a create or an update when its
         hash differs from the stored one (nothing when equal); counts it, and marks it seen when it is stored.
         (Only stored ids can depart or be confirmed unchanged; the new ones are pushed. Keeping every id read
-        cost ~100 MB at a million users on a first run, which stores none.)"""
+        cost ~100 MB at a million users on a first run, which stores none.) A repair run pushes an unchanged
+        record too ("resend"): Assets may hold a hand edit, or may have lost the object, since it was pushed."""
         stored = self.hashes[record.type].see(record.id)
         if stored == record.hash:
-            self.result.unchanged[record.type] += 1
+            if self.options.repair:
+                self.result.resent[record.type] += 1
+                yield Change("resend", record)
+            else:
+                self.result.unchanged[record.type] += 1
             return
         kind = "create" if stored is None else "update"
         (self.result.created if kind == "create" else self.result.updated)[record.type] += 1

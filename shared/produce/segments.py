@@ -72,8 +72,7 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
             cursor = None
         if cursor is None:
             started = time.time()
-            cursor = begin(new_run_id(started), started, trigger, list(reads), options.allow_mass_deactivation,
-                           options.allow_over_object_limit)
+            cursor = begin(new_run_id(started), started, trigger, list(reads), options)
             save_cursor(state, cursor)
         began = time.monotonic()
         if not cursor.complete:
@@ -86,10 +85,11 @@ def advance(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads:
             if runs is not None:
                 runs.send(SegmentMessage(cursor.run_id, cursor.segment, time.time(), trigger).body())
             return None
-        # The CLI's overrides outlive its segment.
+        # What the run began as (a repair, the CLI's overrides) outlives its first segment.
         options = replace(options, allow_mass_deactivation=options.allow_mass_deactivation
                           or cursor.allow_mass_deactivation,
-                          allow_over_object_limit=options.allow_over_object_limit or cursor.allow_over_object_limit)
+                          allow_over_object_limit=options.allow_over_object_limit or cursor.allow_over_object_limit,
+                          repair=options.repair or cursor.repair)
         planning = lambda stage, n: (renew(), progress(stage, n))  # the plan renews the lease too
         result = run_full(graph, state, queue, payloads, planning, options=options, stamp=stamp,
                           staged=StagedRun(cursor, payloads))
@@ -127,6 +127,7 @@ class RunCursor:
     seconds: list[float] = field(default_factory=list)  # how long each segment read
     allow_mass_deactivation: bool = False      # the CLI's overrides, kept for the segment that plans
     allow_over_object_limit: bool = False
+    repair: bool = False                       # a repair run (REPAIR_INTERVAL_DAYS, sync --full --repair)
 
     @property
     def complete(self) -> bool:
@@ -178,9 +179,11 @@ def save_cursor(state: StateStore, cursor: RunCursor | None) -> None:
 
 
 def begin(run_id: str, started: float, trigger: str, chain_names: list[str],
-          allow_mass_deactivation: bool = False, allow_over_object_limit: bool = False) -> RunCursor:
+          options: RunOptions) -> RunCursor:
+    """A new run's cursor, with what ``options`` make of it (a repair, the CLI's overrides)."""
     return RunCursor(run_id, started, trigger, {name: ChainCursor() for name in chain_names},
-                     allow_mass_deactivation=allow_mass_deactivation, allow_over_object_limit=allow_over_object_limit)
+                     allow_mass_deactivation=options.allow_mass_deactivation,
+                     allow_over_object_limit=options.allow_over_object_limit, repair=options.repair)
 
 
 def read_segment(graph: GraphClient, payloads: PayloadStore, cursor: RunCursor, chains: Mapping[str, Chain],

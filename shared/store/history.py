@@ -92,7 +92,7 @@ class RunRecord:
     degraded in this run (one line, no secret, no e-mail; ``shared.jira_links``), None when it was not."""
 
     triggers: list[str]
-    kind: str                       # "full" | "catch-up"
+    kind: str                       # "full" | "repair" (a full run pushing every record again) | "catch-up"
     started: str
     seconds: float
     stage: str = "Done"             # "Done" | "Failed"
@@ -133,6 +133,7 @@ def producer_summary(result, started: float) -> dict:
             "held_reason": result.held_reason, "failed": failed_lines(result),
             "warnings": _lines(result.warnings.lines() + [line for line in [result.allowance_line()] if line]),
             "linking": degraded_reason(result.warnings), "objects": result.objects_after,
+            **({"repair": True} if result.repair else {}),
             **({"segments": len(result.segments)} if result.segments else {})}
 
 
@@ -188,7 +189,8 @@ def pass_record(push, started: float, ended: float, error: BaseException | None 
     if held_back:
         errors.append(held_back_line(held_back, reason or f"more than MAX_DEACTIVATIONS={max_deactivations}"))
     return RunRecord(
-        triggers=sorted(push.triggers) or ["unknown"], kind="full" if summaries else "catch-up",
+        triggers=sorted(push.triggers) or ["unknown"],
+        kind="repair" if any(s.get("repair") for s in summaries) else "full" if summaries else "catch-up",
         started=iso(started), seconds=round(ended - started, 3),
         stage="Failed" if errors else "Done", messages=push.messages,
         run=",".join(s["run"] for s in summaries if s.get("run")) or None,
