@@ -101,7 +101,7 @@ def child(env: dict[str, str]) -> dict:
     settings = load_settings(env)
     graph, assets = graph_client(settings), assets_client(settings)
     cpu, wall = time.process_time(), time.monotonic()
-    report = sync_full(settings, graph=graph, assets=assets)
+    report = sync_full(settings, graph=graph, assets=assets, repair=env.get("BENCH_REPAIR") == "1")
     return {"wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu, "users": report.full.users,
             "read": dict(report.full.read),
             "graph_requests": graph.transport.requests, "graph_pages": report.full.graph_pages,
@@ -129,13 +129,16 @@ def _run_child(env: dict[str, str], tree: Path | None = None) -> tuple[dict, flo
 
 def _sync_twice(env: dict[str, str], tree: Path | None = None) -> tuple[dict, dict, float]:
     """``setup``, a first full sync of the tenant and a second (unchanged) one, in a fresh home: the figures of
-    both and the first one's peak RSS."""
+    both and the first one's peak RSS. This tree also runs a third, a repair run (``sync --full --repair``),
+    whose figures are the second's ``repair``."""
     with tempfile.TemporaryDirectory(prefix="entra-assets-bench-") as home:
         env = {**env, "ENTRA_ASSETS_HOME": home}
         subprocess.run([sys.executable, "-m", "shared.cli", "setup"], cwd=tree, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, **env, **({"PYTHONPATH": str(tree)} if tree else {})})
         first, peak_mb = _run_child(env, tree)
         second, _ = _run_child(env, tree)
+        if tree is None:
+            second["repair"], second["repair_peak_mb"] = _run_child({**env, "BENCH_REPAIR": "1"})
     return first, second, peak_mb
 
 
@@ -406,6 +409,8 @@ def _report(users: int, first: dict, second: dict, peak_mb: float, least: dict, 
         f"Graph requests <= tenant pages + {GRAPH_REQUEST_SLACK}":
             first["graph_requests"] <= tenant_pages + GRAPH_REQUEST_SLACK,
         "unchanged tenant starts no execution": second["executions"] == 0,
+        "a repair run pushes every record again in one execution":
+            (second["repair"]["records_pushed"], second["repair"]["executions"]) == (first["records_pushed"], 1),
         "every user read": first["users"] == users,
         f"incremental latency p50 <= {TARGET_P50_S} s": latency["p50"] <= TARGET_P50_S,
         f"incremental latency p95 <= {TARGET_P95_S} s": latency["p95"] <= TARGET_P95_S,
@@ -434,6 +439,11 @@ def _report(users: int, first: dict, second: dict, peak_mb: float, least: dict, 
         ("second run (unchanged)", (f"{second['wall_s']:.1f} s, {second['executions']} executions, "
                                     f"{second['assets_requests']} Assets requests, "
                                     f"{second['graph_requests']} Graph requests")),
+        ("repair run (sync --full --repair)", (
+            f"{second['repair']['wall_s']:.1f} s wall ({second['repair']['assets_wait_s']:.1f} s waiting for "
+            f"Assets), CPU {second['repair']['cpu_s']:.1f} s, {second['repair']['records_pushed']:,} records "
+            f"in {second['repair']['executions']} execution, {second['repair']['assets_requests']} Assets "
+            f"requests, peak RSS {second['repair_peak_mb']:.0f} MB")),
         ("msgraph-sdk typed models", (f"{sample['typed_ms_per_user']:.2f} ms/user on {sample['users']} users "
                                       f"= {sample['typed_ms_per_user'] * users / 1000:,.0f} s for the tenant")),
         ("raw JSON (orjson)", (f"{sample['raw_ms_per_user']:.4f} ms/user "
