@@ -258,11 +258,16 @@ def test_scope_group_syncs_its_transitive_user_members_and_reports_managers_outs
     assert report.full.unmatched.counts.get("manager outside the scope", 0) == outside
 
 
-def test_sync_object_types_limits_what_is_read(box, env):
+def test_sync_object_types_limits_what_is_read_and_the_schema(box, env):
     _, report = _synced(box, env, SYNC_OBJECT_TYPES="Device")
     assert set(report.full.read) == {"device"}
     assert not box.assets.objects("User") and box.assets.objects("Device")
     assert not [r for r in box.graph.requests if "/users" in r.path or "/groups" in r.path]
+    # The schema holds Device alone, without the reference to users it has no objects of (issue 13).
+    [device] = box.assets.document["schema"]["objectSchema"]["objectTypes"]
+    assert device["name"] == "Device" and "Registered Owners" not in {a["name"] for a in device["attributes"]}
+    assert not report.pushes[0].errors
+    assert all("Registered Owners" not in o.attributes for o in box.assets.objects("Device"))
 
 
 MAPPING = """\

@@ -68,3 +68,26 @@ def test_spec_attributes_of_groups_devices_applications():
         assert sorted(a.name for a in types[name].attributes) == sorted(attributes)
     # Every type can be marked Deleted (derived ones too: an addition to SPEC §4).
     assert all(t.attr("Status").type == "status" for t in OBJECT_TYPES)
+
+
+def test_sync_object_types_limits_the_schema_to_the_chosen_types_and_what_they_can_refer_to():
+    from shared.produce.plan import object_types_for
+    from shared.settings import load_settings
+
+    users = object_types_for(load_settings({"SYNC_OBJECT_TYPES": "User"}))
+    assert [t.name for t in users] == ["User", "Department", "Office Location", "Address", "City", "Country"]
+    assert "Manager" in [a.name for a in users[0].attributes]  # User to User stays
+    [group] = object_types_for(load_settings({"SYNC_OBJECT_TYPES": "Group"}))
+    assert group.name == "Group" and not {"Members", "Owners"} & {a.name for a in group.attributes}
+    [device] = object_types_for(load_settings({"SYNC_OBJECT_TYPES": "Device"}))
+    assert "Registered Owners" not in [a.name for a in device.attributes]
+    both = object_types_for(load_settings({"SYNC_OBJECT_TYPES": "User,Device"}))
+    assert "Registered Owners" in [a.name for a in both[[t.key for t in both].index("device")].attributes]
+    for types in (users, (group,), (device,), both):  # each a valid document whose references all resolve
+        document = build_document("ENTRA", types)
+        assert document_problems(document) == []
+        declared = {t["externalId"] for t in document["schema"]["objectSchema"]["objectTypes"]}
+        referred = {a["referenceObjectTypeExternalId"] for t in document["schema"]["objectSchema"]["objectTypes"]
+                    for a in t["attributes"] if "referenceObjectTypeExternalId" in a}
+        assert referred <= declared
+    assert len(object_types_for(load_settings({}))) == len(OBJECT_TYPES)  # all, as before

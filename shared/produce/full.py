@@ -105,8 +105,8 @@ def chains(options: RunOptions, keys: Iterable[str]) -> dict[str, Chain]:
     """The chains of pages that reading ``keys`` takes, by name. Users and groups are initial delta rounds: their
     last page carries the delta link of incremental runs. Group owners come from a list with ``$expand`` (delta
     does not track owners); so do device and application owners."""
-    types = {t.key: t for t in options.types}
-    select = lambda key, defaults: ",".join(select_for(types[key], defaults))
+    types = {t.key: t for t in options.types}  # the chosen ones (the table below is built for all of them)
+    select = lambda key, defaults: ",".join(select_for(types.get(key, BY_KEY[key]), defaults))
     found = {
         "user": [Chain("users/delta", {"$select": select("user", USER_SELECT)}, "users", "user")],
         "group": [Chain("groups/delta", {"$select": select("group", GROUP_SELECT)}, "groups", "group"),

@@ -21,7 +21,14 @@ from shared.jira_links import AccountLinker, Linking, linking_for
 from shared.produce.spill import BATCH, IdSet, TypeHashes, batches, scratch_db
 from shared.records.build import Record, Warnings, deactivated, user_refs
 from shared.records.mapping_file_apply import apply_mapping_file, graph_select, load_mapping_file
-from shared.records.schema import BY_KEY, OBJECT_TYPES, REFERENCE_LIMIT, ObjectType, with_link_attributes
+from shared.records.schema import (
+    BY_KEY,
+    OBJECT_TYPES,
+    REFERENCE_LIMIT,
+    ObjectType,
+    for_object_types,
+    with_link_attributes,
+)
 from shared.settings import SYNCABLE_TYPES, Settings
 from shared.store.ports import StateStore
 
@@ -108,9 +115,12 @@ def select_for(object_type: ObjectType, defaults: list[str]) -> list[str]:
 
 
 def object_types_for(settings: Settings) -> tuple[ObjectType, ...]:
-    """The object types as the MAPPING_FILE shapes them (the defaults without one). Raises MappingFileError."""
+    """The object types SYNC_OBJECT_TYPES chooses (with User, the derived ones), as the MAPPING_FILE shapes them
+    (the defaults without one): the schema ``setup`` submits and the records a run builds. Raises
+    MappingFileError."""
     types = apply_mapping_file(OBJECT_TYPES, load_mapping_file(settings.mapping_file)) if settings.mapping_file \
         else OBJECT_TYPES
+    types = for_object_types(types, owned_keys(settings.object_types))
     return with_link_attributes(types) if settings.jira_enabled else types
 
 

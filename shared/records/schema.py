@@ -8,6 +8,7 @@ Document format 2023_10_19: https://developer.atlassian.com/cloud/assets/imports
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 SCHEMA_VERSION_URL = "https://api.atlassian.com/jsm/assets/imports/external/schema/versions/2023_10_19"
@@ -207,6 +208,14 @@ def with_link_attributes(types: tuple[ObjectType, ...]) -> tuple[ObjectType, ...
             t = replace(t, attributes=(*head, ACCOUNT, MANAGER_ACCOUNT, *tail))
         out.append(t)
     return tuple(out)
+
+
+def for_object_types(types: tuple[ObjectType, ...], keys: Collection[str]) -> tuple[ObjectType, ...]:
+    """``types`` limited to ``keys`` (SYNC_OBJECT_TYPES and, with User, the derived types): the others are left
+    out of the schema, and so are the references to them - with Group alone, groups have no Members, as there
+    are no User objects to link. Pure."""
+    return tuple(replace(t, attributes=tuple(a for a in t.attributes if a.ref is None or a.ref in keys))
+                 for t in types if t.key in keys)
 
 
 def type_external_id(prefix: str, object_type: ObjectType) -> str:
