@@ -87,8 +87,8 @@ param timerSyncSchedule string = '0 */15 * * * *'
 @description('Hours between two full reconciliations -> FULL_SYNC_INTERVAL_HOURS.')
 param fullSyncIntervalHours string = '24'
 
-@description('Comma list of the object types to sync (User, Group, Device, Application) -> SYNC_OBJECT_TYPES.')
-param syncObjectTypes string = 'User,Group,Device,Application'
+@description('Comma list of the object types to sync (User, Group, Device, Application, License) -> SYNC_OBJECT_TYPES.')
+param syncObjectTypes string = 'User,Group,Device,Application,License'
 
 @description('OData $filter scoping the users -> USER_FILTER (empty: every user).')
 param userFilter string = ''

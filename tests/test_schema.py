@@ -4,7 +4,7 @@ from shared.records.schema import OBJECT_TYPES, USER, build_document
 
 SPEC_USER = ["Name", "User Principal Name", "Email", "Given Name", "Surname", "Job Title", "Employee ID",
              "Employee Type", "Company", "Department", "Office Location", "Manager", "Mobile Phone",
-             "Business Phone", "User Type", "Account Enabled", "Status", "Entra Object ID"]
+             "Business Phone", "User Type", "Account Enabled", "Licenses", "Status", "Entra Object ID"]
 
 
 def test_document_is_valid_against_atlassians_json_schema():
@@ -21,8 +21,8 @@ def test_validation_reports_where_a_document_breaks():
 def test_spec_names_and_stable_prefixed_external_ids():
     document = build_document("ACME")
     types = document["schema"]["objectSchema"]["objectTypes"]
-    assert [t["name"] for t in types] == ["User", "Group", "Device", "Application", "Department", "Office Location",
-                                          "Address", "City", "Country"]
+    assert [t["name"] for t in types] == ["User", "Group", "Device", "Application", "License", "Department",
+                                          "Office Location", "Address", "City", "Country"]
     assert sorted(a["name"] for a in types[0]["attributes"]) == sorted(SPEC_USER)
     ids = [t["externalId"] for t in types] + [a["externalId"] for t in types for a in t["attributes"]]
     assert len(ids) == len(set(ids)) and all(i.startswith("ACME/") for i in ids)
@@ -48,7 +48,7 @@ def test_every_mapping_has_an_identity_and_references_resolve_by_aql():
     status = next(a for a in document["schema"]["objectSchema"]["objectTypes"][0]["attributes"]
                   if a["name"] == "Status")
     assert status["type"] == "status" and status["typeValues"] == ["Active", "Disabled", "Deleted"]
-    assert len(OBJECT_TYPES) == 9 and USER.attr("Manager").ref == "user"
+    assert len(OBJECT_TYPES) == 10 and USER.attr("Manager").ref == "user"
     members = next(a for a in document["schema"]["objectSchema"]["objectTypes"][1]["attributes"]
                    if a["name"] == "Members")
     assert members["maximumCardinality"] == -1 and members["referenceObjectTypeExternalId"] == "ENTRA/user"

@@ -27,7 +27,7 @@ from shared.store.ports import QueuedMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_PATHS = ("/v1.0/users/delta", "/v1.0/groups/delta", "/v1.0/groups", "/v1.0/devices",
-               "/v1.0/servicePrincipals")
+               "/v1.0/servicePrincipals", "/v1.0/subscribedSkus")
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_status_shows_a_segmented_run_in_progress(slow_box, tmp_path):
     cursor = load_cursor(open_backend(settings).state)
     assert data["importer_status"] == "RUNNING"
     assert data["full_run"]["run"] == cursor.run_id and data["full_run"]["segments"] == 1
-    assert data["full_run"]["pages"] == cursor.pages > 0 and data["full_run"]["reads"] == 5
+    assert data["full_run"]["pages"] == cursor.pages > 0 and data["full_run"]["reads"] == 6
 
 
 def test_a_run_begun_with_other_object_types_is_replaced_not_continued(slow_box, tmp_path):

@@ -14,13 +14,14 @@ from shared.admin.setup import run_setup
 from shared.admin.status import collect_status
 from shared.app import on_queue_message, open_backend, sync_full, timer_tick
 from shared.errors import GraphCredentialsError, ImportSourceError
+from shared.records.schema import OBJECT_TYPES
 from shared.settings import load_settings
 from shared.store import history
 from shared.store.history import RunRecord, StageTracker
 from shared.store.local import LocalStateStore
 from shared.store.ports import QueuedMessage
 
-TYPES = ("User", "Group", "Device", "Application", "Department", "Office Location", "Address", "City", "Country")
+TYPES = tuple(t.name for t in OBJECT_TYPES)
 
 
 def _record(n: int, **fields) -> RunRecord:
@@ -114,7 +115,7 @@ def test_history_after_the_demo_flow_matches_what_assets_reports_and_holds(box, 
     settings = load_settings(env)
     tenant = box.tenant
     sizes = {"User": len(tenant.users), "Group": len(tenant.groups), "Device": len(tenant.devices),
-             "Application": len(tenant.service_principals)}
+             "Application": len(tenant.service_principals), "License": len(tenant.skus)}
     run_setup(settings)
     sync_full(settings)
     sync_full(settings)                      # unchanged tenant: no execution
@@ -180,7 +181,7 @@ def test_failed_runs_are_recorded_with_their_reason(box, env):
 
 
 def test_a_timer_full_run_with_nothing_to_push_is_recorded_with_no_execution(box, env):
-    settings = load_settings(env)
+    settings = load_settings({**env, "REPAIR_INTERVAL_DAYS": "0"})  # a tick this late would be a repair
     run_setup(settings)
     sync_full(settings)
     backend = open_backend(settings)
@@ -203,8 +204,8 @@ def test_status_shows_the_current_stage_while_a_run_goes(box, env):
             data = collect_status(settings)
             seen.append((stage, (data["current"] or {}).get("stage"), data["importer_status"]))
     sync_full(settings, progress)
-    # groups are mapped last (shared/produce/full.py MAPPING_ORDER): the stage before them is applications
-    assert seen[0][0] == "Fetching groups" and seen[0][1] == "Fetching applications"
+    # groups are mapped last (shared/produce/full.py MAPPING_ORDER): the stage before them is licences
+    assert seen[0][0] == "Fetching groups" and seen[0][1] == "Fetching licences"
     assert seen[-1] == ("Waiting for Assets", "Submitting data", "RUNNING")
     assert all(status == "RUNNING" for _, _, status in seen)
     assert collect_status(settings)["current"] is None

@@ -14,12 +14,13 @@ from shared.admin.setup import run_setup
 from shared.admin.status import collect_status
 from shared.admin.status_page import HEADERS, duration, render_html, respond, wants_json
 from shared.app import sync_full, timer_tick
+from shared.records.schema import OBJECT_TYPES
 from shared.settings import load_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TYPES = ("User", "Group", "Device", "Application", "Department", "Office Location", "Address", "City", "Country")
+TYPES = tuple(t.name for t in OBJECT_TYPES)
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 

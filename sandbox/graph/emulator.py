@@ -252,6 +252,8 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         match segments:
             case ["organization"]:
                 return self._organization(request)
+            case ["subscribedSkus"]:
+                return self._subscribed_skus(request)
             case [_] if res:
                 return self._list(request, res)
             case [_, "$count"] if res:

@@ -63,7 +63,9 @@ from sandbox.graph.directory import (
     parse_top,
     related,
     render_related,
+    structural,
     transitive_members,
+    unknown_property,
     view,
 )
 from sandbox.graph.paging import Page, Tokens, json_response, select_from_token, select_to_token, version_base
@@ -98,6 +100,21 @@ class DirectoryReads:
     def _organization(self, request: Request) -> Response:
         return json_response({"@odata.context": f"{version_base(request)}/$metadata#organization",
                                "value": [{"id": self.tenant.tenant_id, "displayName": "Sandbox"}]})
+
+    def _subscribed_skus(self, request: Request) -> Response:
+        """``GET /subscribedSkus``: the tenant's SKUs in one answer, ``$select`` checked against the v1.0 model
+        and no other query option (both UNCONFIRMED: Graph documents no paging and no other option for it)."""
+        other = [k for k in request.args if k != "$select"]
+        if other:
+            raise bad_request(f"Query option '{other[0]}' is not supported.", "BadRequest")
+        skus = list(self.tenant.skus.values())
+        if "$select" in request.args:
+            known = structural("subscribedSku")
+            names = [n.strip() for n in request.args["$select"].split(",")]
+            if unknown := [n for n in names if n not in known]:
+                raise unknown_property(unknown[0], "microsoft.graph.subscribedSku")
+            skus = [{n: sku.get(n) for n in ("id", *names)} for sku in skus]
+        return json_response({"@odata.context": f"{version_base(request)}/$metadata#subscribedSkus", "value": skus})
 
     def _find(self, res: Resource, key: str) -> dict | None:
         """An object by id; users also by userPrincipalName (case-insensitive), as ``/users/{id | upn}``."""

@@ -69,8 +69,12 @@ GRAPH_PERMISSIONS: dict[str, frozenset[str]] = {
     "devices": frozenset({"Device.Read.All", "Device.ReadWrite.All"}) | _READ_DIRECTORY,
     "servicePrincipals": frozenset({"Application.Read.All", "Application.ReadWrite.All"}) | _READ_DIRECTORY,
     "applications": frozenset({"Application.Read.All", "Application.ReadWrite.All"}) | _READ_DIRECTORY,
+    # https://learn.microsoft.com/graph/api/subscribedsku-list (permissions table)
+    "subscribedSkus": frozenset({"LicenseAssignment.Read.All", "Organization.Read.All",
+                                 "Organization.ReadWrite.All"}) | _READ_DIRECTORY,
 }
-SYNC_APP_ROLES = ("User.Read.All", "GroupMember.Read.All", "Device.Read.All", "Application.Read.All")
+SYNC_APP_ROLES = ("User.Read.All", "GroupMember.Read.All", "Device.Read.All", "Application.Read.All",
+                  "Organization.Read.All")
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from sandbox.tenant.generated import GeneratedDirectory
+from sandbox.tenant.licences import subscribed
 from sandbox.tenant.overlay import IdOrder, Links, Managers, Objects, PatchedLinks, Relation, position_in
 
 _EVERYTHING = None  # a log entry touching every property: created, deleted
@@ -108,6 +109,10 @@ class Tenant:
         # App registrations (object id -> Graph application), served at /applications by
         # sandbox/graph/applications.py; their secrets and certificates are added by sandbox/identity/emulator.py.
         self.applications: dict[str, dict] = {}
+        # The SKUs the tenant subscribes to (skuId -> Graph subscribedSku), served at /subscribedSkus; which users
+        # hold them is each user's assignedLicenses (sandbox/tenant/licences.py).
+        users = base.kinds["users"]
+        self.skus: dict[str, dict] = {sku["skuId"]: sku for sku in subscribed(tenant_id, users.count, users.is_guest)}
 
     @property
     def version(self) -> int:

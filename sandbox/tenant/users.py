@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from sandbox.tenant.licences import assigned
 from sandbox.tenant.seeded import Collection, Draws, Seeded
 
 DOMAIN = "sandbox.example"
@@ -147,6 +148,7 @@ class Users(Collection):
                 "mobilePhone": f"+1 206 555 {index % 10000:04d}" if rng.random() < 0.8 else None,
                 "businessPhones": [f"+1 425 555 {(index * 7) % 10000:04d}"] if rng.random() < 0.85 else [],
                 **self._address(rng, index)}
+        user["assignedLicenses"] = assigned(index, self.is_guest(index))  # no draw (sandbox/tenant/licences.py)
         if self.is_guest(index):
             user.update(userType="Guest", mail=f"{local}@partner.example", companyName="Fabrikam",
                         userPrincipalName=f"{local}_partner.example#EXT#@{GUEST_DOMAIN}")

@@ -150,7 +150,8 @@ def _full_run_reads() -> list[tuple[str, dict]]:
             ("groups/delta", {"$select": ",".join(GROUP_SELECT)}),
             ("groups", {"$select": "id", "$expand": "owners", "$top": "999"}),
             ("devices", {"$select": ",".join(DEVICE_SELECT), "$expand": "registeredOwners", "$top": "999"}),
-            ("servicePrincipals", {"$select": ",".join(APPLICATION_SELECT), "$expand": "owners", "$top": "999"})]
+            ("servicePrincipals", {"$select": ",".join(APPLICATION_SELECT), "$expand": "owners", "$top": "999"}),
+            ("subscribedSkus", {})]
 
 
 def tenant_pages(graph_url: str, token: str) -> dict[str, int]:

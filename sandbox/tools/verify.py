@@ -65,6 +65,19 @@ def verify_directory(tenant: Tenant, assets: AssetsEmulator) -> dict[str, int]:
     return facts
 
 
+def verify_licences(tenant: Tenant, assets: AssetsEmulator) -> dict[str, int]:
+    """Licences present (by SKU ID), and each user's Licenses exactly the SKUs the tenant assigned them."""
+    by_sku = {o.attributes["SKU ID"][0]: o for o in assets.objects("License") if o.attributes.get("SKU ID")}
+    key_to_sku = {o.key: sku for sku, o in by_sku.items()}
+    users = _by_object_id(assets, "User")
+    want = {uid: {lic["skuId"] for lic in user.get("assignedLicenses") or () if lic["skuId"] in tenant.skus}
+            for uid, user in tenant.users.items()}
+    return {"licences in tenant": len(tenant.skus), "licences in Assets": sum(1 for s in tenant.skus if s in by_sku),
+            "users: Licenses links in tenant": sum(map(len, want.values())),
+            "users: Licenses links resolved": sum(len(want[uid]) for uid, obj in users.items()
+                                                  if uid in want and _ref_ids(obj, "Licenses", key_to_sku) == want[uid])}
+
+
 def statuses(assets: AssetsEmulator, type_name: str) -> dict[str, str]:
     """Entra object id -> Status of every object of the type in Assets."""
     return {oid: (o.attributes.get("Status") or [None])[0] for oid, o in _by_object_id(assets, type_name).items()}

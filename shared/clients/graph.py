@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 # The least-privileged application permission that reads each resource (reference/graph.md §1.1).
 PERMISSIONS = {"users": "User.Read.All", "groups": "GroupMember.Read.All", "devices": "Device.Read.All",
-               "servicePrincipals": "Application.Read.All", "applications": "Application.Read.All"}
+               "servicePrincipals": "Application.Read.All", "applications": "Application.Read.All",
+               "subscribedSkus": "Organization.Read.All"}  # or LicenseAssignment.Read.All (subscribedsku-list)
 _RESYNC_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
 
 

@@ -70,6 +70,7 @@ from shared.records.build import (
     map_application,
     map_device,
     map_group,
+    map_license,
     map_user,
 )
 from shared.records.derived import Derived
@@ -86,7 +87,7 @@ Mapping = Callable[[], Iterator[Change]]  # a type's mapping of its reads, run o
 # The order types are mapped in. Users first: the others' references are filtered by the users in scope.
 # Groups last: their delta round is merged whole in its own thread, so devices and applications, which stream
 # through bounded queues, are mapped while it is still being read - a run then takes about its longest chain.
-MAPPING_ORDER = ("user", "device", "application", "group")
+MAPPING_ORDER = ("user", "device", "application", "license", "group")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ def chains(options: RunOptions, keys: Iterable[str]) -> dict[str, Chain]:
         "application": [Chain("servicePrincipals", {"$select": select("application", APPLICATION_SELECT),
                                                     "$expand": "owners", "$top": "999"},
                               "service principals", "application")],
+        # No query options: Graph documents none for /subscribedSkus but $select (UNCONFIRMED), and a tenant has
+        # a few dozen SKUs at most.
+        "license": [Chain("subscribedSkus", {}, "licenses", "license")],
     }
     return {chain.name: chain for key in keys for chain in found[key]}
 
@@ -160,11 +164,10 @@ class LiveSource:
 
 
 def repair_due(state: StateStore, interval_days: int, now: float) -> bool:
-    """True when a new full run should be a repair: no repair queued within ``interval_days`` (0: never)."""
-    if not interval_days:
-        return False
+    """True when a new full run should be a repair: ``interval_days`` (0: never) since the last repair, or since
+    the first full run (which starts the clock: it pushes everything anyway)."""
     last = state.checkpoint(LAST_REPAIR)
-    return last is None or now - float(last) >= interval_days * 86400
+    return bool(interval_days) and last is not None and now - float(last) >= interval_days * 86400
 
 
 def full_sync_due(state: StateStore, interval_hours: float, now: float) -> bool:
@@ -191,7 +194,7 @@ class FullReads:
         methods kept on self would be a reference cycle, keeping the plan's ``seen`` ids alive after the run
         until the garbage collector happens to run - through the whole push.)"""
         opener = {"user": self._users, "group": self._groups, "device": self._devices,
-                  "application": self._applications}[key]
+                  "application": self._applications, "license": self._licenses}[key]
         return opener(reads)
 
     def changes(self) -> Iterator[Change]:
@@ -339,6 +342,18 @@ class FullReads:
                                                    shaped=plan.types["application"]))
 
 
+    def _licenses(self, reads: Prefetch) -> Mapping:
+        stream = self._stream(reads, "licenses")
+        return lambda: self._map_licenses(stream)
+
+    def _map_licenses(self, stream: Stream) -> Iterator[Change]:
+        plan = self.plan
+        plan.progress("Fetching licences", 0)
+        for sku in stream:
+            plan.result.read["license"] += 1
+            yield from plan.compare(map_license(sku, plan.result.warnings, shaped=plan.types["license"]))
+
+
 def plan(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,
          progress: Progress = lambda stage, n: None, source: Source | None = None
          ) -> tuple[Iterator[Change], dict[str, str | None]]:
@@ -406,7 +421,8 @@ def run_full(graph: GraphClient, state: StateStore, queue: ChangeQueue, payloads
     queue.send(RecordsMessage(name, started, read_in_full, result.run_id, result.queued,
                               **stamp(result, started)).body())
     result.payload = name
-    state.commit({}, {LAST_FULL: repr(started)} | ({LAST_REPAIR: repr(started)} if result.repair else {}))
+    repaired = result.repair or state.checkpoint(LAST_REPAIR) is None  # the first full run starts the clock
+    state.commit({}, {LAST_FULL: repr(started)} | ({LAST_REPAIR: repr(started)} if repaired else {}))
     result.seconds["total"] = clock() - started
     log.info("full run %s: %s read, %d records queued, %d unchanged, %d departures held back", result.run_id,
              dict(result.read), result.queued, sum(result.unchanged.values()), sum(result.held_back.values()))

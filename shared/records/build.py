@@ -24,6 +24,7 @@ from shared.records.schema import (
     BY_KEY,
     DEVICE,
     GROUP,
+    LICENSE,
     MANAGER_ACCOUNT,
     REFERENCE_LIMIT,
     TEXT_LIMIT,
@@ -36,7 +37,7 @@ from shared.records.schema import (
 USER_SELECT = ["id", "displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle",
                "department", "companyName", "employeeId", "employeeType", "officeLocation", "streetAddress",
                "city", "state", "postalCode", "country", "mobilePhone", "businessPhones", "accountEnabled",
-               "userType", "manager"]
+               "userType", "assignedLicenses", "manager"]  # assignedLicenses on delta: UNCONFIRMED, see map_user
 # Groups through delta: `members` turns on members@delta (reference/graph.md §2.5); owners are not tracked by
 # delta and come from a list with $expand=owners.
 GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "groupTypes", "securityEnabled",
@@ -186,6 +187,10 @@ def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None
     data["managerId"] = manager
     data["businessPhone"] = clean(phones[0], warnings, uid, "Business Phone") if phones else None
     data["accountEnabled"] = None if enabled is None else bool(enabled)
+    # SKU ids, sorted for a stable hash. That delta returns assignedLicenses like any selected property is
+    # UNCONFIRMED; the full run's /users/delta round is the same request, so both see what Graph returns.
+    data["licenses"] = sorted({lic["skuId"] for lic in user.get("assignedLicenses") or ()
+                               if isinstance(lic, dict) and isinstance(lic.get("skuId"), str)})
     data["status"] = "Disabled" if enabled is False else "Active"
     shape = Shape.of(shaped)
     if shape.accounts:
@@ -286,6 +291,26 @@ def map_application(sp: dict, owners: list[str], warnings: Warnings, *, shaped: 
     data["owners"] = owners
     data["status"] = _status(sp.get("accountEnabled"))
     return Shape.of(shaped).record("application", sid, data, sp)
+
+
+# subscribedSku.capabilityStatus: Enabled and Warning (in its grace period) still license users; Suspended,
+# LockedOut and Deleted no longer do (https://learn.microsoft.com/graph/api/resources/subscribedsku).
+_SKU_ACTIVE = ("Enabled", "Warning")
+
+
+def map_license(sku: dict, warnings: Warnings, *, shaped: ObjectType = LICENSE) -> Record:
+    """One Graph ``subscribedSku`` as the License record of the ``shaped`` type. Its name is ``skuPartNumber``:
+    Graph has no friendly name of a SKU, and no well-kept package maps them (SPEC §4)."""
+    sid = sku["skuId"]
+    units = sku.get("prepaidUnits") if isinstance(sku.get("prepaidUnits"), dict) else {}
+    data = {"id": sid, "name": clean(sku.get("skuPartNumber"), warnings, sid, "Name") or sid, "skuId": sid,
+            "enabledUnits": _int(units.get("enabled")), "consumedUnits": _int(sku.get("consumedUnits")),
+            "status": "Active" if sku.get("capabilityStatus") in _SKU_ACTIVE else "Disabled"}
+    return Shape.of(shaped).record("license", sid, data, sku)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def derived_record(type_key: str, record_id: str, data: dict, shaped: ObjectType | None = None) -> Record:

@@ -111,6 +111,8 @@ USER = ObjectType("user", "User", "users", "People in Entra ID (members and gues
     Attr("Business Phone", "businessPhone"),
     Attr("User Type", "userType"),
     Attr("Account Enabled", "accountEnabled", "boolean"),
+    _ref("Licenses", "licenses", "license", "SKU ID", many=True,
+         description="the licences (SKUs) assigned to the user (assignedLicenses)"),
     _status(),
 ))
 GROUP = ObjectType("group", "Group", "groups", "Groups in Entra ID (security, Microsoft 365, distribution)", (
@@ -152,6 +154,13 @@ APPLICATION = ObjectType("application", "Application", "applications",
     _owners(),
     _status(),
 ))
+LICENSE = ObjectType("license", "License", "licenses", "Licences (SKUs) the tenant subscribes to", (
+    _label(description="skuPartNumber: Graph has no friendly name of a SKU"),
+    Attr("SKU ID", "skuId", identity=True, required=True, description="skuId; never changes"),
+    Attr("Enabled Units", "enabledUnits", "integer", description="prepaidUnits.enabled"),
+    Attr("Consumed Units", "consumedUnits", "integer"),
+    _status(),
+))
 # Derived types carry a Status too (an addition to SPEC §4): one that no user references any more is pushed
 # once more as Deleted, like a departed user, instead of lingering as if it were still in use.
 DEPARTMENT = ObjectType("department", "Department", "departments", "Departments named on users", (
@@ -186,7 +195,8 @@ COUNTRY = ObjectType("country", "Country", "countries", "Countries of users", (
     _status(),
 ), derived=True)
 # Order matters for readability only: Assets resolves references after all objects of an execution exist.
-OBJECT_TYPES: tuple[ObjectType, ...] = (USER, GROUP, DEVICE, APPLICATION, DEPARTMENT, OFFICE, ADDRESS, CITY, COUNTRY)
+OBJECT_TYPES: tuple[ObjectType, ...] = (USER, GROUP, DEVICE, APPLICATION, LICENSE, DEPARTMENT, OFFICE, ADDRESS, CITY,
+                                        COUNTRY)
 BY_KEY = {t.key: t for t in OBJECT_TYPES}
 
 
