@@ -21,3 +21,23 @@ def app_env(box, app_storage, monkeypatch) -> dict[str, str]:  # noqa: F811
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def cli(box, tmp_path, monkeypatch):
+    """``cli("sync", "--full", SETTING="value")``: the ``entra-assets`` command against ``box`` with an embedded
+    store in ``tmp_path``; keyword arguments are set in the environment first (and stay for later calls).
+    ``cli.box`` is the sandbox."""
+    from click.testing import CliRunner
+
+    from shared.cli import main
+
+    for name, value in {**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*args, **env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return CliRunner().invoke(main, list(args))
+    invoke.box = box
+    return invoke

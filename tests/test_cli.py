@@ -4,24 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from sandbox.emulators import Sandbox
-from shared.cli import main
 
 
 @pytest.fixture
-def run(tenant, graph_emulator, assets_emulator, tmp_path, monkeypatch):
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    for name, value in {**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home")}.items():
-        monkeypatch.setenv(name, value)
-
-    def invoke(*args, **env):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return CliRunner().invoke(main, list(args))
-    invoke.box = box
-    return invoke
+def run(cli):
+    return cli
 
 
 def test_setup_sync_status(run):

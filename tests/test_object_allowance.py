@@ -6,11 +6,8 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
-from sandbox.emulators import Sandbox
 from shared.app import open_backend
-from shared.cli import main
 from shared.contract.checkpoints import USERS_DELTA
 from shared.errors import SettingsError
 from shared.records.schema import OBJECT_TYPES
@@ -18,18 +15,10 @@ from shared.settings import load_settings
 
 
 @pytest.fixture
-def run(tenant, graph_emulator, assets_emulator, tmp_path, monkeypatch):
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    for name, value in {**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home")}.items():
-        monkeypatch.setenv(name, value)
-
-    def invoke(*args, **env):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return CliRunner().invoke(main, list(args))
-    invoke.box = box
-    assert invoke("setup").exit_code == 0
-    return invoke
+def run(cli):
+    """The CLI against the sandbox, ``setup`` done."""
+    assert cli("setup").exit_code == 0
+    return cli
 
 
 def _objects_in_assets(box) -> int:

@@ -6,28 +6,17 @@ import json
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from sandbox.emulators import Sandbox
 from shared.app import on_queue_message, on_segment_message, open_backend, open_run_queue, timer_tick
-from shared.cli import main
 from shared.produce.full import LAST_REPAIR, repair_due
 from shared.settings import load_settings
 
 
 @pytest.fixture
-def run(tenant, graph_emulator, assets_emulator, tmp_path, monkeypatch):
-    box = Sandbox(tenant, graph_emulator, assets_emulator)
-    for name, value in {**box.settings(), "ENTRA_ASSETS_HOME": str(tmp_path / "home")}.items():
-        monkeypatch.setenv(name, value)
-
-    def invoke(*args, **env):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return CliRunner().invoke(main, list(args))
-    invoke.box = box
-    assert invoke("setup").exit_code == 0
-    return invoke
+def run(cli):
+    """The CLI against the sandbox, ``setup`` done."""
+    assert cli("setup").exit_code == 0
+    return cli
 
 
 def test_a_repair_puts_back_hand_edits_and_lost_objects_and_never_resurrects_a_departure(run):

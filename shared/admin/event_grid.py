@@ -45,17 +45,18 @@ def ensure_event_grid(settings: Settings, topic: PartnerTopic | None = None) -> 
     subscription does and the delivery identity and storage account are known, then report as
     ``event_grid_status``. Raises ``EventGridError`` when a step is refused (a missing role, a credential)."""
     topic = topic or PartnerTopic(settings)
-    found = topic.get()
-    done = []
+    found, done = topic.get(), []
+    deliveries = topic.deliveries() if found is not None else []
     if found is not None and found["activationState"] != ACTIVATED:
-        topic.activate()
+        found = {**found, "activationState": topic.activate()}
         done.append(f"Event Grid: partner topic {settings.eventgrid_partner_topic} activated")
     account = queue_account_id(settings)
-    if found is not None and settings.eventgrid_delivery_identity and account and not _ours(settings, topic.deliveries()):
+    if found is not None and settings.eventgrid_delivery_identity and account and not _ours(settings, deliveries):
         topic.deliver_to_queue(settings.eventgrid_delivery_identity, account, settings.queue_name)
+        deliveries = topic.deliveries()  # as ARM now has them
         done.append(f"Event Grid: event subscription {DELIVERY} created: partner topic "
                     f"{settings.eventgrid_partner_topic} delivers to {settings.queue_name}")
-    report = _report(settings, topic)
+    report = _report(settings, found, deliveries)
     report.lines[:0] = done
     return report
 
@@ -84,16 +85,18 @@ def _ours(settings: Settings, deliveries: list) -> list:
 
 def event_grid_status(settings: Settings, topic: PartnerTopic | None = None) -> EventGridReport:
     """``check``/``status``: what is there, changing nothing; a refusal is one of the report's problems."""
+    topic = topic or PartnerTopic(settings)
     try:
-        return _report(settings, topic or PartnerTopic(settings))
+        found = topic.get()
+        return _report(settings, found, topic.deliveries() if found is not None else [])
     except EventGridError as error:
         return EventGridReport(settings.eventgrid_partner_topic or "", problems=[str(error)])
 
 
-def _report(settings: Settings, topic: PartnerTopic) -> EventGridReport:
+def _report(settings: Settings, found: dict | None, deliveries: list) -> EventGridReport:
+    """What ``found`` (the topic, None: not created) and its ``deliveries`` mean for the app. Pure."""
     name, group = settings.eventgrid_partner_topic or "", settings.eventgrid_resource_group
     report = EventGridReport(name)
-    found = topic.get()
     if found is None:
         report.problems.append(
             f"Event Grid: partner topic {name} does not exist in resource group {group} yet: `entra-assets setup` "
@@ -103,7 +106,6 @@ def _report(settings: Settings, topic: PartnerTopic) -> EventGridReport:
     if report.activation != ACTIVATED:
         report.problems.append(f"Event Grid: partner topic {name} is {report.activation}, so no events flow: run "
                                "`entra-assets setup` to activate it")
-    deliveries = topic.deliveries()
     report.queues = sorted({d.queue for d in deliveries if d.queue})
     ours = _ours(settings, deliveries)
     if not ours:

@@ -35,7 +35,6 @@ class QueueDelivery:
     name: str
     queue: str | None
     storage_account: str | None     # the account's name, from its resource id
-    provisioning: str | None
 
 
 class _FixedToken:
@@ -136,8 +135,7 @@ class PartnerTopic:
                 if sub.delivery_with_resource_identity else sub.destination
             queue = getattr(destination, "queue_name", None)
             account = getattr(destination, "resource_id", None)
-            out.append(QueueDelivery(sub.name, queue, account.rstrip("/").rsplit("/", 1)[-1] if account else None,
-                                     sub.provisioning_state))
+            out.append(QueueDelivery(sub.name, queue, account.rstrip("/").rsplit("/", 1)[-1] if account else None))
         return out
 
     def _call(self, action: str, call):
