@@ -88,7 +88,7 @@ param timerSyncSchedule string = '0 */15 * * * *'
 param fullSyncIntervalHours string = '24'
 
 @description('Comma list of the object types to sync (User, Group, Device, Application, License) -> SYNC_OBJECT_TYPES.')
-param syncObjectTypes string = 'User,Group,Device,Application,License'
+param syncObjectTypes string = 'User,Group,Device,Application,License,Managed Device'
 
 @description('OData $filter scoping the users -> USER_FILTER (empty: every user).')
 param userFilter string = ''

@@ -90,12 +90,18 @@ def check() -> None:
 
 
 @main.command()
-def setup() -> None:
-    """Submit or update the schema-and-mapping document of the import source."""
+@click.option("--adopt", is_flag=True,
+              help="Take over object types of the target schema that have entra-assets' names but were not made "
+                   "by it (their objects and same-named attributes become this import's). First setup only.")
+def setup(adopt: bool) -> None:
+    """Submit or update the schema-and-mapping document of the import source.
+
+    The first time, object types of the schema with entra-assets' names that it did not create are refused
+    (exit 3, nothing sent) unless --adopt is given."""
     from shared.admin.setup import run_setup
 
     try:
-        outcome = run_setup(_settings())
+        outcome = run_setup(_settings(), adopt=adopt)
     except EntraAssetsError as error:
         _fail(error)
     out.print(f"schema and mapping {outcome.action}: {outcome.object_types} object types, "

@@ -125,3 +125,16 @@ class EventGridError(EntraAssetsError):
     does not deliver to the sync queue, or the app's identity lacks the role to look (NOTIFICATION_DELIVERY)."""
 
     status = "MISSING_PERMISSIONS"
+
+
+class ForeignObjectTypes(EntraAssetsError):
+    """Before the first mapping: the target schema already holds object types with entra-assets' names that it
+    did not create (no external id, or one without the installation's prefix), or setup could not read the
+    schema's object types. The first mapping would take them over, so nothing was sent; ``setup --adopt`` takes
+    them over explicitly (a guard with an override, like ``MassDeactivation``). ``names`` lists the types."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, names: list[str]):
+        super().__init__(message)
+        self.names = names

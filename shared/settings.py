@@ -37,12 +37,13 @@ _SCHEMA_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # Object types read from a Graph resource (SPEC §4); the derived ones (Department ... Country) come with User.
-SYNCABLE_TYPES = ("user", "group", "device", "application", "license")
+SYNCABLE_TYPES = ("user", "group", "device", "application", "license", "managed_device")
 _TYPE_NAMES = {"user": "user", "users": "user", "group": "group", "groups": "group", "device": "device",
                "devices": "device", "application": "application", "applications": "application",
                "serviceprincipal": "application", "serviceprincipals": "application", "license": "license",
                "licenses": "license", "licence": "license", "licences": "license", "subscribedsku": "license",
-               "subscribedskus": "license"}
+               "subscribedskus": "license", "manageddevice": "managed_device", "manageddevices": "managed_device",
+               "intune": "managed_device", "intunedevice": "managed_device", "intunedevices": "managed_device"}
 
 
 class Secret(str):
@@ -235,7 +236,8 @@ def _scope(get, values: dict, problems: list[str]) -> None:
         unknown = [n for n in names if n.casefold().replace(" ", "") not in _TYPE_NAMES]
         if unknown or not names:
             problems.append(f"SYNC_OBJECT_TYPES: unknown object type(s) {', '.join(map(repr, unknown)) or '(none)'}; "
-                            "use a comma list of User, Group, Device, Application, License (derived types come with User)")
+                            "use a comma list of User, Group, Device, Application, License, Managed Device (derived types come "
+                            "with User)")
         chosen = {_TYPE_NAMES.get(n.casefold().replace(" ", "")) for n in names}
         values["object_types"] = tuple(t for t in SYNCABLE_TYPES if t in chosen)
     for name, key in (("USER_FILTER", "user_filter"), ("GROUP_FILTER", "group_filter")):

@@ -16,11 +16,16 @@ from shared.records.build import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
     GROUP_SELECT,
+    MANAGED_DEVICE_SELECT,
+    SIGN_IN_SELECT,
     USER_SELECT,
     Warnings,
+    entra_device_id,
+    last_sign_in,
     map_application,
     map_device,
     map_group,
+    map_managed_device,
     map_user,
 )
 from shared.records.derived import Derived
@@ -39,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Where each select list goes and which relationship delta tracks there (reference/graph.md §2.4, §2.5).
 SELECTS = {"USER_SELECT": (USER_SELECT, "user", "manager"), "GROUP_SELECT": (GROUP_SELECT, "group", "members"),
            "DEVICE_SELECT": (DEVICE_SELECT, "device", None),
-           "APPLICATION_SELECT": (APPLICATION_SELECT, "servicePrincipal", None)}
+           "APPLICATION_SELECT": (APPLICATION_SELECT, "servicePrincipal", None),
+           "MANAGED_DEVICE_SELECT": (MANAGED_DEVICE_SELECT, "managedDevice", None),
+           "SIGN_IN_SELECT": (SIGN_IN_SELECT, "user", None)}
 ENTITY_SETS = {"users": "user", "groups": "group", "devices": "device", "servicePrincipals": "servicePrincipal",
                "applications": "application"}
 
@@ -113,6 +120,8 @@ def _target_type(path: str | None) -> str | None:
     """The entity type a Graph path returns (``groups/{}/owners`` -> directoryObject); None when computed."""
     if not path or path.startswith("{}"):
         return None
+    if path == "deviceManagement/managedDevices":  # a singleton's collection: not an entity set
+        return "managedDevice"
     segments = path.split("/")
     type_name = ENTITY_SETS[segments[0].split("(", 1)[0]]
     for segment in segments[1:]:
@@ -160,6 +169,14 @@ def _options(node: ast.Dict) -> dict[str, ast.expr]:
 
 def _names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def test_the_optional_reads_of_check_name_v1_properties():
+    from shared.admin.status import _OPTIONAL
+
+    for what, path, query in _OPTIONAL.values():
+        for name in query["$select"].split(","):
+            assert name in entity_type(_target_type(path)), f"{what}: '{name}' is not a v1.0 property of {path}"
 
 
 def test_the_query_walk_finds_the_known_calls():
@@ -237,6 +254,9 @@ def test_every_property_the_mappers_read_is_selected_and_v1():
         "GROUP_SELECT": _read_by("group", lambda g: map_group(g, [], [], warnings)),
         "DEVICE_SELECT": _read_by("device", lambda d: map_device(d, [], warnings)),
         "APPLICATION_SELECT": _read_by("servicePrincipal", lambda s: map_application(s, [], warnings)),
+        "MANAGED_DEVICE_SELECT": _read_by("managedDevice", lambda d: (entra_device_id(d),
+                                                                      map_managed_device(d, None, None, warnings))),
+        "SIGN_IN_SELECT": _read_by("user", lambda u: (u["id"], last_sign_in(u))),
     }
     assert "verifiedPublisher.displayName" in read["APPLICATION_SELECT"]
     assert "manager@delta" in read["USER_SELECT"] and "streetAddress" in read["USER_SELECT"]

@@ -27,7 +27,8 @@ from shared.store.ports import QueuedMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_PATHS = ("/v1.0/users/delta", "/v1.0/groups/delta", "/v1.0/groups", "/v1.0/devices",
-               "/v1.0/servicePrincipals", "/v1.0/subscribedSkus")
+               "/v1.0/servicePrincipals", "/v1.0/subscribedSkus", "/v1.0/deviceManagement/managedDevices",
+               "/v1.0/users")
 
 
 @pytest.fixture
@@ -206,7 +207,7 @@ def test_status_shows_a_segmented_run_in_progress(slow_box, tmp_path):
     cursor = load_cursor(open_backend(settings).state)
     assert data["importer_status"] == "RUNNING"
     assert data["full_run"]["run"] == cursor.run_id and data["full_run"]["segments"] == 1
-    assert data["full_run"]["pages"] == cursor.pages > 0 and data["full_run"]["reads"] == 6
+    assert data["full_run"]["pages"] == cursor.pages > 0 and data["full_run"]["reads"] == 8
 
 
 def test_a_run_begun_with_other_object_types_is_replaced_not_continued(slow_box, tmp_path):
@@ -217,5 +218,5 @@ def test_a_run_begun_with_other_object_types_is_replaced_not_continued(slow_box,
     [message] = open_run_queue(narrower).receive(max_messages=1, visibility_timeout=60)
     on_segment_message(narrower, message)
     cursor = load_cursor(open_backend(narrower).state)
-    assert cursor is None or (cursor.run_id != first.run_id and set(cursor.chains) == {"users"})
+    assert cursor is None or (cursor.run_id != first.run_id and set(cursor.chains) == {"users", "sign-ins"})
     assert not [p for p in (narrower.home / "payloads").glob(f"run-{first.run_id}/*")]  # its parts went

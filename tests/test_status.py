@@ -115,7 +115,8 @@ def test_history_after_the_demo_flow_matches_what_assets_reports_and_holds(box, 
     settings = load_settings(env)
     tenant = box.tenant
     sizes = {"User": len(tenant.users), "Group": len(tenant.groups), "Device": len(tenant.devices),
-             "Application": len(tenant.service_principals), "License": len(tenant.skus)}
+             "Application": len(tenant.service_principals), "License": len(tenant.skus),
+             "Managed Device": len(tenant.managed_devices)}
     run_setup(settings)
     sync_full(settings)
     sync_full(settings)                      # unchanged tenant: no execution
@@ -204,8 +205,8 @@ def test_status_shows_the_current_stage_while_a_run_goes(box, env):
             data = collect_status(settings)
             seen.append((stage, (data["current"] or {}).get("stage"), data["importer_status"]))
     sync_full(settings, progress)
-    # groups are mapped last (shared/produce/full.py MAPPING_ORDER): the stage before them is licences
-    assert seen[0][0] == "Fetching groups" and seen[0][1] == "Fetching licences"
+    # groups are mapped last (shared/produce/full.py MAPPING_ORDER): the stage before them is Intune's
+    assert seen[0][0] == "Fetching groups" and seen[0][1] == "Fetching Intune devices"
     assert seen[-1] == ("Waiting for Assets", "Submitting data", "RUNNING")
     assert all(status == "RUNNING" for _, _, status in seen)
     assert collect_status(settings)["current"] is None

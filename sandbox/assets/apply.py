@@ -195,6 +195,16 @@ class ObjectStore:
         self.objects.pop(obj.id, None)
         self._by_type.get(obj.type_external_id, {}).pop(obj.id, None)
 
+    def rename_type(self, old_external_id: str, new_external_id: str) -> None:
+        """The objects of one type (and their indexes) now belong under a new external id: an import took the
+        type over (``mapping.merge_document(adopt=True)``). Ids, keys and values stay as they were."""
+        ids = self._by_type.pop(old_external_id, {})
+        self._by_type[new_external_id] = ids
+        if old_external_id in self._indexes:
+            self._indexes[new_external_id] = self._indexes.pop(old_external_id)
+        for object_id in ids:
+            self.objects[object_id].type_external_id = new_external_id
+
     def lookup(self, type_external_id: str, name: str, folded: str) -> set[int]:
         """Ids of the objects of one type whose attribute ``name`` has a value of text ``folded`` (casefolded)."""
         found = self.index(type_external_id, name).get(folded)

@@ -10,6 +10,12 @@ turn knobs: ``disable``, ``regenerate_token``, ``throttle``, ``set_missing_objec
 ``fail_next`` (a 500 or a dropped connection, before or after the request took effect), ``link_origin``
 (import links on another host) and ``latency`` (seconds before each answer).
 
+The object schema exists before its import has a mapping, and may already hold object types an admin made by
+hand (``create_type_by_hand``, ``create_object_by_hand``) or an earlier import left (``new_import``: the
+import is deleted and a new one created in the same schema). Before the first PUT, ``schema-and-mapping``
+shows those types with an empty mapping - UNCONFIRMED (``schema_before_mapping = False`` answers 400 instead,
+the other plausible reading) - and the first PUT takes a same-named type over (``sandbox.assets.mapping``).
+
 Whether Assets de-duplicates a re-sent data chunk by ``clientGeneratedId`` is UNCONFIRMED (reference §4.3):
 the emulator does not - it keeps every chunk it accepted (``Execution.duplicates`` lists the ids sent more
 than once) and applies them all, the later record of an object winning, as Assets applies entries keyed by
@@ -23,13 +29,14 @@ before DONE, 400 when cancelling a DONE execution.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 from werkzeug.exceptions import HTTPException
@@ -37,7 +44,15 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from sandbox.assets.apply import AssetsObject, MissingPolicy, ObjectStore, TypeResult, apply_execution
-from sandbox.assets.mapping import DocumentRejected, ObjectTypeDef, SchemaModel, merge_document, to_document
+from sandbox.assets.mapping import (
+    SCHEMA_NAME,
+    DocumentRejected,
+    ObjectTypeDef,
+    SchemaModel,
+    add_hand_made_type,
+    merge_document,
+    to_document,
+)
 from sandbox.http import RecordedRequest, Served
 
 DEFAULT_WORKSPACE_ID = "5a6f1c2e-0b1d-4c8e-9f3a-7d2e4b6a8c10"
@@ -152,7 +167,9 @@ class AssetsEmulator(Served):
         self.max_body_bytes = max_body_bytes
         self.requests: list[RecordedRequest] = []
         self.executions: list[Execution] = []
-        self._model: SchemaModel | None = None
+        self._model: SchemaModel | None = None   # the schema's object types (None: none yet)
+        self._mapped = False                      # the import source has a mapping (not MISSING_MAPPING)
+        self.schema_before_mapping = True         # knob: schema-and-mapping before the first PUT (see above)
         self._store = ObjectStore()
         self._enabled = True
         self._throttle = (0, "1")
@@ -214,13 +231,49 @@ class AssetsEmulator(Served):
         with self._lock:
             self._policies[type_name] = _check_policy(policy)
 
+    def create_type_by_hand(self, name: str, external_id: str | None = None,
+                            attributes: tuple[str, ...] = ("Name",)) -> ObjectTypeDef:
+        """An object type made in the Assets UI, outside any import: text ``attributes`` (the first is the
+        label), no external id unless ``external_id`` is given (as another import would leave one). Raises
+        ValueError for a name the schema already has."""
+        with self._store_lock, self._lock:
+            self._model = add_hand_made_type(self._model, name, external_id, attributes, SCHEMA_NAME)
+            created = self._model.type_named(name)
+            assert created is not None
+            return created
+
+    def create_object_by_hand(self, type_name: str, attributes: dict[str, list]) -> AssetsObject:
+        """An object created in the Assets UI in the type called ``type_name`` (KeyError when there is none)."""
+        with self._store_lock, self._lock:
+            object_type = self._model.type_named(type_name) if self._model else None
+            if object_type is None:
+                raise KeyError(type_name)
+            return self._store.create(object_type, attributes)
+
+    def object_type(self, name: str) -> ObjectTypeDef | None:
+        """The schema's object type called ``name`` (mapped or not), or None."""
+        with self._lock:
+            return self._model.type_named(name) if self._model else None
+
+    def new_import(self) -> str:
+        """The admin deletes this External import and creates a new one in the same schema: the object types
+        and objects stay, the mapping and the executions go (MISSING_MAPPING), the import source has a new id
+        and a new token, which is returned."""
+        with self._store_lock, self._lock:
+            self._mapped = False
+            if self._model is not None:
+                self._model = replace(self._model, mappings={})
+            self.executions.clear()
+            self.import_source_id = str(uuid.uuid4())
+            return self.regenerate_token()
+
     # -- inspection -----------------------------------------------------------------------------------
 
     @property
     def document(self) -> dict | None:
         """The current schema-and-mapping document, or None before the first PUT."""
         with self._lock:
-            return to_document(self._model) if self._model else None
+            return to_document(self._model) if self._model and self._mapped else None
 
     def objects(self, type_name: str) -> list[AssetsObject]:
         """The objects of the type with this name (oldest first; empty for an unknown type)."""
@@ -296,7 +349,9 @@ class AssetsEmulator(Served):
         if params.pop("ws", self.workspace_id) != self.workspace_id or \
                 params.pop("src", self.import_source_id) != self.import_source_id:
             return _json({"code": 404, "message": "Import source not found"}, 404)
-        with self._lock:
+        # A first PUT may move objects to an adopted type's new external id: it takes the store lock first
+        # (the lock order), so no reader sees the model and the store disagree.
+        with self._store_lock if endpoint == "put_mapping" else contextlib.nullcontext(), self._lock:
             return getattr(self, f"_{endpoint}")(request, body, **params)
 
     def _base(self, request: Request) -> str:
@@ -317,7 +372,7 @@ class AssetsEmulator(Served):
         running = self._running()
         if not self._enabled:
             return _json({"status": "DISABLED"})
-        if self._model is None:
+        if not self._mapped:
             return _json({"status": "MISSING_MAPPING"})
         if running:
             # The links are not in the spec example; two public clients read them (UNCONFIRMED).
@@ -326,22 +381,25 @@ class AssetsEmulator(Served):
         return _json({"status": "IDLE"})
 
     def _put_mapping(self, request: Request, body: bytes) -> Response:
-        if self._model is not None:
+        if self._mapped:
             return _json({"code": 409, "message": "A mapping already exists for this import"}, 409)
-        return self._submit(request, body, None, "created")
+        return self._submit(request, body, "created")
 
     def _patch_mapping(self, request: Request, body: bytes) -> Response:
-        if self._model is None:
+        if not self._mapped:
             return _invalid("MISSING_MAPPING", "there is no mapping to update yet: PUT the first document")
-        return self._submit(request, body, self._model, "updated")
+        return self._submit(request, body, "updated")
 
-    def _submit(self, request: Request, body: bytes, current: SchemaModel | None, verb: str) -> Response:
+    def _submit(self, request: Request, body: bytes, verb: str) -> Response:
+        before = self._model
         try:
-            self._model = merge_document(current, orjson.loads(body))
+            model = merge_document(before, orjson.loads(body), adopt=not self._mapped)
         except orjson.JSONDecodeError as exc:
             return _invalid("INVALID_JSON", f"the body is not JSON: {exc}")
         except DocumentRejected as exc:
             return _json({"dataValidationErrors": exc.errors}, 400)
+        self._model, self._mapped = model, True
+        self._follow_adoptions(before, model)
         if request.args.get("async") != "true":
             return Response(status=204)
         resource = str(uuid.uuid4())
@@ -349,15 +407,28 @@ class AssetsEmulator(Served):
                                     "resultMessage": f"Schema and mapping successfully {verb}"}
         return Response(status=303, headers={"Location": f"{self._base(request)}/mapping/progress/{resource}"})
 
+    def _follow_adoptions(self, before: SchemaModel | None, after: SchemaModel) -> None:
+        """Objects (and object-API attributes) of a type the PUT adopted move to its new external id; a type
+        keeps its numeric id through an adoption, which is how one is recognised."""
+        old_keys = {t.id: t.external_id for t in (before.types.values() if before else ())}
+        for object_type in after.types.values():
+            old = old_keys.get(object_type.id)
+            if old is not None and old != object_type.external_id:
+                self._store.rename_type(old, object_type.external_id)
+                if self.object_api is not None and old in self.object_api.extra:
+                    self.object_api.extra[object_type.external_id] = self.object_api.extra.pop(old)
+
     def _mapping_progress(self, request: Request, body: bytes, rid: str) -> Response:
         if rid not in self._mapping_jobs:
             return _json({"code": 404, "message": f"No mapping progress {rid}"}, 404)
         return _json(self._mapping_jobs[rid])
 
     def _schema_and_mapping(self, request: Request, body: bytes) -> Response:
-        if self._model is None:
+        if not self._mapped and not self.schema_before_mapping:
             return _invalid("MISSING_MAPPING", "the import source has no schema and mapping yet")
-        return _json(to_document(self._model))
+        # Before the first PUT: the schema's object types (made by hand, left by an earlier import) and an
+        # empty mapping - UNCONFIRMED (module docstring).
+        return _json(to_document(self._model or SchemaModel(SCHEMA_NAME, "")))
 
     # -- executions -------------------------------------------------------------------------------------
 
@@ -367,7 +438,7 @@ class AssetsEmulator(Served):
                 "getExecutionStatus": f"{url}/status", "cancel": url}
 
     def _start(self, request: Request, body: bytes) -> Response:
-        reason = ("DISABLED" if not self._enabled else "MISSING_MAPPING" if self._model is None
+        reason = ("DISABLED" if not self._enabled else "MISSING_MAPPING" if not self._mapped
                   else "IN_PROGRESS" if self._running() else None)
         if reason:
             return _json({"result": "error", "errorCode": reason}, 409)
@@ -401,7 +472,7 @@ class AssetsEmulator(Served):
         are applied leaves what was applied: Assets may have applied part of a cancelled execution)."""
         time.sleep(self.processing_delay)
         with self._lock:
-            if execution.status != "PROCESSING" or self._model is None:
+            if execution.status != "PROCESSING" or self._model is None or not self._mapped:
                 return
             model = self._model
         with self._store_lock:

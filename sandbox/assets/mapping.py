@@ -10,6 +10,12 @@ changes and reference-target changes are refused. Nothing is ever deleted.
 Error codes: only ``UNKNOWN_EXTERNAL_ID_MAPPING`` has been observed on a real tenant (reference §3.7). Every
 other code below is the emulator's own name - UNCONFIRMED - as are the ``message`` field, the cardinality
 defaults and the checks marked so.
+
+Object types made by hand (:func:`add_hand_made_type`: in the Assets UI, before any import) live in the same
+model. The first PUT takes over a same-named one (``adopt``): our reading of the real API, UNCONFIRMED - Assets
+matches a document's object type by external id, then by name within the schema, so the type keeps its id and
+objects, gets the document's external id, and its same-named attributes become the document's. Only the first
+PUT does this here (whether a PATCH adding a type does the same is UNCONFIRMED; the emulator adds a new one).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ _VALIDATOR = Draft201909Validator(json.loads(_SCHEMA_FILE.read_text()))
 DEFAULT_MIN_CARDINALITY = 0
 DEFAULT_MAX_CARDINALITY = 1
 FIRST_TYPE_ID = 2501
+SCHEMA_NAME = "Entra ID"    # the name the admin gave the emulated object schema (key ENTRA: apply.OBJECT_KEY_PREFIX)
 
 
 class DocumentRejected(Exception):
@@ -54,6 +61,7 @@ class AttributeDef:
     minimum_cardinality: int = DEFAULT_MIN_CARDINALITY
     maximum_cardinality: int = DEFAULT_MAX_CARDINALITY
     unique: bool = False
+    by_hand: bool = False           # made in the Assets UI: ``external_id`` is internal, never shown
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class ObjectTypeDef:
     icon_key: str | None = None
     parent: str | None = None
     attributes: tuple[AttributeDef, ...] = ()
+    by_hand: bool = False           # made in the Assets UI without an external id: ``external_id`` is internal
 
     def attribute(self, external_id: str) -> AttributeDef | None:
         """The attribute with this external id, or None."""
@@ -126,8 +135,10 @@ def schema_errors(document: object) -> list[dict[str, str]]:
     return [_error("SCHEMA_VALIDATION", f"{e.json_path}: {e.message}") for e in errors]
 
 
-def merge_document(current: SchemaModel | None, document: object) -> SchemaModel:
-    """The model after accepting ``document`` on top of ``current`` (None for the first PUT).
+def merge_document(current: SchemaModel | None, document: object, adopt: bool = False) -> SchemaModel:
+    """The model after accepting ``document`` on top of ``current`` (None or hand-made types only for the
+    first PUT). With ``adopt`` (the first PUT), a document type whose external id is unknown takes over the
+    unmapped type of the same name (module docstring): same numeric id, the document's external id.
 
     Pure apart from generating external ids for a document that has none. Raises ``DocumentRejected``
     listing every problem found; on rejection nothing changes.
@@ -143,7 +154,7 @@ def merge_document(current: SchemaModel | None, document: object) -> SchemaModel
     if errors:
         raise DocumentRejected(errors)
     _assign_external_ids(base, flat)
-    model = _merge_types(base, flat, errors)
+    model = _merge_types(base, flat, errors, adopt)
     model = replace(model, icons={**model.icons, **{i["key"]: i for i in schema.get("iconSchema", {}).get(
         "icons", [])}}, statuses={**model.statuses, **{s["name"].casefold(): s for s in schema.get(
             "statusSchema", {}).get("statuses", [])}})
@@ -187,20 +198,30 @@ def _assign_external_ids(base: SchemaModel, flat: list[tuple[dict | None, dict]]
         if "externalId" in raw:
             continue
         existing = base.type_named(raw["name"])
+        if existing is not None and existing.by_hand:
+            existing = None  # its internal key is no external id: a new one is generated, the PUT adopts by name
         raw["externalId"] = existing.external_id if existing else f"cmdb::externalId/{uuid.uuid4()}"
         for attr in raw["attributes"]:
             old = existing.attribute_named(attr["name"]) if existing else None
-            attr["externalId"] = old.external_id if old else f"cmdb::externalId/{uuid.uuid4()}"
+            attr["externalId"] = old.external_id if old and not old.by_hand else f"cmdb::externalId/{uuid.uuid4()}"
 
 
-def _merge_types(base: SchemaModel, flat: list[tuple[dict | None, dict]], errors: list) -> SchemaModel:
+def _merge_types(base: SchemaModel, flat: list[tuple[dict | None, dict]], errors: list,
+                 adopt: bool = False) -> SchemaModel:
     types = dict(base.types)
     names = {t.name: t.external_id for t in types.values()} | {raw["name"]: raw["externalId"] for _, raw in flat}
     known = set(types) | {raw["externalId"] for _, raw in flat}
     next_id = base.next_type_id
+    renamed: dict[str, str] = {}    # adopted types: old key -> the document's external id
     for parent, raw in flat:
         attrs = [_attribute(raw, a, names, known, errors) for a in raw["attributes"]]
         old = types.get(raw["externalId"])
+        if old is None and adopt:
+            old = _adoptable(base, raw, {r["externalId"] for _, r in flat})
+            if old is not None:
+                del types[old.external_id]
+                renamed[old.external_id] = raw["externalId"]
+                old = replace(old, external_id=raw["externalId"], by_hand=False)
         if old is None:
             types[raw["externalId"]] = ObjectTypeDef(
                 next_id, raw["externalId"], raw["name"], raw["description"], raw.get("iconKey"),
@@ -210,20 +231,70 @@ def _merge_types(base: SchemaModel, flat: list[tuple[dict | None, dict]], errors
         if old.name != raw["name"]:
             errors.append(_error("RENAME_NOT_ALLOWED", f"object type {raw['externalId']!r} is called "
                                  f"{old.name!r}; it cannot be renamed to {raw['name']!r}"))
-        merged = list(old.attributes)
-        for attr in filter(None, attrs):
-            index = next((i for i, a in enumerate(merged) if a.external_id == attr.external_id), None)
-            if index is None:
-                merged.append(attr)
-            else:
-                errors += _attribute_change_errors(merged[index], attr)
-                merged[index] = attr
+        merged = _merge_attributes(old.attributes, [a for a in attrs if a], raw["externalId"] in renamed.values(),
+                                   errors)
         types[raw["externalId"]] = replace(old, description=raw["description"],
-                                           icon_key=raw.get("iconKey", old.icon_key), attributes=tuple(merged))
+                                           icon_key=raw.get("iconKey", old.icon_key), attributes=merged)
+    types = _retarget(types, renamed)
     owners = [a.external_id for t in types.values() for a in t.attributes] + list(types)
     errors += [_error("DUPLICATE_EXTERNAL_ID", f"externalId {i!r} is already used in the schema")
                for i in sorted({i for i in owners if owners.count(i) > 1})]
     return replace(base, types=types, next_type_id=next_id)
+
+
+def _merge_attributes(current: tuple[AttributeDef, ...], submitted: list[AttributeDef], adopted: bool,
+                      errors: list) -> tuple[AttributeDef, ...]:
+    """``current`` with ``submitted`` merged in, matched by external id - and, in a type just adopted, by name
+    (an attribute no submitted external id names) - appending the new ones; PATCH's change rules apply."""
+    merged = list(current)
+    submitted_ids = {a.external_id for a in submitted}
+    for attr in submitted:
+        index = next((i for i, a in enumerate(merged) if a.external_id == attr.external_id), None)
+        if index is None and adopted:
+            index = next((i for i, a in enumerate(merged) if a.name == attr.name
+                          and a.external_id not in submitted_ids), None)
+        if index is None:
+            merged.append(attr)
+        else:
+            errors += _attribute_change_errors(replace(merged[index], external_id=attr.external_id), attr)
+            merged[index] = attr
+    return tuple(merged)
+
+
+def _adoptable(base: SchemaModel, raw: dict, document_ids: set[str]) -> ObjectTypeDef | None:
+    """The existing type a document type takes over by name: same name (exact), not mapped, and not itself
+    matched by external id in this document."""
+    found = base.type_named(raw["name"])
+    if found is None or found.external_id in base.mappings or found.external_id in document_ids:
+        return None
+    return found
+
+
+def _retarget(types: dict[str, ObjectTypeDef], renamed: dict[str, str]) -> dict[str, ObjectTypeDef]:
+    """References (and parents) to an adopted type follow it to its new external id."""
+    if not renamed:
+        return types
+    return {key: replace(t, parent=renamed.get(t.parent, t.parent) if t.parent else None, attributes=tuple(
+        replace(a, reference_type=renamed.get(a.reference_type, a.reference_type)) if a.reference_type else a
+        for a in t.attributes)) for key, t in types.items()}
+
+
+def add_hand_made_type(model: SchemaModel | None, name: str, external_id: str | None = None,
+                       attributes: tuple[str, ...] = ("Name",), schema_name: str = SCHEMA_NAME) -> SchemaModel:
+    """``model`` plus an object type an admin made in the Assets UI: text attributes ``attributes`` (the first
+    is the label), no external id when ``external_id`` is None (else that one, as another import would leave
+    it). Raises ValueError for a name or external id the schema already has."""
+    base = model or SchemaModel(schema_name, "")
+    if base.type_named(name) is not None:
+        raise ValueError(f"the schema already has an object type named {name!r}")
+    key = external_id or f"(by hand)/{base.next_type_id}"  # internal key: Assets shows no external id for it
+    if key in base.types:
+        raise ValueError(f"external id {key!r} is already used in the schema")
+    attrs = tuple(AttributeDef(f"{key}/{n}" if external_id else f"{key}/{i}", n, n, "text", label=i == 0,
+                               by_hand=external_id is None) for i, n in enumerate(attributes))
+    object_type = ObjectTypeDef(base.next_type_id, key, name, f"{name} (made by hand)", attributes=attrs,
+                                by_hand=external_id is None)
+    return replace(base, types={**base.types, key: object_type}, next_type_id=base.next_type_id + 1)
 
 
 def _attribute(type_raw: dict, raw: dict, names: dict[str, str], known: set[str],
@@ -337,9 +408,10 @@ def to_document(model: SchemaModel) -> dict:
     """The document ``GET …/schema-and-mapping`` returns: every field explicit, as Assets does (reference
     §3.5), including an empty ``iconSchema`` that a PATCH would reject (observed gotcha)."""
     def type_doc(t: ObjectTypeDef) -> dict:
-        out = {"externalId": t.external_id, "name": t.name, "description": t.description,
-               "inheritance": False, "attributes": [_attribute_doc(model, a) for a in t.attributes],
-               "children": [type_doc(c) for c in model.types.values() if c.parent == t.external_id]}
+        out = ({} if t.by_hand else {"externalId": t.external_id}) | {
+            "name": t.name, "description": t.description, "inheritance": False,
+            "attributes": [_attribute_doc(model, a) for a in t.attributes],
+            "children": [type_doc(c) for c in model.types.values() if c.parent == t.external_id]}
         return out | ({"iconKey": t.icon_key} if t.icon_key else {})
     document: dict = {"schema": {
         "objectSchema": {"name": model.name, "description": model.description,
@@ -352,9 +424,10 @@ def to_document(model: SchemaModel) -> dict:
 
 
 def _attribute_doc(model: SchemaModel, a: AttributeDef) -> dict:
-    out = {"externalId": a.external_id, "name": a.name, "description": a.description, "type": a.type,
-           "label": a.label, "minimumCardinality": a.minimum_cardinality,
-           "maximumCardinality": a.maximum_cardinality, "unique": a.unique}
+    out = ({} if a.by_hand else {"externalId": a.external_id}) | {
+        "name": a.name, "description": a.description, "type": a.type, "label": a.label,
+        "minimumCardinality": a.minimum_cardinality, "maximumCardinality": a.maximum_cardinality,
+        "unique": a.unique}
     if a.type_values:
         out["typeValues"] = list(a.type_values)
     if a.reference_type:

@@ -2,16 +2,23 @@
 
 Served under ``/jsm/assets/workspace/{workspaceId}/v1/`` (https://developer.atlassian.com/cloud/assets/rest/)
 with basic auth of the site user (the Jira emulator's e-mail and API token):
-``GET objectschema/list``, ``GET objectschema/{id}/objecttypes/flat``, ``GET objecttype/{id}/attributes``,
-``POST objecttypeattribute/{objectTypeId}``, ``POST object/aql`` (``qlQuery``; ``startAt``/``maxResults``/
-``includeAttributes``), ``GET object/{id}`` and ``PUT object/{id}``.
+``GET objectschema/list``, ``GET objectschema/{id}/objecttypes/flat`` (``includeObjectCounts``),
+``GET objecttype/{id}/attributes``, ``POST objecttypeattribute/{objectTypeId}``, ``POST object/aql``
+(``qlQuery``; ``startAt``/``maxResults``/``includeAttributes``), ``GET object/{id}``, ``PUT object/{id}`` and
+``GET importsource/{id}`` (its ``objectSchemaId``; api-group-importsource, with the same basic auth).
+
+The schema is listed before it has any object type (the admin creates it, with its import, before the first
+mapping), and the flat listing shows every type of the schema - mapped or made by hand - in the documented
+``ObjectType`` shape, which has no external id (jira.js' model generated from the Assets OpenAPI spec).
 
 Strict: 401 without the site user's basic auth, 400 for malformed bodies, bad AQL, unknown attribute names in
 AQL, wrong ``objectTypeId``, a value that is no active Jira account for a User attribute or that breaks an
 attribute's type or cardinality, a duplicate attribute name; 404 for unknown schemas, object types, objects
 and attributes; 429 with ``Retry-After`` for ``throttle(n)``.
 
-UNCONFIRMED (emulator choices): attribute ids (``<type id> * 1000 + position``), the 400/404 bodies
+UNCONFIRMED (emulator choices): ``objectCount`` 0 without ``includeObjectCounts=true`` (as
+``objectschema/list`` documents for ``includeCounts``), ``GET importsource/{id}`` refusing the import token
+(401: only the site user's basic auth is tried), attribute ids (``<type id> * 1000 + position``), the 400/404 bodies
 (``{"errorMessages": [...]}``), attributes created here staying out of the import's schema-and-mapping
 document (the import API keeps its own view), ``maxResults`` capped at 1000, an empty
 ``objectAttributeValues`` clearing the attribute, attribute ``type`` numbers (0 Default, 1 Object, 2 User,
@@ -20,6 +27,7 @@ document (the import API keeps its own view), ``maxResults`` capped at 1000, an 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 
 import orjson
@@ -29,7 +37,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.assets.apply import OBJECT_KEY_PREFIX, AssetsObject, ObjectStore, check_values
 from sandbox.assets.aql import AqlError, parse, text_of
-from sandbox.assets.mapping import AttributeDef, ObjectTypeDef
+from sandbox.assets.mapping import SCHEMA_NAME, AttributeDef, ObjectTypeDef
 
 _V1 = "/jsm/assets/workspace/<ws>/v1"
 _ROUTES = Map([
@@ -40,11 +48,13 @@ _ROUTES = Map([
     Rule(f"{_V1}/object/aql", endpoint="aql", methods=["POST"]),
     Rule(f"{_V1}/object/<oid>", endpoint="get_object", methods=["GET"]),
     Rule(f"{_V1}/object/<oid>", endpoint="put_object", methods=["PUT"]),
+    Rule(f"{_V1}/importsource/<src>", endpoint="import_source", methods=["GET"]),
 ])
 OBJECT_SCHEMA_ID = 7    # as the import API reports it (sandbox.assets.emulator.OBJECT_SCHEMA_ID)
 _PREFIXES = ("objectschema/", "objecttype/", "objecttypeattribute/", "object/")
 TYPE_NUMBERS = {"referenced_object": 1, "status": 7}  # everything else is 0 (Default)
 USER_TYPE = 2
+_IMPORT_SOURCE = re.compile(r"importsource/[^/]+/?")
 _KEYWORDS = {"objecttypeid", "objecttype", "objectschemaid", "key", "label"}
 
 
@@ -76,7 +86,9 @@ class AssetsObjectApi:
 
     def handles(self, path: str) -> bool:
         prefix = f"/jsm/assets/workspace/{self.emulator.workspace_id}/v1/"
-        return path.startswith(prefix) and path[len(prefix):].startswith(_PREFIXES)
+        rest = path[len(prefix):] if path.startswith(prefix) else None
+        # importsource/{id} itself (not its import-token sub-paths) is read with the site user's basic auth
+        return rest is not None and (rest.startswith(_PREFIXES) or _IMPORT_SOURCE.fullmatch(rest) is not None)
 
     def respond(self, request: Request, body: bytes) -> Response:
         count, retry_after = self._throttle
@@ -142,15 +154,33 @@ class AssetsObjectApi:
 
     def _schemas(self, request: Request, body: bytes) -> Response:
         model = self.emulator._model
-        values = [] if model is None else [{"id": str(OBJECT_SCHEMA_ID), "name": model.name,
-                                            "objectSchemaKey": OBJECT_KEY_PREFIX, "status": "Ok",
-                                            "objectTypeCount": len(model.types)}]
+        values = [{"id": str(OBJECT_SCHEMA_ID), "name": model.name if model else SCHEMA_NAME,
+                   "objectSchemaKey": OBJECT_KEY_PREFIX, "status": "Ok",
+                   "objectTypeCount": len(model.types) if model else 0}]
         return _json({"startAt": 0, "maxResults": 50, "total": len(values), "isLast": True, "values": values})
 
     def _types(self, request: Request, body: bytes, sid: str) -> Response:
         if sid != str(OBJECT_SCHEMA_ID):
             raise _Invalid(404, f"No object schema with id {sid}")
-        return _json([{"id": str(t.id), "name": t.name, "objectSchemaId": sid} for t in self._model().types.values()])
+        model = self.emulator._model
+        counts = request.args.get("includeObjectCounts") == "true"
+        store: ObjectStore = self.emulator._store
+        return _json([{"id": str(t.id), "name": t.name, "description": t.description, "objectSchemaId": sid,
+                       "objectCount": len(store.ids_of(t.external_id)) if counts else 0,
+                       "parentObjectTypeId": model.types[t.parent].id if t.parent else None}
+                      for t in (model.types.values() if model else ())])
+
+    def _import_source(self, request: Request, body: bytes, src: str) -> Response:
+        """``ImportSourceResponse`` (api-group-importsource, "Get import source by id"), the fields an
+        importer reads; 404 for another import source."""
+        emulator = self.emulator
+        if src.rstrip("/") != emulator.import_source_id:
+            raise _Invalid(404, f"No import source with id {src}")
+        return _json({"id": emulator.import_source_id, "objectSchemaId": str(OBJECT_SCHEMA_ID),
+                      "name": "entra-assets", "importSourceModuleKey": "rlabs-import-type-external",
+                      "importStatus": {"configurationStatusType": "ENABLED" if emulator._enabled else "DISABLED",
+                                       "validationStatusType": "VALID"},
+                      "tokenGenerated": True})
 
     def _type_attributes(self, request: Request, body: bytes, tid: str) -> Response:
         return _json(self._attributes(self._type(tid)))

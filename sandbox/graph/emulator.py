@@ -11,14 +11,19 @@ Emulated (all below ``/v1.0``), for users, groups, devices and servicePrincipals
   certificates' dates): ``sandbox/graph/applications.py``. Tokens of a real identity flow: ``authorizer``.
 - ``/subscriptions`` (create with the validation handshake, list, get, renew, delete) and the change
   notifications sent to subscribers: ``sandbox/graph/subscriptions.py`` (knobs on ``subscriptions``).
+- ``GET /deviceManagement/managedDevices`` (Intune, ``Tenant.managed_devices``): ``sandbox/graph/intune.py``.
+- Users' ``signInActivity`` (its permission, licence, ``$top`` and throttle): ``sandbox/graph/signins.py``.
 The resource model, ``$select``/``$top``/``$expand`` parsing and rendering live in
 ``sandbox/graph/directory.py``; paged answers and tokens in ``sandbox/graph/paging.py``. This module owns the
 state, authentication, throttling and routing.
 Errors carry Graph's body ``{"error": {"code", "message", "innerError": {"date", "request-id",
 "client-request-id"}}}``. Tests turn knobs: ``throttle``, ``throttle_batch_items``, ``expire_delta_tokens``,
 ``token_ttl``, ``page_size`` (users delta), ``page_sizes`` (every delta), ``link_origin`` (nextLinks and
-deltaLinks on another host) and ``latency`` (seconds before each answer), and read ``requests`` (one entry
-per HTTP request, a batch counts once) and ``batch_requests`` (the items of batches).
+deltaLinks on another host), ``latency`` (seconds before each answer) and ``sign_in_limit`` (signInActivity reads
+per app and tenant: ``(requests, window seconds)``, Graph's ``(10, 60.0)``), and read ``requests`` (one entry
+per HTTP request, a batch counts once), ``batch_requests`` (the items of batches) and ``sign_in_throttled``
+(signInActivity reads answered 429). Callers: the fixed ``token`` holds every permission; with ``authorizer``
+(the identity emulator) a token holds its roles; ``NO_PERMISSIONS_TOKEN`` none.
 
 Sources: /work/shared/reference/graph.md §1.1-1.6 (endpoints, paging, ``$select`` and default properties,
 ``$filter`` and advanced queries, ``$expand`` limits, members), §2.1-2.6 (delta round trip, tokens and query
@@ -39,7 +44,8 @@ UNCONFIRMED behaviours (emulator choices; those of reads, delta and ``$batch`` a
 - ``$select`` of any other relationship than ``manager``/``members`` on delta is 400, and
   ``$select=manager``/``members`` outside delta is 400; a non-GET method (except ``POST /$batch`` and
   ``/subscriptions``) is 405 ``Request_BadRequest``; paths outside ``/v1.0`` are 404
-  ``Request_ResourceNotFound``; the no-permission token gets 403 on every endpoint.
+  ``Request_ResourceNotFound`` (no ``/beta``); the no-permission token gets 403 on every endpoint (Intune's
+  own 403 body under ``/deviceManagement``, as for ``denied``).
 - 429 carries ``Retry-After`` exactly as given to ``throttle`` and the identity throttle headers of §4.1.
 """
 from __future__ import annotations
@@ -49,7 +55,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import orjson
 from werkzeug.wrappers import Request, Response
@@ -78,8 +84,11 @@ from sandbox.graph.directory import (
     bad_request,
     not_found,
 )
+from sandbox.graph.intune import ManagedDeviceReads
+from sandbox.graph.intune import forbidden as intune_forbidden
 from sandbox.graph.paging import LINK_ORIGIN, Tokens, version_base
 from sandbox.graph.reads import DirectoryReads
+from sandbox.graph.signins import CALLER, SIGN_IN_LIMIT, Caller, SignInReads, SignInWindow
 from sandbox.graph.subscriptions import Subscriptions
 from sandbox.http import RecordedRequest, Served
 from sandbox.tenant.model import Change, Tenant
@@ -96,11 +105,11 @@ _KNOWN_OPTIONS = {"$select", "$top", "$filter", "$orderby", "$count", "$search",
                   "$skiptoken", "$deltatoken", "$format"}
 
 
-class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
+class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, ManagedDeviceReads, SignInReads, Served):
     """A WSGI app answering Graph's directory endpoints from a ``Tenant``. Thread-safe; see the module docstring."""
 
     def __init__(self, tenant: Tenant, *, token: str = "sandbox-graph-token", page_size: int = DEFAULT_PAGE_SIZE,
-                 token_ttl: float = TOKEN_TTL_SECONDS):
+                 token_ttl: float = TOKEN_TTL_SECONDS, sign_in_limit: tuple[int, float] = SIGN_IN_LIMIT):
         self.tenant = tenant
         self.token = token
         self.page_sizes = {**DELTA_PAGE_SIZES, "users": page_size}
@@ -119,9 +128,12 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         self._lock = threading.RLock()
         # /subscriptions and change notifications (sandbox/graph/subscriptions.py); knobs and ``deliveries`` there
         self.subscriptions = Subscriptions(tenant)
-        # Tokens other than ``token``: a callable (Authorization header, path) that raises GraphError 401/403, set
-        # by sandbox/identity/emulator.py ``attach`` so that tokens from a real identity flow are accepted.
-        self.authorizer: Callable[[str, str], None] | None = None
+        # Tokens other than ``token``: a callable (Authorization header, path) that raises GraphError 401/403 or
+        # returns the token's claims (``appid``, ``roles``; None: every permission), set by
+        # sandbox/identity/emulator.py ``attach`` so that tokens from a real identity flow are accepted.
+        self.authorizer: Callable[[str, str], Mapping | None] | None = None
+        # signInActivity reads admitted per (app, tenant) in a sliding window (sandbox/graph/signins.py)
+        self._sign_ins = SignInWindow(sign_in_limit)
         # Knob: resources (first path segment, e.g. "servicePrincipals") answered 403 as if the app lacked
         # their permission - one object type that cannot be read (SPEC §7).
         self.denied: set[str] = set()
@@ -129,6 +141,20 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
         # Knob: seconds every HTTP request waits before it is answered (a $batch once) - Graph's real latency,
         # for sandbox/tools/bench_latency.py; requests wait side by side, as they would on the network.
         self.latency = 0.0
+
+    @property
+    def sign_in_limit(self) -> tuple[int, float]:
+        """Knob: signInActivity reads admitted per app and tenant, as (requests, window in seconds)."""
+        return self._sign_ins.limit
+
+    @sign_in_limit.setter
+    def sign_in_limit(self, value: tuple[int, float]) -> None:
+        self._sign_ins.limit = value
+
+    @property
+    def sign_in_throttled(self) -> int:
+        """How many signInActivity reads were answered 429 by the sign-in throttle."""
+        return self._sign_ins.throttled
 
     @property
     def page_size(self) -> int:
@@ -221,12 +247,17 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.",
                              {"WWW-Authenticate": 'Bearer realm=""'})
         if auth == f"Bearer {NO_PERMISSIONS_TOKEN}":
-            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-        if auth != f"Bearer {self.token}" and self.authorizer is not None:
-            self.authorizer(auth, request.path)
-        elif auth != f"Bearer {self.token}":
+            raise _forbidden(request.path)
+        if auth == f"Bearer {self.token}":
+            caller = Caller(self.token)
+        elif self.authorizer is not None:
+            claims = self.authorizer(auth, request.path)
+            caller = Caller(auth) if claims is None else \
+                Caller(str(claims.get("appid", "")), frozenset(claims.get("roles") or ()))
+        else:
             raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
                              {"WWW-Authenticate": 'Bearer realm=""'})
+        request.environ[CALLER] = caller
         return self._route(request, item)
 
     def _route(self, request: Request, item: bool = False) -> Response:
@@ -234,7 +265,7 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
             raise not_found(request.path)
         segments = [s for s in request.path[len("/v1.0/"):].split("/") if s]
         if segments and segments[0].split("(", 1)[0] in self.denied:
-            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+            raise _forbidden(request.path)
         if segments == ["$batch"] and not item:
             if request.method != "POST":
                 raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request uri.")
@@ -254,6 +285,8 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
                 return self._organization(request)
             case ["subscribedSkus"]:
                 return self._subscribed_skus(request)
+            case ["deviceManagement", "managedDevices"]:
+                return self._managed_devices(request)
             case [_] if res:
                 return self._list(request, res)
             case [_, "$count"] if res:
@@ -271,3 +304,10 @@ class GraphEmulator(DirectoryReads, DeltaRounds, BatchRequests, Served):
                 return self._relation(request, res, oid, relation, TYPE_CASTS[cast])
         segment = segments[-1] if res and len(segments) > 2 else (segments or [""])[0]
         raise bad_request(f"Resource not found for the segment '{segment}'.", "BadRequest")
+
+
+def _forbidden(path: str) -> GraphError:
+    """The 403 of a request without permission: Intune's own body under ``/deviceManagement``."""
+    if path.removeprefix("/v1.0").lstrip("/").startswith("deviceManagement"):
+        return intune_forbidden(path)
+    return GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")

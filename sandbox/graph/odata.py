@@ -11,11 +11,14 @@ Grammar (keywords and function names case-insensitive; reference/graph.md §1.4 
     lambda   := property "/" ("any" | "all") "(" var ":" var ("eq" | "ne") literal ")"
     compare  := property ("eq" | "ne" | "ge" | "gt" | "le" | "lt") literal
               | property "in" "(" literal ("," literal)* ")"
+    property := name | name "/" name          (the second: a sub-property of a complex property, a "path")
     literal  := 'string' (quote doubled) | true | false | null | number | GUID | DateTimeOffset
 
 Semantics: string comparisons are case-insensitive (as the directory compares them); ``eq null`` matches an
 unset property; ``ne`` is the negation of ``eq``; ``ge``/``gt``/``le``/``lt`` only on DateTimeOffset
-properties; ``any`` on string collections. ``ne``, ``not`` and ``endswith`` need an advanced query
+properties; ``any`` on string collections. A path (``signInActivity/lastSignInDateTime``) is filterable if
+``types`` names it, with ``eq``, ``ne``, ``not``, ``ge`` and ``le`` only, and - for the paths in ``alone`` - not
+together with any other property (the v1.0 user model says so of signInActivity). ``ne``, ``not`` and ``endswith`` need an advanced query
 (``ConsistencyLevel: eventual`` and ``$count=true``); ``in`` takes at most 15 values unless the query is
 advanced. Errors are ``FilterError(code, message)`` with Graph's codes: ``BadRequest`` for syntax and type
 errors and for unknown properties (as ``$select`` answers them: "Could not find a property named 'X' on type
@@ -93,13 +96,14 @@ def _syntax(text: str, pos: int) -> FilterError:
 
 
 def compile_filter(text: str, *, entity: str, types: Mapping[str, str], known: Collection[str],
-                   advanced: bool = False, endswith: Collection[str] = ()) -> Predicate:
+                   advanced: bool = False, endswith: Collection[str] = (), alone: Collection[str] = ()) -> Predicate:
     """A predicate for ``text`` on objects of ``entity`` (e.g. "microsoft.graph.user").
 
     ``types`` maps the filterable properties to their Edm type name ("String", "Boolean", "Guid",
     "DateTimeOffset", "Integer", "Collection(String)"); ``known`` are all property names of the type (a known
     but unfilterable one is Request_UnsupportedQuery, an unknown one BadRequest); ``endswith`` lists
-    the properties that support ``endswith`` (advanced queries only).
+    the properties that support ``endswith`` (advanced queries only); ``alone`` the paths that cannot be
+    combined with other properties.
     """
     if not text.strip():
         raise FilterError("BadRequest", "Invalid filter clause: The filter expression is empty.")
@@ -107,6 +111,10 @@ def compile_filter(text: str, *, entity: str, types: Mapping[str, str], known: C
     predicate = parser.expr()
     if parser.peek().kind != "end":
         raise _syntax(text, parser.peek().pos)
+    lone = parser.used & frozenset(alone)
+    if lone and parser.used - lone:  # wording UNCONFIRMED
+        raise FilterError("Request_UnsupportedQuery", f"Property '{min(lone).split('/')[0]}' cannot be "
+                                                      "combined with other properties in $filter.")
     return predicate
 
 
@@ -115,6 +123,7 @@ class _Parser:
                  known: Collection[str], advanced: bool, endswith: frozenset[str]):
         self.text, self.tokens, self.i = text, tokens, 0
         self.entity, self.types, self.known, self.advanced, self.endswith = entity, types, known, advanced, endswith
+        self.used: set[str] = set()  # the properties (and paths) the filter names
         self.resource = entity.rsplit(".", 1)[-1][:1].upper() + entity.rsplit(".", 1)[-1][1:]
 
     # -- token helpers --------------------------------------------------------------------------------------
@@ -175,9 +184,13 @@ class _Parser:
             raise _syntax(self.text, tok.pos)
         if tok.text.lower() in ("startswith", "endswith") and self.peek(1).text == "(":
             return self.function()
-        if self.peek(1).text == "/":
+        if self.peek(1).text == "/" and self._quantifier(2):
             return self.lambda_()
         return self.compare()
+
+    def _quantifier(self, ahead: int) -> bool:
+        """Whether ``any(``/``all(`` (a lambda) starts ``ahead`` tokens on."""
+        return (self.is_word("any", ahead) or self.is_word("all", ahead)) and self.peek(ahead + 1).text == "("
 
     def prop(self) -> tuple[str, str]:
         tok = self.take()
@@ -186,9 +199,14 @@ class _Parser:
         if tok.text not in self.known:
             raise FilterError("BadRequest", f"Could not find a property named '{tok.text}' on type "
                                                     f"'{self.entity}'.")
-        if tok.text not in self.types:
-            raise self.unsupported(tok.text)
-        return tok.text, self.types[tok.text]
+        name = tok.text
+        if self.peek().text == "/" and self.peek(1).kind == "word" and not self._quantifier(1):
+            self.take()
+            name = f"{name}/{self.take().text}"
+        if name not in self.types:
+            raise self.unsupported(name)
+        self.used.add(name)
+        return name, self.types[name]
 
     def unsupported(self, name: str) -> FilterError:
         return FilterError("Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for "
@@ -226,7 +244,7 @@ class _Parser:
         operator = op_tok.text.lower()
         if op_tok.kind != "word" or operator not in (*_COMPARE, "in"):
             raise _syntax(self.text, op_tok.pos)
-        if edm.startswith("Collection("):
+        if edm.startswith("Collection(") or ("/" in name and operator not in ("eq", "ne", "ge", "le")):
             raise self.unsupported(name)
         if operator == "in":
             self.expect("(")
@@ -310,23 +328,32 @@ def _parse_datetime(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _getter(name: str) -> Callable[[dict], object]:
+    """Reads property ``name`` of an object, or the sub-property of a path ("complex/sub"; None if unset)."""
+    if "/" not in name:
+        return lambda obj: obj.get(name)
+    head, sub = name.split("/", 1)
+    return lambda obj: v.get(sub) if isinstance(v := obj.get(head), dict) else None
+
+
 def _equals(name: str, literal: _Literal) -> Predicate:
-    kind, wanted = literal.kind, literal.value
+    kind, wanted, get = literal.kind, literal.value, _getter(name)
     if kind == "null":
-        return lambda obj: obj.get(name) is None
+        return lambda obj: get(obj) is None
     if kind == "string":
         folded = wanted.casefold()
-        return lambda obj: isinstance(v := obj.get(name), str) and v.casefold() == folded
+        return lambda obj: isinstance(v := get(obj), str) and v.casefold() == folded
     if kind == "guid":
-        return lambda obj: isinstance(v := obj.get(name), str) and v.lower() == wanted
+        return lambda obj: isinstance(v := get(obj), str) and v.lower() == wanted
     if kind == "datetime":
-        return lambda obj: isinstance(v := obj.get(name), str) and _parse_datetime(v) == wanted
+        return lambda obj: isinstance(v := get(obj), str) and _parse_datetime(v) == wanted
     if kind == "bool":
-        return lambda obj: obj.get(name) is wanted
-    return lambda obj: obj.get(name) == wanted
+        return lambda obj: get(obj) is wanted
+    return lambda obj: get(obj) == wanted
 
 
 def _ordered(name: str, operator: str, wanted: dt.datetime) -> Predicate:
     compare = {"ge": dt.datetime.__ge__, "gt": dt.datetime.__gt__, "le": dt.datetime.__le__,
                "lt": dt.datetime.__lt__}[operator]
-    return lambda obj: isinstance(v := obj.get(name), str) and compare(_parse_datetime(v), wanted)
+    get = _getter(name)
+    return lambda obj: isinstance(v := get(obj), str) and compare(_parse_datetime(v), wanted)

@@ -14,6 +14,7 @@ servicePrincipals (``{c}``):
   ``device``, ``orgContact``), ``GET /devices/{id}/registeredOwners`` (and ``registeredUsers``),
   ``GET /servicePrincipals/{id}/owners``: ``$select``, ``$top``, paging, ``@odata.type`` on every item.
 - ``GET /organization``.
+Reads returning or filtering on users' ``signInActivity`` pass the checks of ``sandbox/graph/signins.py`` first.
 Page sizes: lists and relationships ``$top`` (default 100, max 999), with ``$expand`` at most 100.
 
 Sources: /work/shared/reference/graph.md §1.1-1.6 (endpoints, paging, ``$select`` and default properties,
@@ -69,6 +70,7 @@ from sandbox.graph.directory import (
     view,
 )
 from sandbox.graph.paging import Page, Tokens, json_response, select_from_token, select_to_token, version_base
+from sandbox.graph.signins import SIGN_IN, mentions_sign_in
 from sandbox.tenant.model import Tenant
 
 RESOURCES_BY_TYPE = {r.type: r.name for r in RESOURCES.values()}
@@ -82,6 +84,7 @@ class DirectoryReads:
     _tokens: Tokens
     _lock: threading.RLock
     _transitive_cache: OrderedDict[tuple, list[tuple[str, str]]]
+    _check_sign_ins: Callable[..., None]   # sandbox/graph/signins.py: reads that return signInActivity
 
     @staticmethod
     def _count_mode(request: Request) -> tuple[bool, bool]:
@@ -147,6 +150,8 @@ class DirectoryReads:
         args = request.args
         select = parse_select(args["$select"], res, where="single") if "$select" in args else None
         expand = parse_expand(args.get("$expand"), res)
+        if res is USERS and select and SIGN_IN in select:
+            self._check_sign_ins(request, key=key)
         with self.tenant.lock:
             obj = self._find(res, key)
             if obj is None:
@@ -157,6 +162,8 @@ class DirectoryReads:
     def _get_manager(self, request: Request, key: str) -> Response:
         raw = request.args.get("$select")
         select = parse_select(raw, USERS, where="single") if raw is not None else None
+        if select and SIGN_IN in select:
+            self._check_sign_ins(request)
         with self.tenant.lock:
             user = self._find(USERS, key)
             if user is None:
@@ -191,6 +198,8 @@ class DirectoryReads:
                                   "(ConsistencyLevel: eventual).", "Request_UnsupportedQuery")
             raw_filter = args.get("$filter")
         where = compile_where(raw_filter, res, advanced)
+        if res is USERS and mentions_sign_in(select, raw_filter):  # its own rules and throttle, every page
+            self._check_sign_ins(request, top=None if "$skiptoken" in args else top)
         limit = min(top, EXPAND_PAGE_SIZE) if expand else top
         rendering = view(self.tenant, res, select)
         with self.tenant.lock:
@@ -268,6 +277,8 @@ class DirectoryReads:
         else:
             pos, top = 0, parse_top(args.get("$top"))
             select = parse_related_select(args["$select"], cast) if "$select" in args else None
+        if select and SIGN_IN in select:
+            self._check_sign_ins(request)
         with self.tenant.lock:
             obj = self._find(res, key)
             if obj is None:

@@ -26,7 +26,9 @@ Tokens are JWTs signed with a per-emulator HMAC key (HS256) carrying ``aud`` (th
 and ``roles`` (the application permissions granted to the app with admin consent, ``grant``/``revoke``).
 ``attach(graph)`` makes the Graph emulator accept them: 401 InvalidAuthenticationToken for a bad, foreign or
 expired token, 403 Authorization_RequestDenied when the token lacks every permission that can read the
-resource (``GRAPH_PERMISSIONS``, from the Graph API pages' permission tables).
+resource (``GRAPH_PERMISSIONS``, from the Graph API pages' permission tables; Intune's own body for
+``/deviceManagement``); ``authorize`` returns the claims, whose roles the Graph emulator checks for
+property-level permissions (``signInActivity`` needs AuditLog.Read.All).
 
 UNCONFIRMED (emulator choices): the HTTP status of each error (401 for invalid_client, 400 otherwise); the
 exact wording of the descriptions (taken from error messages quoted in public issues); AADSTS700027 for an
@@ -58,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from werkzeug.wrappers import Request, Response
 
+from sandbox.graph import intune
 from sandbox.graph.directory import GraphError
 from sandbox.http import RecordedRequest
 
@@ -72,9 +75,13 @@ GRAPH_PERMISSIONS: dict[str, frozenset[str]] = {
     # https://learn.microsoft.com/graph/api/subscribedsku-list (permissions table)
     "subscribedSkus": frozenset({"LicenseAssignment.Read.All", "Organization.Read.All",
                                  "Organization.ReadWrite.All"}) | _READ_DIRECTORY,
+    # https://learn.microsoft.com/graph/api/intune-devices-manageddevice-list: Intune's own permissions only
+    "deviceManagement": intune.PERMISSIONS,
 }
+# What the sandbox's sync app is granted by default. AuditLog.Read.All reads users' signInActivity (checked by the
+# Graph emulator per request, sandbox/graph/signins.py: it is a property, not a resource); tests revoke roles.
 SYNC_APP_ROLES = ("User.Read.All", "GroupMember.Read.All", "Device.Read.All", "Application.Read.All",
-                  "Organization.Read.All")
+                  "Organization.Read.All", "DeviceManagementManagedDevices.Read.All", "AuditLog.Read.All")
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -252,8 +259,10 @@ class IdentityEmulator:
             self._resources.add(f"{parts.scheme}://{parts.netloc}")
         graph.authorizer = self.authorize
 
-    def authorize(self, authorization: str, path: str) -> None:
-        """Check a Graph request's ``Authorization`` header for ``path``; raises GraphError 401 or 403."""
+    def authorize(self, authorization: str, path: str) -> dict:
+        """Check a Graph request's ``Authorization`` header for ``path``; raises GraphError 401 or 403 (Intune's
+        own 403 body under ``/deviceManagement``), else returns the token's claims (``appid``, ``roles``: the
+        Graph emulator checks property-level permissions such as AuditLog.Read.All with them)."""
         token = authorization[7:].strip() if authorization.startswith("Bearer ") else ""
         try:
             claims = jwt.decode(token, self._key, algorithms=["HS256"], audience=sorted(self._resources),
@@ -270,7 +279,10 @@ class IdentityEmulator:
         segment = path.removeprefix("/v1.0/").split("/", 1)[0].split("(", 1)[0]
         accepted = GRAPH_PERMISSIONS.get(segment)
         if accepted is not None and not accepted & set(claims.get("roles") or ()):
+            if segment == "deviceManagement":
+                raise intune.forbidden(path)
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+        return claims
 
     # -- WSGI -------------------------------------------------------------------------------------------------
 

@@ -83,14 +83,16 @@ class Devices(Collection):
         owner = self.owner(index)
         return [] if owner is None else [self.users.id(owner)]
 
-    def owned_by(self, user: int) -> list[int]:
-        """The devices whose generated owner is user ``user``: d ≡ (user - a)·b⁻¹ (mod users), plus device 4."""
-        n = self.users.count
+    def owned_by(self, user: int, below: int | None = None) -> list[int]:
+        """The devices whose generated owner is user ``user``: d ≡ (user - a)·b⁻¹ (mod users), plus device 4.
+        ``below``: the indices to search instead of ``count`` (``owner`` is defined for any index: Intune's
+        managed devices beyond the Entra devices reuse it, sandbox/tenant/intune.py)."""
+        n, end = self.users.count, self.count if below is None else below
         if not n:
             return []
         first = ((user - self._offset) * self._inverse) % n if n > 1 else 0
-        found = [d for d in range(first, self.count, n) if self.owner(d) == user]
-        if self.count > 4 and self.owner(4) == user and 4 not in found:
+        found = [d for d in range(first, end, n) if self.owner(d) == user]
+        if end > 4 and self.owner(4) == user and 4 not in found:
             found.append(4)
         return sorted(found)
 

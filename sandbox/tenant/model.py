@@ -15,11 +15,21 @@ properties, member link) to an append-only log; ``changes_since(version, kind=..
 into the changes a delta round of that kind reports ("users", "groups", "devices", "servicePrincipals").
 Version 0 is the generated state. All methods are thread-safe (``lock``).
 
+Outside the change log (neither delta nor change notifications report them, as in Graph v1.0): Intune's
+managed devices (``managed_devices``, ``add_managed_device``...; Intune has no delta and no change notifications
+for managedDevice) and users' ``signInActivity`` (sign-ins are not directory changes: ``update_user`` sets it
+without a log entry). ``intune`` (False: no Intune licence) and ``premium`` (False: no Entra ID P1/P2, so no
+sign-in activity) are the tenant's subscriptions, read by the Graph emulator.
+
 Emulator choices: deleting a user (soft or permanent) removes it from group members and owners and from device
 and service-principal owners (reference/graph.md §2.4 says soft-deleted users keep memberships until purged;
 the sandbox drops them at once, as the product's brief asks); deleting a group or a device removes it from the
 groups it was a member of; devices are always deleted permanently ("deleted"); the dynamic group's rule is
-not evaluated (members change only through ``add_member``/``remove_member``).
+not evaluated (members change only through ``add_member``/``remove_member``); deleting a user (soft or
+permanent) clears the primary user (``userId``, ``userPrincipalName``, ``emailAddress``, ``userDisplayName``: "")
+of its managed devices, which stay enrolled (real Intune keeps the device and shows it without a user after a
+while; the sandbox clears it at once). A managed device's ``userId`` is not checked against the users (Intune is
+another service: its ids may dangle).
 """
 from __future__ import annotations
 
@@ -40,6 +50,10 @@ _EVERYTHING = None  # a log entry touching every property: created, deleted
 KINDS = ("users", "groups", "devices", "servicePrincipals")
 MEMBER_TYPES = ("user", "group", "device", "orgContact")
 _TYPE_KIND = {"user": "users", "group": "groups", "device": "devices"}  # orgContact: ids only, not stored
+# User properties that are not directory changes: set without a change-log entry, so no delta round reports them.
+UNLOGGED_USER_PROPERTIES = frozenset({"signInActivity"})
+# A managed device's primary user, cleared when the user is deleted (Intune's "" for none; UNCONFIRMED but userId).
+PRIMARY_USER_FIELDS = ("userId", "userPrincipalName", "emailAddress", "userDisplayName")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,12 @@ class Tenant:
         # hold them is each user's assignedLicenses (sandbox/tenant/licences.py).
         users = base.kinds["users"]
         self.skus: dict[str, dict] = {sku["skuId"]: sku for sku in subscribed(tenant_id, users.count, users.is_guest)}
+        # Intune's managed devices (id -> Graph managedDevice), served at /deviceManagement/managedDevices: the
+        # generated ones (sandbox/tenant/intune.py) under the same overlay as the directory, outside the change log.
+        managed = base.managed_devices
+        self.managed_devices = Objects(IdOrder(managed.count, managed.id), managed.index, managed.build)
+        self.intune = True    # False: the tenant has no Intune licence (Graph's Intune API answers 400)
+        self.premium = True   # False: no Entra ID P1/P2 (signInActivity answers 403)
 
     @property
     def version(self) -> int:
@@ -140,11 +160,17 @@ class Tenant:
             return uid
 
     def update_user(self, uid: str, **props) -> None:
-        """Set properties (None = clear). KeyError for an unknown user; ValueError for ``id``/``manager``."""
+        """Set properties (None = clear). KeyError for an unknown user; ValueError for ``id``/``manager``.
+        ``signInActivity`` (``UNLOGGED_USER_PROPERTIES``) is set without a change-log entry: an update of only
+        sign-ins bumps no version, and no delta round or change notification reports it."""
         if {"id", "manager"} & props.keys():
             raise ValueError("update_user cannot change id or manager (use set_manager)")
         with self.lock:
-            self._update("users", uid, props)
+            quiet = {k: props.pop(k) for k in UNLOGGED_USER_PROPERTIES & props.keys()}
+            if quiet:
+                _assign(self.users.materialise(uid), quiet)
+            if props or not quiet:
+                self._update("users", uid, props)
 
     def set_manager(self, uid: str, manager_id: str | None) -> None:
         """Point the user at a new manager, or remove the link (None). KeyError for unknown ids."""
@@ -165,6 +191,8 @@ class Tenant:
             for report in self._reports(uid):
                 self._link(report, None)
             self._drop_member("user", uid)
+            for mid in self._managed_devices_of(uid):
+                self.managed_devices.materialise(mid).update(dict.fromkeys(PRIMARY_USER_FIELDS, ""))
             owned = self.directory.owned_by(uid)
             for kind, owner_map, prop in (("groups", self.group_owners, "owners"),
                                           ("devices", self.device_owners, "registeredOwners"),
@@ -178,6 +206,13 @@ class Tenant:
         found = {r for r in self.directory.reports(uid) if not self.managers.is_overridden(r)}
         found |= {r for r, m in self.managers.overridden() if m == uid}
         return self._in_order("users", (r for r in found if r in self.users))
+
+    def _managed_devices_of(self, uid: str) -> list[str]:
+        """The live managed devices whose primary user is ``uid``: generated candidates and stored ones."""
+        candidates = set(self.directory.managed_devices_of(uid))
+        candidates |= {mid for mid, device in self.managed_devices.stored_items() if device.get("userId") == uid}
+        devices = self.managed_devices
+        return sorted(mid for mid in candidates if mid in devices and devices[mid].get("userId") == uid)
 
     def _holding(self, kind: str, relation: Relation, generated: list[str], test) -> list[str]:
         """The live objects of ``kind`` whose links in ``relation`` pass ``test``, in insertion order:
@@ -381,6 +416,29 @@ class Tenant:
                 raise KeyError(sid)
             self._set_owners("servicePrincipals", self.sp_owners, sid, owner_ids, "owners")
 
+    # -- Intune managed devices (outside the change log) ------------------------------------------------------
+
+    def add_managed_device(self, props: dict) -> str:
+        """Enrol a device in Intune from Graph managedDevice properties (``id`` is assigned, None values mean
+        unset); returns the id. No change-log entry: Intune has no delta and no change notifications."""
+        with self.lock:
+            mid = self.new_id()
+            self.managed_devices.add(mid, {"id": mid, **{k: v for k, v in props.items()
+                                                         if v is not None and k != "id"}})
+            return mid
+
+    def update_managed_device(self, mid: str, **props) -> None:
+        """Set managed device properties (None = clear). KeyError for an unknown device; ValueError for ``id``."""
+        if "id" in props:
+            raise ValueError("the id cannot change")
+        with self.lock:
+            _assign(self.managed_devices.materialise(mid), props)
+
+    def delete_managed_device(self, mid: str) -> None:
+        """Remove a device from Intune (retired or wiped). KeyError for an unknown device."""
+        with self.lock:
+            self.managed_devices.remove(mid)
+
     # -- shared mutation helpers ----------------------------------------------------------------------------
 
     def _users_only(self, ids: Iterable[str]) -> list[str]:
@@ -397,12 +455,7 @@ class Tenant:
     def _update(self, kind: str, oid: str, props: dict) -> None:
         if "id" in props:
             raise ValueError("the id cannot change")
-        obj = self.objects[kind].materialise(oid)   # a generated object is stored from now on
-        for key, value in props.items():
-            if value is None:
-                obj.pop(key, None)
-            else:
-                obj[key] = value
+        _assign(self.objects[kind].materialise(oid), props)   # a generated object is stored from now on
         self._log.append((kind, oid, frozenset(props), None))
 
     def _remove(self, kind: str, oid: str, permanent: bool) -> bool:
@@ -468,6 +521,15 @@ class Tenant:
         """The manager whose link to ``uid`` was removed most recently (None if it has a manager now)."""
         with self.lock:
             return None if uid in self.managers else self._former_manager.get(uid)
+
+
+def _assign(obj: dict, props: dict) -> None:
+    """Set ``props`` on a stored object: None removes the property."""
+    for key, value in props.items():
+        if value is None:
+            obj.pop(key, None)
+        else:
+            obj[key] = value
 
 
 def guid(rng: random.Random) -> str:

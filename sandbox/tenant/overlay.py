@@ -237,6 +237,10 @@ class Objects(Mapping):
         """How many objects the overlay holds (changed and added ones)."""
         return len(self._stored)
 
+    def stored_items(self):
+        """(id, properties) of the live objects the overlay holds: changed generated ones and added ones."""
+        return self._stored.items()
+
 
 class Relation(Mapping):
     """object id → links (member links or owner ids) for the live objects of ``objects``: the overlay's value

@@ -17,6 +17,7 @@ import unicodedata
 
 from sandbox.tenant.licences import assigned
 from sandbox.tenant.seeded import Collection, Draws, Seeded
+from sandbox.tenant.sign_ins import activity
 
 DOMAIN = "sandbox.example"
 GUEST_DOMAIN = "sandboxtenant.onmicrosoft.com"
@@ -149,6 +150,8 @@ class Users(Collection):
                 "businessPhones": [f"+1 425 555 {(index * 7) % 10000:04d}"] if rng.random() < 0.85 else [],
                 **self._address(rng, index)}
         user["assignedLicenses"] = assigned(index, self.is_guest(index))  # no draw (sandbox/tenant/licences.py)
+        # a stream of its own, not the user's (sandbox/tenant/sign_ins.py); None: the user has none
+        user["signInActivity"] = activity(self.seeded, index, self.is_guest(index), user["accountEnabled"])
         if self.is_guest(index):
             user.update(userType="Guest", mail=f"{local}@partner.example", companyName="Fabrikam",
                         userPrincipalName=f"{local}_partner.example#EXT#@{GUEST_DOMAIN}")

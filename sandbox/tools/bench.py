@@ -144,14 +144,23 @@ def _sync_twice(env: dict[str, str], tree: Path | None = None) -> tuple[dict, di
 
 # The reads of a full run, as the sync makes them (shared/produce/full.py): path and query.
 def _full_run_reads() -> list[tuple[str, dict]]:
-    from shared.records.build import APPLICATION_SELECT, DEVICE_SELECT, GROUP_SELECT, USER_SELECT
+    from shared.records.build import (
+        APPLICATION_SELECT,
+        DEVICE_SELECT,
+        GROUP_SELECT,
+        MANAGED_DEVICE_SELECT,
+        SIGN_IN_SELECT,
+        USER_SELECT,
+    )
 
     return [("users/delta", {"$select": ",".join(USER_SELECT)}),
             ("groups/delta", {"$select": ",".join(GROUP_SELECT)}),
             ("groups", {"$select": "id", "$expand": "owners", "$top": "999"}),
             ("devices", {"$select": ",".join(DEVICE_SELECT), "$expand": "registeredOwners", "$top": "999"}),
             ("servicePrincipals", {"$select": ",".join(APPLICATION_SELECT), "$expand": "owners", "$top": "999"}),
-            ("subscribedSkus", {})]
+            ("subscribedSkus", {}),
+            ("deviceManagement/managedDevices", {"$select": ",".join(MANAGED_DEVICE_SELECT)}),
+            ("users", {"$select": ",".join(SIGN_IN_SELECT), "$top": "500"})]
 
 
 def tenant_pages(graph_url: str, token: str) -> dict[str, int]:

@@ -172,3 +172,27 @@ def mismatches(tenant: Tenant, assets: AssetsEmulator, catch_up: bool = False) -
 def values(assets: AssetsEmulator, type_name: str, attribute: str) -> dict[str, tuple[object, str | None]]:
     """Entra object id -> (first value of ``attribute``, Status) of every object of the type in Assets."""
     return {oid: (_first(o, attribute), _first(o, "Status")) for oid, o in _by_object_id(assets, type_name).items()}
+
+
+def verify_managed_devices(tenant: Tenant, assets: AssetsEmulator) -> dict[str, int]:
+    """Intune devices present (by Intune Device ID), and each one's Primary User and Entra Device exactly as the
+    tenant says: the user with its ``userId``, the Entra device whose ``deviceId`` is its ``azureADDeviceId``
+    (none when that device is missing or never registered)."""
+    found = {o.attributes["Intune Device ID"][0]: o for o in assets.objects("Managed Device")
+             if o.attributes.get("Intune Device ID")}
+    users = {o.key: uid for uid, o in _by_object_id(assets, "User").items()}
+    devices = {o.key: (o.attributes.get("Device ID") or [""])[0].lower() for o in assets.objects("Device")}
+    entra = {d.get("deviceId", "").lower() for d in tenant.devices.values()}
+    facts = {"managed devices in tenant": 0, "managed devices in Assets": 0, "primary users resolved": 0,
+             "Entra devices resolved": 0}
+    for mid, device in tenant.managed_devices.items():
+        facts["managed devices in tenant"] += 1
+        obj = found.get(mid)
+        if obj is None:
+            continue
+        facts["managed devices in Assets"] += 1
+        want_user = {device["userId"]} if device.get("userId") in tenant.users else set()
+        want_device = {device["azureADDeviceId"].lower()} & entra if device.get("azureADDeviceId") else set()
+        facts["primary users resolved"] += _ref_ids(obj, "Primary User", users) == want_user
+        facts["Entra devices resolved"] += _ref_ids(obj, "Entra Device", devices) == want_device
+    return facts

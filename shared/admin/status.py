@@ -16,10 +16,11 @@ from shared.admin.credential_expiry import warnings as credential_warnings
 from shared.admin.event_grid import event_grid_status
 from shared.app import assets_client, graph_client, open_backend
 from shared.clients.assets import CONFIG_STATUSES
+from shared.clients.graph import GraphClient
 from shared.deliver import handoff
-from shared.errors import EntraAssetsError, GraphPermissionError
+from shared.errors import EntraAssetsError, GraphPermissionError, RemoteError
 from shared.jira_links import check_linking, linked_count, unmatched_ids
-from shared.produce.plan import ALLOWANCE_WARNING
+from shared.produce.plan import ALLOWANCE_WARNING, object_types_for
 from shared.produce.segments import load_cursor
 from shared.produce.subscriptions import stored_subscriptions
 from shared.settings import Settings
@@ -52,6 +53,28 @@ def _assets_status(settings: Settings) -> tuple[str, str]:
 
 _RESOURCES = {"user": "users", "group": "groups", "device": "devices", "application": "servicePrincipals",
               "license": "subscribedSkus"}
+# Reads a tenant may not offer (SPEC §6: optional permissions; Intune and Entra ID P1/P2 are licences of their
+# own): a refusal is reported, and the rest syncs - the check stays ready.
+_OPTIONAL = {"managed_device": ("Managed Device is skipped", "deviceManagement/managedDevices",
+                                {"$select": "id", "$top": "1"}),
+             "sign_in": ("Last Sign-In is left empty", "users", {"$select": "id,signInActivity", "$top": "1"})}
+
+
+def optional_reads(graph: GraphClient, settings: Settings) -> list[str]:
+    """One line per optional read the tenant refuses (Intune devices; users' sign-in activity, when User keeps
+    its Last Sign-In attribute), saying why; empty when every chosen one works."""
+    wanted = [key for key in ("managed_device",) if key in settings.object_types]
+    user = next((t for t in object_types_for(settings) if t.key == "user"), None)
+    if user is not None and any(a.locator == "lastSignIn" for a in user.attributes):
+        wanted.append("sign_in")
+    lines = []
+    for key in wanted:
+        what, path, query = _OPTIONAL[key]
+        try:
+            graph.get(path, query)
+        except (GraphPermissionError, RemoteError) as error:
+            lines.append(f"{what}: {error}")
+    return lines
 
 
 def check_all(settings: Settings, now: dt.datetime | None = None, state: StateStore | None = None) -> CheckReport:
@@ -69,7 +92,7 @@ def check_all(settings: Settings, now: dt.datetime | None = None, state: StateSt
     report.lines.append(f"settings: ok (Graph credential: {settings.graph_auth}; "
                         f"store: {'Azure Storage' if settings.uses_azure_storage else settings.home})")
     graph = graph_client(settings)
-    resources = [_RESOURCES[t] for t in settings.object_types]
+    resources = [_RESOURCES[t] for t in settings.object_types if t in _RESOURCES]
     denied: list[str] = []
     try:
         for resource in resources:
@@ -85,6 +108,7 @@ def check_all(settings: Settings, now: dt.datetime | None = None, state: StateSt
             report.lines.extend(f"Microsoft Graph: {line}" for line in denied)
         else:
             report.lines.append(f"Microsoft Graph: ok (can read {', '.join(resources)})")
+        report.lines.extend(f"Microsoft Graph: {line}" for line in optional_reads(graph, settings))
     except EntraAssetsError as error:
         report.status, report.ready, report.message = error.status or "ERROR", False, str(error)
         report.lines.append(f"Microsoft Graph: {error}")

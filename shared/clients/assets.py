@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from shared.errors import AssetsTokenError, ExecutionFailed, ImportSourceError, 
 log = logging.getLogger(__name__)
 
 CONFIG_STATUSES = ("IDLE", "RUNNING", "DISABLED", "MISSING_MAPPING")
+_SOURCE_IN_LINK = re.compile(r"/importsource/([^/]+)/mapping/?$")
 _START_HINTS = {
     "DISABLED": "enable the import in Assets (Schema configuration > Import)",
     "MISSING_MAPPING": "the import has no mapping yet: run `entra-assets setup`",
@@ -102,6 +104,17 @@ class AssetsClient:
     def source_key(self) -> str:
         """A stable, non-secret name of the import source (for the writer lease and state keys)."""
         return hashlib.sha256(self.links()["start"].encode()).hexdigest()[:16]
+
+    def import_source_id(self) -> str:
+        """The id of the import source, read from its ``mapping`` link (``…/importsource/{id}/mapping``) - as
+        public clients do (reference §1.4, CLIENT), though Atlassian calls links opaque: it is only used to ask
+        the object API about the import source (``ObjectApi.import_source``), never to build an import URL.
+        Raises ``RemoteError`` when the link has no such shape."""
+        found = _SOURCE_IN_LINK.search(httpx.URL(self.links()["mapping"]).path)
+        if found is None:
+            raise RemoteError("the import's mapping link does not name its import source "
+                              "(…/importsource/{id}/mapping)")
+        return found.group(1)
 
     def config_status(self) -> str:
         """IDLE, RUNNING, DISABLED or MISSING_MAPPING."""

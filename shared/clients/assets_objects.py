@@ -17,6 +17,13 @@ Calls (https://developer.atlassian.com/cloud/assets/rest/):
   until ``isLast``)
 - ``PUT /object/{id}`` ``{"objectTypeId", "attributes": [{"objectTypeAttributeId", "objectAttributeValues":
   [{"value": accountId}]}]}`` (api-group-object; an empty ``objectAttributeValues`` clears the value - UNCONFIRMED)
+- ``GET /importsource/{id}`` → ``ImportSourceResponse`` with ``objectSchemaId`` (a string; api-group-importsource,
+  "Get import source by id"; jira.js ``getImportSource``). With basic auth like the rest of this API: the import
+  token is not tried there (whether it is accepted is UNCONFIRMED, reference §1.2)
+- ``GET /objectschema/{id}/objecttypes/flat?includeObjectCounts=true`` → ``[ObjectType]``: ``id``, ``name``,
+  ``objectCount``, ``parentObjectTypeId``... (api-group-objectschema; the path and parameter as jira.js'
+  ``findSchemaObjectTypesFlat``, generated from the Assets OpenAPI spec). The documented ``ObjectType`` has no
+  external id; UNCONFIRMED whether counts are 0 without the parameter, as ``objectschema/list`` documents
 """
 from __future__ import annotations
 
@@ -66,6 +73,15 @@ class ObjectApi:
 
     def object_types(self, schema_id: str) -> list[dict]:
         return list(self._call("GET", f"/objectschema/{schema_id}/objecttypes/flat") or [])
+
+    def import_source(self, source_id: str) -> dict:
+        """The import source's configuration (``objectSchemaId``: the schema it imports into)."""
+        return dict(self._call("GET", f"/importsource/{source_id}") or {})
+
+    def object_types_counted(self, schema_id: str) -> list[dict]:
+        """Every object type of the schema (children included: the flat list), each with its ``objectCount``."""
+        return list(self._call("GET", f"/objectschema/{schema_id}/objecttypes/flat",
+                               params={"includeObjectCounts": "true"}) or [])
 
     def attributes(self, type_id: str) -> list[dict]:
         return list(self._call("GET", f"/objecttype/{type_id}/attributes") or [])

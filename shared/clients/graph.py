@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 # The least-privileged application permission that reads each resource (reference/graph.md §1.1).
 PERMISSIONS = {"users": "User.Read.All", "groups": "GroupMember.Read.All", "devices": "Device.Read.All",
                "servicePrincipals": "Application.Read.All", "applications": "Application.Read.All",
-               "subscribedSkus": "Organization.Read.All"}  # or LicenseAssignment.Read.All (subscribedsku-list)
+               "subscribedSkus": "Organization.Read.All",  # or LicenseAssignment.Read.All (subscribedsku-list)
+               "deviceManagement": "DeviceManagementManagedDevices.Read.All"}
+# Graph's 403 for signInActivity in a tenant without Microsoft Entra ID P1/P2: no permission would help.
+_NOT_PREMIUM = "authentication_requestfromnonpremiumtenantorb2ctenant"
 _RESYNC_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
 
 
@@ -150,6 +153,15 @@ class GraphClient:
         kind = classify(response.status_code)
         # the first segment names the resource; "applications(appId='...')" is the applications alternate key
         resource = urlsplit(url).path.rsplit("/v1.0/", 1)[-1].split("/", 1)[0].split("(", 1)[0] or "the directory"
+        if resource == "deviceManagement" and response.status_code in (401, 403):
+            # Intune answers a missing permission with "UnknownError" wrapping "Forbidden", reported as 401 by some
+            # (https://github.com/microsoftgraph/microsoft-graph-explorer-v4/issues/706; UNCONFIRMED which one):
+            # the token that reads the directory is fine, so either is the Intune permission, not the credentials.
+            kind = Failure.PERMISSION
+        if kind is Failure.PERMISSION and code.lower() == _NOT_PREMIUM:
+            return GraphPermissionError(
+                f"Microsoft Graph refused /{resource} (403 {code}): sign-in activity needs a Microsoft Entra ID P1 or "
+                "P2 licence in the tenant")
         if kind is Failure.CREDENTIALS:
             return GraphCredentialsError(
                 f"Microsoft Graph rejected the credentials (401 {code}): check AZURE_TENANT_ID, AZURE_CLIENT_ID "

@@ -128,8 +128,10 @@ class CatchUp:
                     self._departure("user", uid, last.get(uid), departures)
                     continue
                 kept = last.get(uid) if "manager@delta" not in user else None  # relationship unchanged: not sent
+                # Delta carries no sign-in activity (shared.records.build.SIGN_IN_SELECT): the last full run's stands.
                 record = map_user(user, result.warnings, scope, result.unmatched, self.accounts,
-                                  shaped=plan.types["user"], kept=kept)
+                                  shaped=plan.types["user"], kept=kept,
+                                  last_sign_in=(last.get(uid) or {}).get("lastSignIn"))
                 derived.observe(user, record)
                 result.read["user"] += 1
                 yield from plan.compare(record)

@@ -66,11 +66,16 @@ from shared.records.build import (
     APPLICATION_SELECT,
     DEVICE_SELECT,
     GROUP_SELECT,
+    MANAGED_DEVICE_SELECT,
+    SIGN_IN_SELECT,
     USER_SELECT,
+    entra_device_id,
+    last_sign_in,
     map_application,
     map_device,
     map_group,
     map_license,
+    map_managed_device,
     map_user,
 )
 from shared.records.derived import Derived
@@ -87,7 +92,12 @@ Mapping = Callable[[], Iterator[Change]]  # a type's mapping of its reads, run o
 # The order types are mapped in. Users first: the others' references are filtered by the users in scope.
 # Groups last: their delta round is merged whole in its own thread, so devices and applications, which stream
 # through bounded queues, are mapped while it is still being read - a run then takes about its longest chain.
-MAPPING_ORDER = ("user", "device", "application", "license", "group")
+# Managed devices after devices: their Entra Device links only to devices this run read.
+MAPPING_ORDER = ("user", "device", "application", "license", "managed_device", "group")
+# signInActivity on the /users list: at most 500 users a page, and 10 such requests a minute per app and tenant
+# ("Identity and access reports service limits", https://learn.microsoft.com/graph/throttling-limits; the page
+# size is ../reference/graph.md's, UNCONFIRMED). A tenant of N users therefore adds N/5,000 minutes to a full run
+# (segmented runs carry it over invocations); a MAPPING_FILE that omits Last Sign-In turns the read off.
 
 
 @dataclass(frozen=True)
@@ -108,8 +118,11 @@ def chains(options: RunOptions, keys: Iterable[str]) -> dict[str, Chain]:
     does not track owners); so do device and application owners."""
     types = {t.key: t for t in options.types}  # the chosen ones (the table below is built for all of them)
     select = lambda key, defaults: ",".join(select_for(types.get(key, BY_KEY[key]), defaults))
+    user = types.get("user", BY_KEY["user"])
+    sign_ins = [Chain("users", {"$select": ",".join(SIGN_IN_SELECT), "$top": "500"}, "sign-ins", "user")]
     found = {
-        "user": [Chain("users/delta", {"$select": select("user", USER_SELECT)}, "users", "user")],
+        "user": [Chain("users/delta", {"$select": select("user", USER_SELECT)}, "users", "user"),
+                 *(sign_ins if any(a.locator == "lastSignIn" for a in user.attributes) else ())],
         "group": [Chain("groups/delta", {"$select": select("group", GROUP_SELECT)}, "groups", "group"),
                   Chain("groups", {"$select": "id", "$expand": "owners", "$top": "999"}, "group owners", "group")],
         "device": [Chain("devices", {"$select": select("device", DEVICE_SELECT), "$expand": "registeredOwners",
@@ -120,6 +133,10 @@ def chains(options: RunOptions, keys: Iterable[str]) -> dict[str, Chain]:
         # No query options: Graph documents none for /subscribedSkus but $select (UNCONFIRMED), and a tenant has
         # a few dozen SKUs at most.
         "license": [Chain("subscribedSkus", {}, "licenses", "license")],
+        # No $top: Intune pages by 1,000 by default, and its largest $top is not documented (UNCONFIRMED).
+        "managed_device": [Chain("deviceManagement/managedDevices",
+                                 {"$select": select("managed_device", MANAGED_DEVICE_SELECT)},
+                                 "managed devices", "managed_device")],
     }
     return {chain.name: chain for key in keys for chain in found[key]}
 
@@ -188,13 +205,15 @@ class FullReads:
         self.source = source or LiveSource(plan.graph)
         self.linker = plan.linker()
         self.accounts = self.linker.accounts if self.linker else None  # Entra id -> Atlassian account id
+        self.device_ids: set[str] = set()  # the Entra deviceIds (lower case) of the devices read: Intune links
 
     def _open(self, key: str, reads: Prefetch) -> Mapping:
         """Declare ``key``'s reads on ``reads``; returns their mapping. (Looked up on each call: a dict of bound
         methods kept on self would be a reference cycle, keeping the plan's ``seen`` ids alive after the run
         until the garbage collector happens to run - through the whole push.)"""
         opener = {"user": self._users, "group": self._groups, "device": self._devices,
-                  "application": self._applications, "license": self._licenses}[key]
+                  "application": self._applications, "license": self._licenses,
+                  "managed_device": self._managed_devices}[key]
         return opener(reads)
 
     def changes(self) -> Iterator[Change]:
@@ -236,11 +255,25 @@ class FullReads:
 
     def _users(self, reads: Prefetch) -> Mapping:
         stream = self._stream(reads, "users")
-        return lambda: self._map_users(stream)
+        sign_ins = self._stream(reads, "sign-ins", reduce=_sign_ins) if "sign-ins" in self.chains else None
+        return lambda: self._map_users(stream, sign_ins)
 
-    def _map_users(self, stream: Stream) -> Iterator[Change]:
+    def _last_sign_ins(self, sign_ins: Stream | None) -> dict[str, str]:
+        """User id -> Last Sign-In, or {} where the tenant does not give it (no Entra ID P1/P2, no
+        AuditLog.Read.All): the attribute is then left empty, the reason is noted, and nothing else changes."""
+        if sign_ins is None:
+            return {}
+        try:
+            return sign_ins.result()
+        except (GraphPermissionError, RemoteError) as error:
+            log.warning("Last Sign-In is left empty this run: %s", error)
+            self.plan.result.warnings.add(f"Last Sign-In not read: {error}", "signInActivity")
+            return {}
+
+    def _map_users(self, stream: Stream, sign_ins: Stream | None) -> Iterator[Change]:
         plan, result, scope = self.plan, self.plan.result, self.plan.scope.users
         plan.progress("Fetching users", 0)
+        last_sign_ins = self._last_sign_ins(sign_ins)
         derived = Derived(names=orjson.loads(plan.state.checkpoint(NAMES) or "{}"))
         plan.users_in_scope = IdSet()
         users = self.linker.users(stream, scope, defer=True) if self.linker else stream
@@ -248,7 +281,7 @@ class FullReads:
             if "@removed" in user or (scope is not None and user["id"] not in scope):
                 continue  # gone or out of scope: a departure if it was pushed before
             record = map_user(user, result.warnings, scope, result.unmatched, self.accounts,
-                              shaped=plan.types["user"])
+                              shaped=plan.types["user"], last_sign_in=last_sign_ins.get(user["id"]))
             derived.observe(user, record)
             plan.users_in_scope.add(record.id)
             result.read["user"] += 1
@@ -325,6 +358,8 @@ class FullReads:
         for device in stream:
             owners = plan.user_ids(self._expanded(device, "devices", "registeredOwners"), "registered owner",
                                    device["id"])
+            if isinstance(device.get("deviceId"), str):
+                self.device_ids.add(device["deviceId"].lower())
             plan.result.read["device"] += 1
             yield from plan.compare(map_device(device, owners, plan.result.warnings, shaped=plan.types["device"]))
 
@@ -352,6 +387,39 @@ class FullReads:
         for sku in stream:
             plan.result.read["license"] += 1
             yield from plan.compare(map_license(sku, plan.result.warnings, shaped=plan.types["license"]))
+
+
+    def _managed_devices(self, reads: Prefetch) -> Mapping:
+        stream = self._stream(reads, "managed devices")
+        return lambda: self._map_managed_devices(stream)
+
+    def _map_managed_devices(self, stream: Stream) -> Iterator[Change]:
+        """Intune devices. Primary User links to a user in scope; Entra Device to a device this run read (when
+        devices were not read - not chosen, or refused - to whatever Assets finds by that Device ID)."""
+        plan = self.plan
+        plan.progress("Fetching Intune devices", 0)
+        devices = self.device_ids if "device" in self.keys and "device" not in plan.result.failed else None
+        for device in stream:
+            mid = device["id"]
+            user = device.get("userId")
+            users = plan.user_ids([(user, "user")], "primary user", mid) if isinstance(user, str) and user else []
+            entra = entra_device_id(device)
+            if entra is not None and devices is not None and entra not in devices:
+                plan.result.unmatched.add("Intune device: its Entra device is not in Entra ID", mid)
+                entra = None
+            plan.result.read["managed_device"] += 1
+            yield from plan.compare(map_managed_device(device, users[0] if users else None, entra,
+                                                       plan.result.warnings, shaped=plan.types["managed_device"]))
+
+
+def _sign_ins(users: Iterable[dict]) -> dict[str, str]:
+    """User id -> Last Sign-In of the users who signed in, from the sign-in listing (in the read's thread)."""
+    found = {}
+    for user in users:
+        when = last_sign_in(user)
+        if when is not None:
+            found[user["id"]] = when
+    return found
 
 
 def plan(graph: GraphClient, state: StateStore, options: RunOptions, scope: Scope, result: FullRunResult,

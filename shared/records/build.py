@@ -25,6 +25,7 @@ from shared.records.schema import (
     DEVICE,
     GROUP,
     LICENSE,
+    MANAGED_DEVICE,
     MANAGER_ACCOUNT,
     REFERENCE_LIMIT,
     TEXT_LIMIT,
@@ -48,6 +49,17 @@ DEVICE_SELECT = ["id", "displayName", "deviceId", "operatingSystem", "operatingS
 # it in a $select); appOwnerOrganizationId is the tenant the app is registered in.
 APPLICATION_SELECT = ["id", "displayName", "appId", "verifiedPublisher", "appOwnerOrganizationId",
                       "servicePrincipalType", "accountEnabled"]
+# Intune devices (GET /deviceManagement/managedDevices, v1.0). Graph has no delta and no change notifications for
+# them, so they are read by full runs only (https://learn.microsoft.com/graph/api/intune-devices-manageddevice-list;
+# https://learn.microsoft.com/graph/change-notifications-overview lists no Intune resource).
+MANAGED_DEVICE_SELECT = ["id", "deviceName", "serialNumber", "manufacturer", "model", "operatingSystem", "osVersion",
+                         "complianceState", "managementState", "managedDeviceOwnerType", "enrolledDateTime",
+                         "lastSyncDateTime", "totalStorageSpaceInBytes", "freeStorageSpaceInBytes", "userId",
+                         "azureADDeviceId"]
+# Sign-in activity comes from its own listing: /users/delta refuses signInActivity in $select ("$expand/$select is
+# not supported for the following properties: signInActivity",
+# https://github.com/microsoftgraph/microsoft-graph-explorer-v4/issues/3189).
+SIGN_IN_SELECT = ["id", "signInActivity"]
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -159,7 +171,8 @@ def _texts(data: dict, raw: dict, fields: tuple[tuple[str, str, str], ...], warn
 
 def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None,
              unmatched: Warnings | None = None, accounts: Mapping[str, str | None] | None = None, *,
-             shaped: ObjectType = USER, kept: Mapping[str, object] | None = None) -> Record:
+             shaped: ObjectType = USER, kept: Mapping[str, object] | None = None,
+             last_sign_in: str | None = None) -> Record:
     """One Graph user (delta JSON) as the User record of the ``shaped`` object type (``Shape``), hashed once.
     Never raises on odd values; fixes are counted.
 
@@ -168,6 +181,7 @@ def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None
     ``accounts`` (Entra user id -> Atlassian account id, ``shared.jira_links``) fills the account attributes when
     ``shaped`` has them (Jira linking on). ``kept``: the record last pushed, whose manager (and manager's
     account) stands when Graph left ``manager@delta`` out (a catch-up: the relationship did not change).
+    ``last_sign_in``: Last Sign-In, which the user object does not carry (``last_sign_in``, read apart).
     """
     uid = user["id"]
     name = clean(user.get("displayName"), warnings, uid, "Name")
@@ -191,6 +205,7 @@ def map_user(user: dict, warnings: Warnings, scope: Container[str] | None = None
     # UNCONFIRMED; the full run's /users/delta round is the same request, so both see what Graph returns.
     data["licenses"] = sorted({lic["skuId"] for lic in user.get("assignedLicenses") or ()
                                if isinstance(lic, dict) and isinstance(lic.get("skuId"), str)})
+    data["lastSignIn"] = last_sign_in
     data["status"] = "Disabled" if enabled is False else "Active"
     shape = Shape.of(shaped)
     if shape.accounts:
@@ -307,6 +322,56 @@ def map_license(sku: dict, warnings: Warnings, *, shaped: ObjectType = LICENSE) 
             "enabledUnits": _int(units.get("enabled")), "consumedUnits": _int(sku.get("consumedUnits")),
             "status": "Active" if sku.get("capabilityStatus") in _SKU_ACTIVE else "Disabled"}
     return Shape.of(shaped).record("license", sid, data, sku)
+
+
+def last_sign_in(user: dict) -> str | None:
+    """Last Sign-In of a user from its ``signInActivity``: the later of the interactive and the non-interactive
+    sign-in (Microsoft's guidance for finding inactive accounts weighs both,
+    https://learn.microsoft.com/entra/identity/monitoring-health/howto-manage-inactive-user-accounts). The values
+    are ISO 8601 UTC strings of one format, so they compare as text; None when the user never signed in."""
+    activity = user.get("signInActivity")
+    if not isinstance(activity, dict):
+        return None
+    times = [t for t in (activity.get("lastSignInDateTime"), activity.get("lastNonInteractiveSignInDateTime"))
+             if isinstance(t, str) and t]
+    return clean(max(times)) if times else None
+
+
+# Intune's value for a device that is not registered in Entra ID (UNCONFIRMED beyond observed data).
+_NO_ENTRA_DEVICE = "00000000-0000-0000-0000-000000000000"
+_GIB = 1 << 30
+
+
+def entra_device_id(device: dict) -> str | None:
+    """The Entra ``deviceId`` an Intune managedDevice names (``azureADDeviceId``, lower case), None for none."""
+    entra = clean(device.get("azureADDeviceId"))
+    return None if entra is None or entra == _NO_ENTRA_DEVICE else entra.lower()
+
+
+def map_managed_device(device: dict, primary_user: str | None, entra_device: str | None, warnings: Warnings, *,
+                       shaped: ObjectType = MANAGED_DEVICE) -> Record:
+    """One Intune managedDevice as the Managed Device record of the ``shaped`` type. The caller resolves the
+    references: ``primary_user`` (the user id, None when it has none or the user is not synced) and
+    ``entra_device`` (the Entra Device ID, None unless that device is synced: Assets could not link it)."""
+    mid = device["id"]
+    c = lambda key, attr: clean(device.get(key), warnings, mid, attr)
+    data = {"id": mid, "name": c("deviceName", "Name") or c("serialNumber", "Serial Number") or mid,
+            "serialNumber": c("serialNumber", "Serial Number"), "manufacturer": c("manufacturer", "Manufacturer"),
+            "model": c("model", "Model"), "operatingSystem": c("operatingSystem", "Operating System"),
+            "osVersion": c("osVersion", "OS Version"), "complianceState": c("complianceState", "Compliance State"),
+            "managementState": c("managementState", "Management State"),
+            "ownership": c("managedDeviceOwnerType", "Ownership"), "enrolled": clean(device.get("enrolledDateTime")),
+            "lastSync": clean(device.get("lastSyncDateTime")),
+            "storageTotal": _gib(device.get("totalStorageSpaceInBytes")),
+            "storageFree": _gib(device.get("freeStorageSpaceInBytes")),
+            "primaryUser": primary_user, "entraDevice": entra_device, "status": "Active"}
+    return Shape.of(shaped).record("managed_device", mid, data, device)
+
+
+def _gib(value: object) -> float | None:
+    """Bytes as GiB with one decimal (Intune reports 0 where it does not know: left empty)."""
+    number = _int(value)
+    return round(number / _GIB, 1) if number else None
 
 
 def _int(value: object) -> int | None:

@@ -113,6 +113,9 @@ USER = ObjectType("user", "User", "users", "People in Entra ID (members and gues
     Attr("Account Enabled", "accountEnabled", "boolean"),
     _ref("Licenses", "licenses", "license", "SKU ID", many=True,
          description="the licences (SKUs) assigned to the user (assignedLicenses)"),
+    Attr("Last Sign-In", "lastSignIn", "date_time",
+         description="the latest of signInActivity's interactive and non-interactive sign-ins (full runs; needs "
+                     "Entra ID P1/P2 and AuditLog.Read.All)"),
     _status(),
 ))
 GROUP = ObjectType("group", "Group", "groups", "Groups in Entra ID (security, Microsoft 365, distribution)", (
@@ -161,6 +164,26 @@ LICENSE = ObjectType("license", "License", "licenses", "Licences (SKUs) the tena
     Attr("Consumed Units", "consumedUnits", "integer"),
     _status(),
 ))
+MANAGED_DEVICE = ObjectType("managed_device", "Managed Device", "managedDevices", "Devices managed by Intune", (
+    _label(description="deviceName"),
+    Attr("Intune Device ID", "id", identity=True, required=True, description="Intune managedDevice id; never changes"),
+    Attr("Serial Number", "serialNumber"),
+    Attr("Manufacturer", "manufacturer"),
+    Attr("Model", "model"),
+    Attr("Operating System", "operatingSystem"),
+    Attr("OS Version", "osVersion"),
+    Attr("Compliance State", "complianceState"),
+    Attr("Management State", "managementState"),
+    Attr("Ownership", "ownership", description="managedDeviceOwnerType: company or personal"),
+    Attr("Enrolled", "enrolled", "date_time"),
+    Attr("Last Sync", "lastSync", "date_time", description="the device's last check-in with Intune"),
+    Attr("Storage Total (GB)", "storageTotal", "double", description="totalStorageSpaceInBytes in GiB (2^30 bytes)"),
+    Attr("Storage Free (GB)", "storageFree", "double", description="freeStorageSpaceInBytes in GiB (2^30 bytes)"),
+    _ref("Primary User", "primaryUser", "user", "Entra Object ID", description="userId: the device's primary user"),
+    _ref("Entra Device", "entraDevice", "device", "Device ID",
+         description="azureADDeviceId: the Entra device registration (matched on its Device ID)"),
+    _status(),
+))
 # Derived types carry a Status too (an addition to SPEC §4): one that no user references any more is pushed
 # once more as Deleted, like a departed user, instead of lingering as if it were still in use.
 DEPARTMENT = ObjectType("department", "Department", "departments", "Departments named on users", (
@@ -195,8 +218,8 @@ COUNTRY = ObjectType("country", "Country", "countries", "Countries of users", (
     _status(),
 ), derived=True)
 # Order matters for readability only: Assets resolves references after all objects of an execution exist.
-OBJECT_TYPES: tuple[ObjectType, ...] = (USER, GROUP, DEVICE, APPLICATION, LICENSE, DEPARTMENT, OFFICE, ADDRESS, CITY,
-                                        COUNTRY)
+OBJECT_TYPES: tuple[ObjectType, ...] = (USER, GROUP, DEVICE, APPLICATION, LICENSE, MANAGED_DEVICE, DEPARTMENT,
+                                        OFFICE, ADDRESS, CITY, COUNTRY)
 BY_KEY = {t.key: t for t in OBJECT_TYPES}
 
 
