@@ -145,25 +145,13 @@ def _sync_twice(env: dict[str, str], tree: Path | None = None) -> tuple[dict, di
     return first, second, peak_mb
 
 
-# The reads of a full run, as the sync makes them (shared/produce/full.py): path and query.
+# The reads of a full run, as the sync makes them: the planner's own chains (shared/produce/full.py), path and query.
 def _full_run_reads() -> list[tuple[str, dict]]:
-    from shared.records.build import (
-        APPLICATION_SELECT,
-        DEVICE_SELECT,
-        GROUP_SELECT,
-        MANAGED_DEVICE_SELECT,
-        SIGN_IN_SELECT,
-        USER_SELECT,
-    )
+    from shared.produce.full import chains
+    from shared.produce.plan import RunOptions
 
-    return [("users/delta", {"$select": ",".join(USER_SELECT)}),
-            ("groups/delta", {"$select": ",".join(GROUP_SELECT)}),
-            ("groups", {"$select": "id", "$expand": "owners", "$top": "999"}),
-            ("devices", {"$select": ",".join(DEVICE_SELECT), "$expand": "registeredOwners", "$top": "999"}),
-            ("servicePrincipals", {"$select": ",".join(APPLICATION_SELECT), "$expand": "owners", "$top": "999"}),
-            ("subscribedSkus", {}),
-            ("deviceManagement/managedDevices", {"$select": ",".join(MANAGED_DEVICE_SELECT)}),
-            ("users", {"$select": ",".join(SIGN_IN_SELECT), "$top": "500"})]
+    options = RunOptions()
+    return [(chain.path, chain.params) for chain in chains(options, options.object_types).values()]
 
 
 def tenant_pages(graph_url: str, token: str) -> dict[str, int]:
