@@ -128,10 +128,11 @@ class EventGridError(EntraAssetsError):
 
 
 class ForeignObjectTypes(EntraAssetsError):
-    """Before the first mapping: the target schema already holds object types with entra-assets' names that it
-    did not create (no external id, or one without the installation's prefix), or setup could not read the
-    schema's object types. The first mapping would take them over, so nothing was sent; ``setup --adopt`` takes
-    them over explicitly (a guard with an override, like ``MassDeactivation``). ``names`` lists the types."""
+    """Before the first mapping, or a later one that adds object types: the target schema already holds object
+    types with the names about to be mapped that entra-assets did not create (no external id, or one without the
+    installation's prefix), or setup could not read the schema's object types. The mapping would take them
+    over, so nothing was sent; ``setup --adopt`` takes them over explicitly (a guard with an override, like
+    ``MassDeactivation``). ``names`` lists the types."""
 
     exit_code = 3
 

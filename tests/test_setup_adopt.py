@@ -178,6 +178,32 @@ def test_a_later_setup_patches_as_before_without_looking_for_foreign_types(box, 
     assert object_api_reads(box) == []
 
 
+def test_a_setup_that_adds_a_type_refuses_a_hand_made_one_of_that_name(box, tmp_path):
+    # SYNC_OBJECT_TYPES=User first; the admin then makes a Managed Device type by hand; a later setup for every
+    # type PATCHes Managed Device in - which would take the hand-made one over (or make a second of that name).
+    home = tmp_path / "home"
+    assert run_setup(settings_for(box, home, SYNC_OBJECT_TYPES="User")).action == "created"
+    box.assets.create_type_by_hand("Managed Device", attributes=("Name", "Serial Number"))
+    box.assets.create_object_by_hand("Managed Device", {"Name": ["Spare laptop"], "Serial Number": ["SN-1"]})
+    hand_id = box.assets.object_type("Managed Device").id
+    document_before = box.assets.document
+    box.assets.reset_log()
+    everything = settings_for(box, home)
+    with pytest.raises(ForeignObjectTypes) as refused:
+        run_setup(everything)
+    assert refused.value.names == ["Managed Device"]
+    assert "Managed Device (made by hand" in str(refused.value) and "setup --adopt" in str(refused.value)
+    assert mapping_writes(box) == [] and box.assets.document == document_before
+    assert box.assets.object_type("Managed Device").by_hand
+    adopted = run_setup(everything, adopt=True)
+    assert adopted.action == "updated" and adopted.adopted == ["Managed Device"]
+    assert [r.method for r in mapping_writes(box)] == ["PATCH"]
+    taken = box.assets.object_type("Managed Device")
+    assert taken.id == hand_id and taken.external_id.startswith("ENTRA/") and not taken.by_hand
+    assert live_types(everything)["Managed Device"]["externalId"] == taken.external_id
+    assert box.assets.find("Managed Device", "Serial Number", "SN-1") is not None  # its object stays
+
+
 # -- the command line ---------------------------------------------------------------------------------------
 
 def test_the_cli_refuses_with_exit_3_and_adopt_goes_ahead(cli):

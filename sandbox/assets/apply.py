@@ -197,7 +197,7 @@ class ObjectStore:
 
     def rename_type(self, old_external_id: str, new_external_id: str) -> None:
         """The objects of one type (and their indexes) now belong under a new external id: an import took the
-        type over (``mapping.merge_document(adopt=True)``). Ids, keys and values stay as they were."""
+        type over (``mapping.merge_document``). Ids, keys and values stay as they were."""
         ids = self._by_type.pop(old_external_id, {})
         self._by_type[new_external_id] = ids
         if old_external_id in self._indexes:

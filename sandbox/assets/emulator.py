@@ -14,7 +14,7 @@ The object schema exists before its import has a mapping, and may already hold o
 hand (``create_type_by_hand``, ``create_object_by_hand``) or an earlier import left (``new_import``: the
 import is deleted and a new one created in the same schema). Before the first PUT, ``schema-and-mapping``
 shows those types with an empty mapping - UNCONFIRMED (``schema_before_mapping = False`` answers 400 instead,
-the other plausible reading) - and the first PUT takes a same-named type over (``sandbox.assets.mapping``).
+the other plausible reading) - and a PUT or PATCH takes a same-named type over (``sandbox.assets.mapping``).
 
 Whether Assets de-duplicates a re-sent data chunk by ``clientGeneratedId`` is UNCONFIRMED (reference §4.3):
 the emulator does not - it keeps every chunk it accepted (``Execution.duplicates`` lists the ids sent more
@@ -349,7 +349,7 @@ class AssetsEmulator(Served):
         if params.pop("ws", self.workspace_id) != self.workspace_id or \
                 params.pop("src", self.import_source_id) != self.import_source_id:
             return _json({"code": 404, "message": "Import source not found"}, 404)
-        # A first PUT may move objects to an adopted type's new external id: it takes the store lock first
+        # A PUT or PATCH may move objects to an adopted type's new external id: it takes the store lock first
         # (the lock order), so no reader sees the model and the store disagree.
         with self._store_lock if endpoint == "put_mapping" else contextlib.nullcontext(), self._lock:
             return getattr(self, f"_{endpoint}")(request, body, **params)
@@ -393,7 +393,7 @@ class AssetsEmulator(Served):
     def _submit(self, request: Request, body: bytes, verb: str) -> Response:
         before = self._model
         try:
-            model = merge_document(before, orjson.loads(body), adopt=not self._mapped)
+            model = merge_document(before, orjson.loads(body))
         except orjson.JSONDecodeError as exc:
             return _invalid("INVALID_JSON", f"the body is not JSON: {exc}")
         except DocumentRejected as exc:
@@ -408,7 +408,7 @@ class AssetsEmulator(Served):
         return Response(status=303, headers={"Location": f"{self._base(request)}/mapping/progress/{resource}"})
 
     def _follow_adoptions(self, before: SchemaModel | None, after: SchemaModel) -> None:
-        """Objects (and object-API attributes) of a type the PUT adopted move to its new external id; a type
+        """Objects (and object-API attributes) of a type the document adopted move to its new external id; a type
         keeps its numeric id through an adoption, which is how one is recognised."""
         old_keys = {t.id: t.external_id for t in (before.types.values() if before else ())}
         for object_type in after.types.values():

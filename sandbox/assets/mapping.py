@@ -12,10 +12,11 @@ other code below is the emulator's own name - UNCONFIRMED - as are the ``message
 defaults and the checks marked so.
 
 Object types made by hand (:func:`add_hand_made_type`: in the Assets UI, before any import) live in the same
-model. The first PUT takes over a same-named one (``adopt``): our reading of the real API, UNCONFIRMED - Assets
+model. A PUT takes over a same-named unmapped one: our reading of the real API, UNCONFIRMED - Assets
 matches a document's object type by external id, then by name within the schema, so the type keeps its id and
-objects, gets the document's external id, and its same-named attributes become the document's. Only the first
-PUT does this here (whether a PATCH adding a type does the same is UNCONFIRMED; the emulator adds a new one).
+objects, gets the document's external id, and its same-named attributes become the document's. A PATCH that
+adds a type does the same here: one reading of how Assets matches, whatever the verb (UNCONFIRMED; the other
+reading, a second type of the same name, is what setup's check before any write guards against either way).
 """
 from __future__ import annotations
 
@@ -135,10 +136,10 @@ def schema_errors(document: object) -> list[dict[str, str]]:
     return [_error("SCHEMA_VALIDATION", f"{e.json_path}: {e.message}") for e in errors]
 
 
-def merge_document(current: SchemaModel | None, document: object, adopt: bool = False) -> SchemaModel:
+def merge_document(current: SchemaModel | None, document: object) -> SchemaModel:
     """The model after accepting ``document`` on top of ``current`` (None or hand-made types only for the
-    first PUT). With ``adopt`` (the first PUT), a document type whose external id is unknown takes over the
-    unmapped type of the same name (module docstring): same numeric id, the document's external id.
+    first PUT). A document type whose external id is unknown takes over the unmapped type of the same name
+    (module docstring): same numeric id, the document's external id.
 
     Pure apart from generating external ids for a document that has none. Raises ``DocumentRejected``
     listing every problem found; on rejection nothing changes.
@@ -154,7 +155,7 @@ def merge_document(current: SchemaModel | None, document: object, adopt: bool = 
     if errors:
         raise DocumentRejected(errors)
     _assign_external_ids(base, flat)
-    model = _merge_types(base, flat, errors, adopt)
+    model = _merge_types(base, flat, errors)
     model = replace(model, icons={**model.icons, **{i["key"]: i for i in schema.get("iconSchema", {}).get(
         "icons", [])}}, statuses={**model.statuses, **{s["name"].casefold(): s for s in schema.get(
             "statusSchema", {}).get("statuses", [])}})
@@ -206,8 +207,7 @@ def _assign_external_ids(base: SchemaModel, flat: list[tuple[dict | None, dict]]
             attr["externalId"] = old.external_id if old and not old.by_hand else f"cmdb::externalId/{uuid.uuid4()}"
 
 
-def _merge_types(base: SchemaModel, flat: list[tuple[dict | None, dict]], errors: list,
-                 adopt: bool = False) -> SchemaModel:
+def _merge_types(base: SchemaModel, flat: list[tuple[dict | None, dict]], errors: list) -> SchemaModel:
     types = dict(base.types)
     names = {t.name: t.external_id for t in types.values()} | {raw["name"]: raw["externalId"] for _, raw in flat}
     known = set(types) | {raw["externalId"] for _, raw in flat}
@@ -216,7 +216,7 @@ def _merge_types(base: SchemaModel, flat: list[tuple[dict | None, dict]], errors
     for parent, raw in flat:
         attrs = [_attribute(raw, a, names, known, errors) for a in raw["attributes"]]
         old = types.get(raw["externalId"])
-        if old is None and adopt:
+        if old is None:
             old = _adoptable(base, raw, {r["externalId"] for _, r in flat})
             if old is not None:
                 del types[old.external_id]

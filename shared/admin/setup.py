@@ -85,9 +85,10 @@ def document_problems(document: dict) -> list[str]:
 def run_setup(settings: Settings, adopt: bool = False) -> SetupOutcome:
     """Validate and send the document (PUT the first time, PATCH later). Idempotent.
 
-    Before the PUT the target schema's object types are read (``schema_types``): one with our name that this
-    installation did not create raises ``ForeignObjectTypes`` and nothing is sent, unless ``adopt``, which lets
-    the PUT take them over and names each in the notes (and ``adopted``). Before a PATCH the live document is
+    Before the PUT, and before a PATCH that adds object types, the target schema's object types are read
+    (``schema_types``): one with a name we are about to map that this installation did not create raises
+    ``ForeignObjectTypes`` and nothing is sent, unless ``adopt``, which lets the write take them over and names
+    each in the notes (and ``adopted``). Before a PATCH the live document is
     compared with ours: the mapping API only adds, so a rename, retype or retargeted reference (usually a
     MAPPING_FILE change) raises ``IncompatibleSchema`` and nothing is sent. Raises ``MappingFileError`` for an
     invalid MAPPING_FILE.
@@ -111,6 +112,10 @@ def run_setup(settings: Settings, adopt: bool = False) -> SetupOutcome:
             raise IncompatibleSchema("Assets cannot apply these schema changes (its mapping API only adds): "
                                      + "; ".join(refused))
         notes += [f"no longer mapped (kept in Assets): {line}" for line in unmapped_attributes(live, document)]
+        added = _added_names(live, document)
+        if added:  # a PATCH adding a type (SYNC_OBJECT_TYPES grew, an upgrade) may meet a hand-made one too
+            adopted, takeover_notes = _check_takeover(settings, assets, document, adopt, added)
+            notes += takeover_notes
     action = assets.submit_document(document, first)
     state = open_backend(settings).state if settings.jira_enabled or settings.notification_url else None
     if settings.jira_enabled:  # Jira User (type User) cannot come through the mapping: the object API makes it
@@ -128,10 +133,11 @@ def run_setup(settings: Settings, adopt: bool = False) -> SetupOutcome:
 # Object types the schema already holds (before the first mapping)
 
 
-def _check_takeover(settings: Settings, assets: AssetsClient, document: dict,
-                    adopt: bool) -> tuple[list[SchemaType], list[str]]:
-    """The foreign types the first PUT will take over (only with ``adopt``) and a note naming each. Raises
-    ``ForeignObjectTypes`` without ``adopt`` when there are some, or when the schema could not be read."""
+def _check_takeover(settings: Settings, assets: AssetsClient, document: dict, adopt: bool,
+                    names: set[str] | None = None) -> tuple[list[SchemaType], list[str]]:
+    """The foreign types the write will take over (only with ``adopt``) and a note naming each, among the
+    document's types named in ``names`` (all of them for the first PUT). Raises ``ForeignObjectTypes`` without
+    ``adopt`` when there are some, or when the schema could not be read."""
     existing = schema_types(settings, assets)
     if existing is None:  # nothing to compare with: refuse rather than risk a silent takeover
         if not adopt:
@@ -139,7 +145,7 @@ def _check_takeover(settings: Settings, assets: AssetsClient, document: dict,
         note = ("the target schema's object types could not be read before the first mapping: any named "
                 f"{', '.join(_names(document))} were taken over (--adopt) - check them in Assets")
         return [], [note]
-    foreign = foreign_types(existing, document, settings.schema_key)
+    foreign = [t for t in foreign_types(existing, document, settings.schema_key) if names is None or t.name in names]
     if foreign and not adopt:
         raise ForeignObjectTypes(_refusal(foreign), [t.name for t in foreign])
     return foreign, [_adopted_note(t, document) for t in foreign]
@@ -178,6 +184,12 @@ def foreign_types(existing: list[SchemaType], document: dict, prefix: str) -> li
     return [t for t in existing if t.name in ours and not (t.external_id or "").startswith(f"{prefix}/")]
 
 
+def _added_names(live: dict, document: dict) -> set[str]:
+    """Names of the document's object types the live schema-and-mapping does not have yet (by external id)."""
+    present = {t.get("externalId") for t in _types(live)}
+    return {t["name"] for t in _types(document) if t.get("externalId") not in present}
+
+
 def _live_document(assets: AssetsClient) -> dict | None:
     try:
         return assets.schema_and_mapping()
@@ -210,7 +222,7 @@ _ADOPT_HINT = ("Nothing was sent. Rename or delete them in Assets (Schema config
 def _refusal(foreign: list[SchemaType]) -> str:
     listed = "; ".join(f"{t.name} ({t.origin()})" for t in foreign)
     return (f"the target schema already has object types with entra-assets' names that this installation did "
-            f"not create: {listed}. The first mapping would take them over - Assets matches object types by "
+            f"not create: {listed}. The mapping would take them over - Assets matches object types by "
             f"name, so their objects and same-named attributes would become this import's. {_ADOPT_HINT}")
 
 
