@@ -2,6 +2,8 @@
 emulators and checked against the tenant; either one refused leaves the rest of the sync as it was."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sandbox.tenant import intune
@@ -94,3 +96,18 @@ def test_without_premium_last_sign_in_stays_empty_check_says_why_and_nothing_els
 def _iso(value):
     """Assets' date-time as the tenant wrote it (the emulator may store it as given or normalised)."""
     return value if value is None or value.endswith("Z") else value.replace("+00:00", "Z")
+
+
+def test_preview_json_counts_managed_devices_and_licences_as_the_sync_then_creates_them(cli):
+    assert cli("setup").exit_code == 0
+    box = cli.box
+    shown = cli("preview", "--json")
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.output)
+    created = report["counts"]["create"]
+    assert created["Managed Device"] == len(box.tenant.managed_devices) > 0
+    assert created["License"] == len(box.tenant.skus) > 0
+    assert report["objects"]["after"] == sum(created.values())
+    assert cli("sync", "--full").exit_code == 0
+    assert len(box.assets.objects("Managed Device")) == created["Managed Device"]
+    assert len(box.assets.objects("License")) == created["License"]
