@@ -130,7 +130,7 @@ def run_setup(settings: Settings, adopt: bool = False) -> SetupOutcome:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Object types the schema already holds (before the first mapping)
+# Object types the schema already holds (before the first mapping, and before a PATCH that adds types)
 
 
 def _check_takeover(settings: Settings, assets: AssetsClient, document: dict, adopt: bool,
